@@ -1,0 +1,183 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* vrnic-hw.h: the vrnic device's register and queue layouts as docs/device.md defines them. */
+#ifndef VRNIC_HW_H
+#define VRNIC_HW_H
+
+#include <linux/types.h>
+
+#define VRNIC_PCI_VENDOR_ID	0x1234
+#define VRNIC_PCI_DEVICE_ID	0x7a01
+
+#define VRNIC_BAR_REGS		0
+#define VRNIC_BAR_UAR		2
+#define VRNIC_UAR_PAGE_SIZE	4096
+
+/* BAR0 registers, 32-bit accesses. */
+#define VRNIC_REG_VERSION	0x000
+#define VRNIC_REG_MAGIC		0x004
+#define VRNIC_REG_NUM_UARS	0x008
+#define VRNIC_REG_NUM_PORTS	0x00c
+#define VRNIC_REG_MAX_PD	0x010
+#define VRNIC_REG_MAX_CQ	0x014
+#define VRNIC_REG_MAX_QP	0x018
+#define VRNIC_REG_MAX_MR	0x01c
+#define VRNIC_REG_MAX_CQE	0x020
+#define VRNIC_REG_MAX_QP_WR	0x024
+#define VRNIC_REG_NUM_VECTORS	0x028
+#define VRNIC_REG_CTRL		0x040
+#define VRNIC_REG_STATUS	0x044
+#define VRNIC_REG_FATAL_CODE	0x048
+#define VRNIC_REG_ASQ_BASE_LO	0x080
+#define VRNIC_REG_ASQ_BASE_HI	0x084
+#define VRNIC_REG_ASQ_SIZE	0x088
+#define VRNIC_REG_ASQ_TAIL	0x08c
+#define VRNIC_REG_ASQ_HEAD	0x090
+#define VRNIC_REG_ACQ_BASE_LO	0x0a0
+#define VRNIC_REG_ACQ_BASE_HI	0x0a4
+#define VRNIC_REG_ACQ_SIZE	0x0a8
+#define VRNIC_REG_ACQ_HEAD	0x0ac
+#define VRNIC_REG_EQ_BASE_LO	0x0c0
+#define VRNIC_REG_EQ_BASE_HI	0x0c4
+#define VRNIC_REG_EQ_SIZE	0x0c8
+#define VRNIC_REG_EQ_HEAD	0x0cc
+
+#define VRNIC_MAGIC		0x43494e56 /* "VNIC" */
+#define VRNIC_VERSION_MAJOR(v)	((v) >> 16)
+#define VRNIC_VERSION_MAJOR_SUPPORTED 1
+
+#define VRNIC_CTRL_ENABLE	BIT(0)
+#define VRNIC_CTRL_RESET	BIT(1)
+#define VRNIC_STATUS_READY	BIT(0)
+#define VRNIC_STATUS_FATAL	BIT(1)
+
+/* What a read of a register returns once the device has left the bus. */
+#define VRNIC_REG_GONE		0xffffffffu
+
+/* Interrupt vectors. */
+#define VRNIC_VEC_ADMIN		0
+#define VRNIC_VEC_EVENT		1
+#define VRNIC_VEC_FIRST_COMP	2
+
+/* Admin opcodes. */
+enum vrnic_admin_opcode {
+	VRNIC_ADMIN_QUERY_DEVICE = 0x01,
+	VRNIC_ADMIN_QUERY_PORT = 0x02,
+	VRNIC_ADMIN_ALLOC_UAR = 0x03,
+	VRNIC_ADMIN_FREE_UAR = 0x04,
+	VRNIC_ADMIN_CREATE_PD = 0x05,
+	VRNIC_ADMIN_DESTROY_PD = 0x06,
+	VRNIC_ADMIN_CREATE_CQ = 0x07,
+	VRNIC_ADMIN_DESTROY_CQ = 0x08,
+	VRNIC_ADMIN_CREATE_QP = 0x09,
+	VRNIC_ADMIN_MODIFY_QP = 0x0a,
+	VRNIC_ADMIN_DESTROY_QP = 0x0b,
+	VRNIC_ADMIN_REG_MR = 0x0c,
+	VRNIC_ADMIN_DEREG_MR = 0x0d,
+};
+
+/* Admin completion status. */
+enum vrnic_admin_status {
+	VRNIC_STATUS_OK = 0,
+	VRNIC_STATUS_BAD_OPCODE = 1,
+	VRNIC_STATUS_BAD_PARAM = 2,
+	VRNIC_STATUS_BAD_ADDRESS = 3,
+	VRNIC_STATUS_NO_RESOURCES = 4,
+	VRNIC_STATUS_BAD_HANDLE = 5,
+	VRNIC_STATUS_IN_USE = 6,
+	VRNIC_STATUS_BAD_STATE = 7,
+};
+
+/* Admin submission entry: 64 bytes; words 0x08.. are command specific. */
+struct vrnic_asqe {
+	u8 opcode;
+	u8 flags;
+	__le16 reserved;
+	__le32 cmd_id;
+	union {
+		__le32 dw[14];
+		struct {
+			__le64 addr;
+			__le32 len;
+		} query;		/* QUERY_DEVICE, QUERY_PORT (port number at dw[3]) */
+		struct {
+			__le32 count;
+		} alloc_uar;
+		struct {
+			__le32 index;
+			__le32 count;
+		} free_uar;
+		struct {
+			__le32 handle;
+		} destroy;		/* DESTROY_PD/CQ/QP, DEREG_MR */
+	};
+} __packed;
+
+/* Admin completion entry: 16 bytes. */
+struct vrnic_acqe {
+	__le32 cmd_id;
+	__le16 status;
+	__le16 flags;
+	__le32 result0;
+	__le32 result1;
+} __packed;
+
+#define VRNIC_CQE_PHASE		BIT(0)
+
+/* Event queue entry: 16 bytes. */
+struct vrnic_eqe {
+	__le16 type;
+	__le16 flags;
+	__le32 data0;
+	__le32 data1;
+	__le32 reserved;
+} __packed;
+
+enum vrnic_event_type {
+	VRNIC_EVENT_PORT_STATE_CHANGE = 1,
+	VRNIC_EVENT_FATAL_ERROR = 2,
+	VRNIC_EVENT_CQ_ERROR = 3,
+};
+
+/* QUERY_DEVICE output buffer. */
+struct vrnic_hw_device_attr {
+	__le64 fw_version;
+	__le64 node_guid;
+	__le64 sys_image_guid;
+	__le64 max_mr_size;
+	__le32 max_pd;
+	__le32 max_cq;
+	__le32 max_qp;
+	__le32 max_mr;
+	__le32 max_cqe;
+	__le32 max_qp_wr;
+	__le32 max_sge;
+	__le32 num_uars;
+	__le32 num_ports;
+	__le32 num_vectors;
+	__le32 reserved[6];
+} __packed;
+
+/* QUERY_PORT output buffer. */
+struct vrnic_hw_port_attr {
+	__le32 state;		/* enum ib_port_state values */
+	__le32 phys_state;	/* IB phys port state: 5 LinkUp, 3 Disabled */
+	__le32 max_mtu;		/* enum ib_mtu values */
+	__le32 active_mtu;
+	__le32 lid;
+	__le32 sm_lid;
+	__le32 active_width;	/* IB_WIDTH_* */
+	__le32 active_speed;	/* IB_SPEED_* */
+	__le32 gid_tbl_len;
+	__le32 pkey_tbl_len;
+	__le64 gid_prefix;
+	__le64 port_guid;
+	__le32 reserved[4];
+} __packed;
+
+/* UAR page layout (user space writes these through its mapping). */
+#define VRNIC_UAR_SQ_DOORBELL	0x000
+#define VRNIC_UAR_CQ_DOORBELL	0x008
+#define VRNIC_UAR_CQ_ARM	0x00c
+#define VRNIC_UAR_SCRATCH	0x800
+
+#endif /* VRNIC_HW_H */
