@@ -1,4 +1,9 @@
 // Every `vrnic` subcommand, in the order `vrnic --help` lists them.
 import type { Command } from './command';
+import { statusCommand } from './status';
+import { vanishCommand } from './vanish';
 
-export const commands: readonly Command[] = [];
+export const commands: readonly Command[] = [
+  statusCommand,
+  vanishCommand,
+];

@@ -1,0 +1,281 @@
+// The control socket of a running daemon (`<socket>.ctl`, mode 0600): status and vanish, one JSON line each.
+import fs from 'node:fs';
+import net from 'node:net';
+import type { Logger } from 'pino';
+import type { Daemon } from '../daemon';
+import { moduleLogger } from '../log';
+import { claimSocketPath } from '../socket-path';
+import {
+  ControlErrorCode,
+  type ControlId,
+  type ControlReply,
+  type ControlRequest,
+  encodeReply,
+  LineSplitter,
+  MAX_REQUEST_LINE,
+  parseRequest,
+  RequestError,
+  type VanishMode,
+  type VanishWhen,
+} from './protocol';
+import { vanish, type VanishResult } from './vanish';
+import { deviceStatus, type DeviceStatusView } from './device-status';
+
+/** The control socket path for a vfio-user socket path. */
+export function controlPathFor(socketPath: string): string {
+  return `${socketPath}.ctl`;
+}
+
+/**
+ * Arms a vanish at a device event (issue 9). `arm` calls `fire` when the event happens and
+ * returns a way to cancel; it throws (with a message for the client) for events it does not know.
+ */
+export interface VanishArmer {
+  arm(when: VanishWhen, fire: () => void): { disarm(): void };
+}
+
+export interface ControlServerOptions {
+  /** QEMU's QMP socket, for device_del in the orderly and surprise modes. */
+  readonly qmpPath?: string;
+  /** QEMU device id of the vfio-user-pci device (default 'nic0'). */
+  readonly deviceId?: string;
+  /** Default controlPathFor(daemon.socketPath). */
+  readonly controlPath?: string;
+  /** Treat SIGUSR1 as `vanish --mode surprise` (default true). */
+  readonly sigusr1?: boolean;
+  /**
+   * End the process once a vanish has finished and its reply is written (default false: a
+   * library user keeps its process; `vrnic serve` passes true).
+   */
+  readonly exitAfterVanish?: boolean;
+  readonly deviceDeletedTimeoutMs?: number;
+  readonly armer?: VanishArmer;
+  readonly log?: Logger;
+}
+
+export interface ControlStatus {
+  readonly pid: number;
+  readonly socketPath: string;
+  readonly controlPath: string;
+  readonly transport: string;
+  readonly state: string;
+  readonly uptimeMs: number;
+  readonly clientConnected: boolean;
+  readonly transportStats: Record<string, unknown>;
+  readonly qmpPath: string | null;
+  /** The vanish under way or done, if any. */
+  readonly vanish: { readonly mode: VanishMode; readonly phase: 'armed' | 'running' | 'done' | 'failed' } | null;
+  readonly device: DeviceStatusView;
+}
+
+type VanishPhase = 'armed' | 'running' | 'done' | 'failed';
+interface VanishState {
+  readonly mode: VanishMode;
+  phase: VanishPhase;
+  promise: Promise<VanishResult>;
+}
+
+export interface ControlServer {
+  readonly path: string;
+  /** Resolves with the result of the first vanish (from a request, SIGUSR1 or vanish()). */
+  readonly vanished: Promise<VanishResult>;
+  /** Starts a vanish as a control request would; a second call returns the first one's promise. */
+  vanish(mode: VanishMode): Promise<VanishResult>;
+  close(): Promise<void>;
+}
+
+/**
+ * Listens on the control socket of `daemon`. Call after Daemon.start; `vrnic serve --qmp PATH`
+ * does: `await startControlServer(daemon, { qmpPath, exitAfterVanish: true })`.
+ */
+export async function startControlServer(daemon: Daemon, opts: ControlServerOptions = {}): Promise<ControlServer> {
+  const log = opts.log ?? moduleLogger('control');
+  const path = await claimSocketPath(opts.controlPath ?? controlPathFor(daemon.socketPath));
+  const sockets = new Set<net.Socket>();
+  let current: VanishState | null = null;
+  let armed: { disarm(): void } | null = null;
+  let resolveVanished!: (r: VanishResult) => void;
+  const vanished = new Promise<VanishResult>((r) => (resolveVanished = r));
+  let closed = false;
+
+  const startVanish = (mode: VanishMode): Promise<VanishResult> => {
+    if (current && current.phase !== 'armed' && current.phase !== 'failed') return current.promise;
+    armed?.disarm();
+    armed = null;
+    const state: VanishState = { mode, phase: 'running', promise: vanished };
+    current = state;
+    log.warn({ mode }, 'vanish requested');
+    state.promise = vanish(daemon, mode, {
+      qmp: opts.qmpPath,
+      deviceId: opts.deviceId,
+      deviceDeletedTimeoutMs: opts.deviceDeletedTimeoutMs,
+      log,
+    }).then(
+      (result) => {
+        state.phase = 'done';
+        log.warn({ result }, 'vanished');
+        resolveVanished(result);
+        return result;
+      },
+      (err: Error) => {
+        state.phase = 'failed';
+        log.error({ err, mode }, 'vanish failed; still serving');
+        throw err;
+      },
+    );
+    return state.promise;
+  };
+
+  const status = (): ControlStatus => {
+    const s = daemon.status();
+    return {
+      pid: s.pid,
+      socketPath: s.socketPath,
+      controlPath: path,
+      transport: s.transport,
+      state: s.state,
+      uptimeMs: s.uptimeMs,
+      clientConnected: s.transportStats.clientConnected,
+      transportStats: { ...s.transportStats },
+      qmpPath: opts.qmpPath ?? null,
+      vanish: current ? { mode: current.mode, phase: current.phase } : null,
+      device: deviceStatus(daemon.device),
+    };
+  };
+
+  const send = (sock: net.Socket, reply: ControlReply): Promise<void> =>
+    new Promise((resolve) => {
+      if (sock.destroyed || !sock.writable) return resolve();
+      sock.write(encodeReply(reply), () => resolve());
+    });
+  const fail = (sock: net.Socket, id: ControlId | null, code: ControlErrorCode, message: string) =>
+    send(sock, { id, ok: false, error: { code, message } });
+
+  const handle = async (sock: net.Socket, req: ControlRequest): Promise<void> => {
+    const id = req.id ?? null;
+    switch (req.cmd) {
+      case 'ping':
+        await send(sock, { id, ok: true, result: { pong: true } });
+        return;
+      case 'status':
+        await send(sock, { id, ok: true, result: status() });
+        return;
+      case 'vanish': {
+        if (current && current.phase !== 'failed' && current.phase !== 'armed') {
+          await fail(sock, id, ControlErrorCode.Busy, `a ${current.mode} vanish is already ${current.phase}`);
+          return;
+        }
+        if (req.when !== undefined) {
+          if (!opts.armer) {
+            await fail(sock, id, ControlErrorCode.Unsupported, 'vanish "when" (at a device event) is not available in this daemon');
+            return;
+          }
+          try {
+            armed?.disarm();
+            const mode = req.mode;
+            armed = opts.armer.arm(req.when, () => void startVanish(mode).catch(() => undefined));
+            current = { mode, phase: 'armed', promise: vanished };
+          } catch (err) {
+            await fail(sock, id, ControlErrorCode.BadRequest, (err as Error).message);
+            return;
+          }
+          await send(sock, { id, ok: true, result: { armed: true, mode: req.mode, when: req.when } });
+          return;
+        }
+        let result: VanishResult;
+        try {
+          result = await startVanish(req.mode);
+        } catch (err) {
+          await fail(sock, id, ControlErrorCode.Failed, (err as Error).message);
+          return;
+        }
+        await send(sock, { id, ok: true, result });
+        return;
+      }
+    }
+  };
+
+  const server = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    sock.on('error', (err) => log.debug({ err }, 'control client error'));
+    const splitter = new LineSplitter(
+      MAX_REQUEST_LINE,
+      (line) => {
+        let req: ControlRequest;
+        try {
+          req = parseRequest(line);
+        } catch (err) {
+          const e = err as RequestError;
+          log.warn({ code: e.code, msg: e.message }, 'bad control request');
+          void fail(sock, e.id, e.code, e.message);
+          return;
+        }
+        handle(sock, req).catch((err: Error) => void fail(sock, req.id ?? null, ControlErrorCode.Failed, err.message));
+      },
+      () => {
+        log.warn({ max: MAX_REQUEST_LINE }, 'control request line too long; skipped');
+        void fail(sock, null, ControlErrorCode.LineTooLong, `request line longer than ${MAX_REQUEST_LINE} bytes; skipped up to its newline`);
+      },
+    );
+    sock.on('data', (chunk: Buffer) => splitter.push(chunk));
+  });
+
+  // The socket must never exist with a wider mode, not even between bind() and chmod().
+  const oldMask = process.umask(0o177);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } finally {
+    process.umask(oldMask);
+  }
+  fs.chmodSync(path, 0o600);
+  server.on('error', (err) => log.error({ err }, 'control socket failed'));
+  log.info({ control: path, qmp: opts.qmpPath ?? null }, 'control socket listening');
+
+  const onSigusr1 = () => {
+    log.warn({ signal: 'SIGUSR1' }, 'SIGUSR1: vanish surprise');
+    startVanish('surprise').catch(() => undefined);
+  };
+  if (opts.sigusr1 ?? true) process.on('SIGUSR1', onSigusr1);
+
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    armed?.disarm();
+    process.off('SIGUSR1', onSigusr1);
+    const done = new Promise<void>((r) => server.close(() => r()));
+    for (const s of sockets) s.end();
+    setTimeout(() => {
+      for (const s of sockets) s.destroy();
+    }, 500).unref();
+    await done;
+    try {
+      fs.unlinkSync(path);
+    } catch {
+      // already gone
+    }
+  };
+
+  // The daemon stopping by itself (signal, transport failure) takes the control socket with it;
+  // during a vanish the socket stays until the vanish's reply is written.
+  daemon.once('stopped', () => {
+    if (!current || current.phase === 'armed') void close();
+  });
+  void vanished.then(async () => {
+    // Let the replies go out, then close; `vrnic serve` also ends the process.
+    await new Promise((r) => setImmediate(r));
+    await close();
+    if (opts.exitAfterVanish) {
+      // Anything still holding the event loop (a stuck transport thread) must not keep a vanished daemon alive.
+      setTimeout(() => process.exit(0), 1000).unref();
+    }
+  });
+
+  return { path, vanished, vanish: startVanish, close };
+}
