@@ -1,0 +1,145 @@
+// Shared helpers for bench/: statistics, spawning server processes and waiting for their sockets, /proc readings.
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { MinimalClient } from './minimal-client';
+
+/** The repository root (bench/ files run from dist/bench/). */
+export const repoRoot = path.resolve(__dirname, '..', '..');
+export const cliPath = path.join(repoRoot, 'dist', 'src', 'cli.js');
+export const launcherPath = path.join(repoRoot, 'dist', 'bench', 'launch-server.js');
+
+/** BAR0 size and the value of a 4-byte read at offset 0 that the stand-in device and the C server share. */
+export const BENCH_BAR0_SIZE = 4096;
+export const BENCH_VERSION_VALUE = 0x00010000;
+
+export function median(xs: readonly number[]): number {
+  return quantile(xs, 0.5);
+}
+
+/** Linear-interpolated quantile q in [0, 1]; NaN for an empty list. */
+export function quantile(xs: readonly number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const pos = (s.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.ceil(pos);
+  return s[lo] + (s[hi] - s[lo]) * (pos - lo);
+}
+
+export function round(x: number, digits = 2): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export function nowNs(): bigint {
+  return process.hrtime.bigint();
+}
+
+export function tempDir(prefix: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** A server process started for a benchmark, with what it printed (for error messages). */
+export interface ServerProcess {
+  readonly name: string;
+  readonly child: ChildProcess;
+  readonly socketPath: string;
+  output(): string;
+  exited(): boolean;
+}
+
+export function spawnServer(name: string, argv: readonly string[], socketPath: string, opts: SpawnOptions = {}): ServerProcess {
+  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+  let out = '';
+  let done = false;
+  const keep = (chunk: Buffer) => {
+    out += chunk.toString();
+    if (out.length > 20000) out = out.slice(-10000);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  child.on('exit', () => {
+    done = true;
+  });
+  return { name, child, socketPath, output: () => out, exited: () => done || child.exitCode !== null || child.signalCode !== null };
+}
+
+/**
+ * Waits until the server's socket accepts and answers VERSION; returns the connected client.
+ * Throws when the process exits first or timeoutMs passes.
+ */
+export async function connectWhenReady(server: ServerProcess, timeoutMs = 15000): Promise<MinimalClient> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown = null;
+  while (Date.now() < deadline) {
+    if (server.exited()) {
+      throw new Error(`${server.name} exited before serving (code ${server.child.exitCode}, signal ${server.child.signalCode}): ${server.output().trim().slice(-2000)}`);
+    }
+    if (fs.existsSync(server.socketPath)) {
+      try {
+        return MinimalClient.connect(server.socketPath);
+      } catch (err) {
+        last = err;
+      }
+    }
+    await sleep(5);
+  }
+  throw new Error(`${server.name} did not accept on ${server.socketPath} within ${timeoutMs} ms (${String(last)}): ${server.output().trim().slice(-2000)}`);
+}
+
+/** Sends SIGTERM and waits for the exit (SIGKILL after graceMs). */
+export async function stopServer(server: ServerProcess, graceMs = 5000): Promise<void> {
+  if (server.exited()) return;
+  const exited = new Promise<void>((resolve) => server.child.once('exit', () => resolve()));
+  server.child.kill('SIGTERM');
+  const timer = setTimeout(() => server.child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** VmRSS of a process in KiB, from /proc/PID/status. */
+export function vmRssKiB(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
+  if (!m) throw new Error(`no VmRSS in /proc/${pid}/status`);
+  return Number(m[1]);
+}
+
+/** utime + stime of a process in clock ticks, from /proc/PID/stat. */
+export function cpuTicks(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name (field 2) may hold spaces; fields after its closing parenthesis are fixed.
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(rest[11]) + Number(rest[12]);
+}
+
+export interface MachineInfo {
+  readonly hostname: string;
+  readonly cpuModel: string;
+  readonly cpus: number;
+  readonly memTotalMiB: number;
+  readonly kernel: string;
+  readonly node: string;
+  readonly loadAvg: readonly number[];
+  readonly date: string;
+}
+
+export function machineInfo(): MachineInfo {
+  const cpus = os.cpus();
+  return {
+    hostname: os.hostname(),
+    cpuModel: cpus[0]?.model ?? 'unknown',
+    cpus: cpus.length,
+    memTotalMiB: Math.round(os.totalmem() / 1048576),
+    kernel: `${os.type()} ${os.release()}`,
+    node: process.version,
+    loadAvg: os.loadavg().map((x) => round(x)),
+    date: new Date().toISOString(),
+  };
+}

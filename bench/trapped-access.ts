@@ -1,0 +1,266 @@
+// Benchmark 1: a 4-byte REGION_READ of BAR0, round trip, against vrnic's transports and a C server on libvfio-user, interleaved; plus the server-side CPU profile.
+//
+// Every server runs as its own process and is driven by the same synchronous client
+// (bench/minimal-client.ts), so the columns differ only by the server. Rounds of N reads go to
+// each server in turn, the order rotating each round, so drift on this shared machine (other
+// processes, frequency changes) lands on every column alike; the per-read median over rounds
+// is reported, and each column's ratio to the C server's.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { MinimalClient } from './minimal-client';
+import {
+  BENCH_BAR0_SIZE,
+  BENCH_VERSION_VALUE,
+  cliPath,
+  connectWhenReady,
+  launcherPath,
+  median,
+  nowNs,
+  quantile,
+  round,
+  spawnServer,
+  stopServer,
+  tempDir,
+  type ServerProcess,
+} from './common';
+import { summarizeProfileDir, type ProfileSummary } from './profile';
+
+export type ServerName = 'c' | 'native' | 'libvfio-user';
+export type VrnicTransport = 'native' | 'libvfio-user';
+
+export interface TrappedAccessOptions {
+  readonly rounds: number;
+  readonly readsPerRound: number;
+  readonly warmupReads: number;
+  /** Reads done while the server runs under --cpu-prof (0: no profile). */
+  readonly profileReads: number;
+  readonly log: (line: string) => void;
+}
+
+export interface ServerResult {
+  readonly name: ServerName;
+  /** How the server was started: the command line, minus paths. */
+  readonly via: string;
+  readonly valueAtOffset0: string;
+  readonly medianUs: number;
+  readonly p10Us: number;
+  readonly p90Us: number;
+  readonly roundsUs: readonly number[];
+  /** medianUs / the C server's medianUs; null without the C server. */
+  readonly ratioToC: number | null;
+}
+
+export interface TrappedAccessResult {
+  readonly client: string;
+  readonly rounds: number;
+  readonly readsPerRound: number;
+  readonly servers: readonly ServerResult[];
+  readonly skipped: readonly { name: ServerName; reason: string }[];
+  readonly profiles: readonly ProfileSummary[];
+  readonly profileSkipped: readonly { name: ServerName; reason: string }[];
+}
+
+/** Where libvfio-user's shared library and header are, or why they are not usable. */
+export function findLibvfioUser(): { lib: string; include: string } | { reason: string } {
+  const lib = process.env.VRNIC_LIBVFIO_USER;
+  if (!lib) return { reason: 'VRNIC_LIBVFIO_USER is not set (path of libvfio-user.so.0)' };
+  if (!fs.existsSync(lib)) return { reason: `VRNIC_LIBVFIO_USER=${lib} does not exist` };
+  const candidates = [
+    process.env.VRNIC_LIBVFIO_USER_INCLUDE,
+    path.resolve(path.dirname(lib), '..', '..', 'include', 'vfio-user'),
+    path.resolve(path.dirname(lib), '..', 'include', 'vfio-user'),
+  ].filter((d): d is string => d !== undefined && d !== '');
+  const include = candidates.find((d) => fs.existsSync(path.join(d, 'libvfio-user.h')));
+  if (!include) return { reason: `libvfio-user.h not found in ${candidates.join(', ')} (set VRNIC_LIBVFIO_USER_INCLUDE)` };
+  return { lib, include };
+}
+
+/** Compiles bench/c-server/server.c into a temporary directory; returns the binary or why not. */
+export function buildCServer(): { binary: string } | { reason: string } {
+  const found = findLibvfioUser();
+  if ('reason' in found) return found;
+  const source = path.resolve(__dirname, '..', '..', 'bench', 'c-server', 'server.c');
+  if (!fs.existsSync(source)) return { reason: `${source} is missing` };
+  const cc = process.env.CC ?? 'cc';
+  try {
+    execFileSync(cc, ['--version'], { stdio: 'ignore' });
+  } catch {
+    return { reason: `no C compiler (${cc}) found` };
+  }
+  const binary = path.join(tempDir('vrnic-bench-c-'), 'c-server');
+  const libDir = path.dirname(found.lib);
+  try {
+    execFileSync(cc, ['-O2', '-Wall', '-I', found.include, '-o', binary, source, found.lib, `-Wl,-rpath,${libDir}`], { stdio: 'pipe' });
+  } catch (err) {
+    const e = err as { stderr?: Buffer };
+    return { reason: `cc failed: ${e.stderr?.toString().trim() ?? String(err)}` };
+  }
+  return { binary };
+}
+
+export interface RunningServer {
+  readonly name: ServerName;
+  readonly via: string;
+  readonly server: ServerProcess;
+  readonly client: MinimalClient;
+}
+
+/**
+ * Starts a vrnic transport in its own process: `vrnic serve` when it starts, else the bench
+ * launcher (bench/launch-server.ts) with a stand-in device. nodeArgs go before the script (--cpu-prof).
+ */
+export async function startVrnicServer(transport: VrnicTransport, dir: string, nodeArgs: readonly string[] = [], log?: (l: string) => void): Promise<RunningServer> {
+  const socket = path.join(dir, `${transport}.sock`);
+  const serveArgv = [process.execPath, ...nodeArgs, cliPath, 'serve', '--transport', transport, '--socket', socket, '--log-level', 'warn', '--force'];
+  const serve = spawnServer(transport, serveArgv, socket);
+  try {
+    const client = await connectWhenReady(serve);
+    return { name: transport, via: `vrnic serve --transport ${transport}`, server: serve, client };
+  } catch (err) {
+    await stopServer(serve);
+    log?.(`  vrnic serve --transport ${transport} did not serve; using bench/launch-server.js (${firstLine(err)})`);
+  }
+  fs.rmSync(socket, { force: true });
+  const launcher = spawnServer(transport, [process.execPath, ...nodeArgs, launcherPath, '--transport', transport, '--socket', socket], socket);
+  try {
+    const client = await connectWhenReady(launcher);
+    return { name: transport, via: `bench/launch-server.js --transport ${transport} (stand-in device; vrnic serve did not start)`, server: launcher, client };
+  } catch (err) {
+    await stopServer(launcher);
+    throw err;
+  }
+}
+
+export async function startCServer(binary: string, dir: string): Promise<RunningServer> {
+  const socket = path.join(dir, 'c.sock');
+  const server = spawnServer('c', [binary, socket, String(BENCH_BAR0_SIZE), String(BENCH_VERSION_VALUE)], socket);
+  try {
+    const client = await connectWhenReady(server);
+    return { name: 'c', via: 'bench/c-server/server.c on libvfio-user (blocking vfu_run_ctx)', server, client };
+  } catch (err) {
+    await stopServer(server);
+    throw err;
+  }
+}
+
+function firstLine(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  // The most useful line of a child's stack is usually the Error line.
+  const errLine = lines.find((l) => /Error[:\s]/.test(l));
+  return (errLine ?? lines[0] ?? '').slice(0, 300);
+}
+
+/** The transports worth trying here, and why the others are skipped. */
+export function vrnicTransportsToTry(): { try: VrnicTransport[]; skipped: { name: ServerName; reason: string }[] } {
+  const found = findLibvfioUser();
+  if ('reason' in found) return { try: ['native'], skipped: [{ name: 'libvfio-user', reason: found.reason }] };
+  return { try: ['native', 'libvfio-user'], skipped: [] };
+}
+
+function timeReads(client: MinimalClient, n: number): number {
+  const t0 = nowNs();
+  for (let i = 0; i < n; i++) client.read32(0, 0);
+  return Number(nowNs() - t0) / n / 1000;
+}
+
+export async function runTrappedAccess(opts: TrappedAccessOptions): Promise<TrappedAccessResult> {
+  const dir = tempDir('vrnic-bench-trap-');
+  const skipped: { name: ServerName; reason: string }[] = [];
+  const running: RunningServer[] = [];
+  try {
+    const built = buildCServer();
+    if ('reason' in built) {
+      skipped.push({ name: 'c', reason: built.reason });
+    } else {
+      try {
+        running.push(await startCServer(built.binary, dir));
+      } catch (err) {
+        skipped.push({ name: 'c', reason: firstLine(err) });
+      }
+    }
+    const plan = vrnicTransportsToTry();
+    skipped.push(...plan.skipped);
+    for (const t of plan.try) {
+      try {
+        running.push(await startVrnicServer(t, dir, [], opts.log));
+      } catch (err) {
+        skipped.push({ name: t, reason: firstLine(err) });
+      }
+    }
+    for (const s of skipped) opts.log(`  trapped access: ${s.name} skipped: ${s.reason}`);
+
+    const values = new Map<ServerName, string>();
+    for (const s of running) {
+      values.set(s.name, '0x' + s.client.read32(0, 0).toString(16).padStart(8, '0'));
+      timeReads(s.client, opts.warmupReads);
+    }
+    const perRound = new Map<ServerName, number[]>(running.map((s) => [s.name, []]));
+    for (let r = 0; r < opts.rounds; r++) {
+      for (let k = 0; k < running.length; k++) {
+        const s = running[(r + k) % running.length];
+        perRound.get(s.name)!.push(timeReads(s.client, opts.readsPerRound));
+      }
+    }
+    const cMedian = perRound.has('c') ? median(perRound.get('c')!) : null;
+    const servers: ServerResult[] = running.map((s) => {
+      const xs = perRound.get(s.name)!;
+      const m = median(xs);
+      return {
+        name: s.name,
+        via: s.via,
+        valueAtOffset0: values.get(s.name) ?? '',
+        medianUs: round(m),
+        p10Us: round(quantile(xs, 0.1)),
+        p90Us: round(quantile(xs, 0.9)),
+        roundsUs: xs.map((x) => round(x)),
+        ratioToC: cMedian ? round(m / cMedian) : null,
+      };
+    });
+    for (const s of running) {
+      s.client.close();
+      await stopServer(s.server);
+    }
+    running.length = 0;
+
+    const profiles: ProfileSummary[] = [];
+    const profileSkipped: { name: ServerName; reason: string }[] = [];
+    if (opts.profileReads > 0) {
+      for (const s of servers) {
+        if (s.name === 'c') continue;
+        try {
+          profiles.push(await profileServer(s.name, dir, opts.profileReads, opts.log));
+        } catch (err) {
+          profileSkipped.push({ name: s.name, reason: firstLine(err) });
+          opts.log(`  profile of ${s.name} failed: ${firstLine(err)}`);
+        }
+      }
+    }
+    return { client: 'bench/minimal-client.ts (blocking read/write through koffi)', rounds: opts.rounds, readsPerRound: opts.readsPerRound, servers, skipped, profiles, profileSkipped };
+  } finally {
+    for (const s of running) {
+      s.client.close();
+      await stopServer(s.server);
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Runs the transport under `node --cpu-prof` during a read loop and summarizes the profile. */
+async function profileServer(transport: VrnicTransport, dir: string, reads: number, log: (l: string) => void): Promise<ProfileSummary> {
+  const profDir = path.join(dir, `prof-${transport}`);
+  fs.mkdirSync(profDir);
+  const s = await startVrnicServer(transport, dir, ['--cpu-prof', '--cpu-prof-dir', profDir, '--cpu-prof-interval', '50'], log);
+  let window;
+  try {
+    timeReads(s.client, Math.min(1000, reads)); // past the first calls' compilation
+    const fromUs = Number(nowNs() / 1000n);
+    timeReads(s.client, reads);
+    window = { fromUs, toUs: Number(nowNs() / 1000n) };
+  } finally {
+    s.client.close();
+    await stopServer(s.server, 10000);
+  }
+  return summarizeProfileDir(profDir, `${transport} server during ${reads} reads (${s.via})`, reads, window);
+}
