@@ -98,13 +98,13 @@ struct vrnic_asqe {
 		struct {
 			__le64 addr;
 			__le32 len;
-		} query;		/* QUERY_DEVICE, QUERY_PORT (port number at dw[3]) */
+			__le32 port;	/* QUERY_PORT only */
+		} query;		/* QUERY_DEVICE, QUERY_PORT */
 		struct {
 			__le32 count;
 		} alloc_uar;
 		struct {
 			__le32 index;
-			__le32 count;
 		} free_uar;
 		struct {
 			__le32 handle;
@@ -123,6 +123,14 @@ struct vrnic_acqe {
 
 #define VRNIC_CQE_PHASE		BIT(0)
 
+#define VRNIC_STATIC_ASSERTS() do { \
+	BUILD_BUG_ON(sizeof(struct vrnic_asqe) != 64); \
+	BUILD_BUG_ON(sizeof(struct vrnic_acqe) != 16); \
+	BUILD_BUG_ON(sizeof(struct vrnic_eqe) != 16); \
+	BUILD_BUG_ON(sizeof(struct vrnic_hw_device_attr) != 128); \
+	BUILD_BUG_ON(sizeof(struct vrnic_hw_port_attr) != 64); \
+} while (0)
+
 /* Event queue entry: 16 bytes. */
 struct vrnic_eqe {
 	__le16 type;
@@ -138,12 +146,17 @@ enum vrnic_event_type {
 	VRNIC_EVENT_CQ_ERROR = 3,
 };
 
-/* QUERY_DEVICE output buffer. */
+/* QUERY_DEVICE output buffer (128 bytes, docs/device.md 5.5). */
 struct vrnic_hw_device_attr {
-	__le64 fw_version;
+	__le32 if_version;
+	__le32 vendor_id;
+	__le32 device_id;
+	__le32 hw_rev;
 	__le64 node_guid;
-	__le64 sys_image_guid;
 	__le64 max_mr_size;
+	__le64 page_size_cap;
+	__le32 num_uars;
+	__le32 num_ports;
 	__le32 max_pd;
 	__le32 max_cq;
 	__le32 max_qp;
@@ -151,33 +164,31 @@ struct vrnic_hw_device_attr {
 	__le32 max_cqe;
 	__le32 max_qp_wr;
 	__le32 max_sge;
-	__le32 num_uars;
-	__le32 num_ports;
-	__le32 num_vectors;
-	__le32 reserved[6];
+	__le32 num_comp_vectors;
+	__le32 max_uars_per_alloc;
+	__le32 max_mr_pages;
+	u8 reserved[0x28];
 } __packed;
 
-/* QUERY_PORT output buffer. */
+/* QUERY_PORT output buffer (64 bytes); enum values are Linux's ib_verbs.h ones. */
 struct vrnic_hw_port_attr {
-	__le32 state;		/* enum ib_port_state values */
-	__le32 phys_state;	/* IB phys port state: 5 LinkUp, 3 Disabled */
-	__le32 max_mtu;		/* enum ib_mtu values */
+	__le32 state;
+	__le32 phys_state;
+	__le32 max_mtu;
 	__le32 active_mtu;
 	__le32 lid;
 	__le32 sm_lid;
-	__le32 active_width;	/* IB_WIDTH_* */
-	__le32 active_speed;	/* IB_SPEED_* */
 	__le32 gid_tbl_len;
 	__le32 pkey_tbl_len;
-	__le64 gid_prefix;
-	__le64 port_guid;
-	__le32 reserved[4];
+	__le32 active_width;
+	__le32 active_speed;
+	__le32 link_layer;
+	__le32 max_msg_sz;
+	u8 gid0[16];		/* network order */
 } __packed;
 
-/* UAR page layout (user space writes these through its mapping). */
-#define VRNIC_UAR_SQ_DOORBELL	0x000
-#define VRNIC_UAR_CQ_DOORBELL	0x008
-#define VRNIC_UAR_CQ_ARM	0x00c
+/* UAR page: 8-byte doorbell slots below 0x800 (even: QPs, odd: CQs), software scratch above. */
+#define VRNIC_UAR_DOORBELL_END	0x800
 #define VRNIC_UAR_SCRATCH	0x800
 
 #endif /* VRNIC_HW_H */

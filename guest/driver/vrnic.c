@@ -341,7 +341,8 @@ static int vrnic_admin_query(struct vrnic_dev *dev, u8 opcode, u32 port, void *b
 		return -ENOMEM;
 	cmd.query.addr = cpu_to_le64(dma);
 	cmd.query.len = cpu_to_le32(len);
-	cmd.dw[3] = cpu_to_le32(port);
+	if (opcode == VRNIC_ADMIN_QUERY_PORT)
+		cmd.query.port = cpu_to_le32(port);
 	ret = vrnic_admin_exec(dev, &cmd, NULL);
 	if (!ret)
 		memcpy(buf, va, len);
@@ -374,23 +375,24 @@ static irqreturn_t vrnic_event_thread(int irq, void *data)
 		struct vrnic_eqe *e = &dev->eq[dev->eq_head % VRNIC_EQ_ENTRIES];
 		struct ib_event ev = { .device = &dev->ibdev };
 		u16 type;
-		u32 d0;
+		u32 d0, d1;
 
 		if ((le16_to_cpu(READ_ONCE(e->flags)) & VRNIC_CQE_PHASE) != dev->eq_phase)
 			break;
 		dma_rmb();
 		type = le16_to_cpu(e->type);
 		d0 = le32_to_cpu(e->data0);
+		d1 = le32_to_cpu(e->data1);
 		dev->eq_head++;
 		consumed++;
 		if (dev->eq_head % VRNIC_EQ_ENTRIES == 0)
 			dev->eq_phase ^= 1;
-		dev_info(&dev->pdev->dev, "event type %u data0 0x%x\n", type, d0);
+		dev_info(&dev->pdev->dev, "event type %u data 0x%x 0x%x\n", type, d0, d1);
 		if (!dev->registered)
 			continue;
 		switch (type) {
 		case VRNIC_EVENT_PORT_STATE_CHANGE:
-			ev.event = d0 ? IB_EVENT_PORT_ACTIVE : IB_EVENT_PORT_ERR;
+			ev.event = d1 == IB_PORT_ACTIVE ? IB_EVENT_PORT_ACTIVE : IB_EVENT_PORT_ERR;
 			ev.element.port_num = 1;
 			ib_dispatch_event(&ev);
 			break;
@@ -449,9 +451,10 @@ static void vrnic_fill_port_attr(const struct vrnic_hw_port_attr *hw, struct ib_
 	attr->sm_lid = le32_to_cpu(hw->sm_lid);
 	attr->active_width = le32_to_cpu(hw->active_width);
 	attr->active_speed = le32_to_cpu(hw->active_speed);
+	/* get_port_immutable promised the core tables of one entry each. */
 	attr->gid_tbl_len = 1;
 	attr->pkey_tbl_len = 1;
-	attr->max_msg_sz = 0x80000000;
+	attr->max_msg_sz = le32_to_cpu(hw->max_msg_sz) ?: 0x80000000;
 	attr->max_vl_num = 1;
 	attr->port_cap_flags = 0;
 	/* Values a device could report out of range are clamped to something the core accepts. */
@@ -510,6 +513,10 @@ static int vrnic_query_gid(struct ib_device *ibdev, u32 port, int index, union i
 
 	if (index != 0)
 		return -EINVAL;
+	if (memchr_inv(dev->port_cache.gid0, 0, sizeof(dev->port_cache.gid0))) {
+		memcpy(gid->raw, dev->port_cache.gid0, sizeof(gid->raw));
+		return 0;
+	}
 	gid->global.subnet_prefix = cpu_to_be64(0xfe80000000000000ULL);
 	gid->global.interface_id = cpu_to_be64(dev->caps.node_guid);
 	return 0;
@@ -579,7 +586,7 @@ err_remove:
 	rdma_user_mmap_entry_remove(uc->uar_entry);
 	uc->uar_entry = NULL;
 err_free_uar:
-	vrnic_admin_simple(dev, VRNIC_ADMIN_FREE_UAR, index, req.num_uars, NULL);
+	vrnic_admin_simple(dev, VRNIC_ADMIN_FREE_UAR, index, 0, NULL);
 	return ret;
 }
 
@@ -594,7 +601,7 @@ static void vrnic_dealloc_ucontext(struct ib_ucontext *ibuc)
 		uc->uar_entry = NULL;
 	}
 	if (uc->num_uars) {
-		int ret = vrnic_admin_simple(dev, VRNIC_ADMIN_FREE_UAR, uc->uar_index, uc->num_uars, NULL);
+		int ret = vrnic_admin_simple(dev, VRNIC_ADMIN_FREE_UAR, uc->uar_index, 0, NULL);
 
 		if (ret && ret != -ENODEV)
 			dev_warn(&dev->pdev->dev, "FREE_UAR %u+%u failed: %d\n",
@@ -908,11 +915,10 @@ static int vrnic_read_caps(struct vrnic_dev *dev)
 	ret = vrnic_admin_query(dev, VRNIC_ADMIN_QUERY_DEVICE, 0, &hw, sizeof(hw));
 	if (ret)
 		return ret;
-	dev->caps.fw_version = le64_to_cpu(hw.fw_version);
+	dev->caps.fw_version = le32_to_cpu(hw.if_version);
 	if (hw.node_guid)
 		dev->caps.node_guid = le64_to_cpu(hw.node_guid);
-	if (hw.sys_image_guid)
-		dev->caps.sys_image_guid = le64_to_cpu(hw.sys_image_guid);
+	dev->caps.sys_image_guid = dev->caps.node_guid;
 	if (hw.max_mr_size)
 		dev->caps.max_mr_size = le64_to_cpu(hw.max_mr_size);
 	if (hw.max_sge)
@@ -941,6 +947,7 @@ static int vrnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	u32 version, magic;
 	int ret;
 
+	VRNIC_STATIC_ASSERTS();
 	dev = ib_alloc_device(vrnic_dev, ibdev);
 	if (!dev)
 		return -ENOMEM;
@@ -1007,6 +1014,11 @@ static int vrnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	ret = vrnic_read_caps(dev);
 	if (ret) {
 		dev_err(&pdev->dev, "QUERY_DEVICE failed: %d\n", ret);
+		goto err_reset;
+	}
+	ret = vrnic_admin_query(dev, VRNIC_ADMIN_QUERY_PORT, 1, &dev->port_cache, sizeof(dev->port_cache));
+	if (ret) {
+		dev_err(&pdev->dev, "QUERY_PORT failed: %d\n", ret);
 		goto err_reset;
 	}
 
