@@ -1,0 +1,77 @@
+// The unplug-test report: one JSON object (--json) or a human summary, built from the checks and timings.
+import type { VanishMode } from '../control/protocol';
+import type { Check } from './checks';
+import type { DriverBug, UnplugEvidence } from './evidence';
+
+export interface UnplugTimings {
+  /** From the vanish to QEMU's DEVICE_DELETED (host clock). */
+  readonly vanishToDeviceDeletedMs: number | null;
+  /** From the vanish to the guest program first seeing its mapping off the BAR. */
+  readonly vanishToMappingZappedMs: number | null;
+  /** From the vanish to the guest seeing its ib device leave. */
+  readonly vanishToGuestRemovedMs: number | null;
+  /** From device_del to DEVICE_DELETED. */
+  readonly deviceDelToDeviceDeletedMs: number | null;
+  /** Guest boot: QEMU start to the test program's first report. */
+  readonly bootToReadyMs: number | null;
+  /** The whole run. */
+  readonly totalMs: number;
+}
+
+export interface UnplugReport {
+  readonly verdict: 'PASS' | 'FAIL';
+  readonly mode: VanishMode;
+  readonly driverBug: DriverBug;
+  readonly checks: readonly Check[];
+  readonly timings: UnplugTimings;
+  /** Where the run's logs are (console, QEMU's invalid_mem log, the daemon's log), when kept. */
+  readonly artifacts: Readonly<Record<string, string>>;
+  /** Set when the run itself broke (no verdict about the driver could be reached). */
+  readonly error?: string;
+}
+
+export function timingsFrom(e: UnplugEvidence, startedAtMs: number, readyAtMs: number | null, endedAtMs: number): UnplugTimings {
+  const since = (t: { atMs: number } | null, from: number | null) => (t && from !== null ? t.atMs - from : null);
+  return {
+    vanishToDeviceDeletedMs: since(e.deviceDeleted, e.vanishAtMs),
+    vanishToMappingZappedMs: since(e.mappingZapped, e.vanishAtMs),
+    vanishToGuestRemovedMs: since(e.guestRemoved, e.vanishAtMs),
+    deviceDelToDeviceDeletedMs: e.deviceDelSent ? since(e.deviceDeleted, e.deviceDelSent.atMs) : null,
+    bootToReadyMs: readyAtMs !== null ? readyAtMs - startedAtMs : null,
+    totalMs: endedAtMs - startedAtMs,
+  };
+}
+
+/** The --json object: verdict, checks and timings first, as issue 6 specifies them. */
+export function reportJson(r: UnplugReport): string {
+  return JSON.stringify({
+    verdict: r.verdict,
+    checks: r.checks,
+    timings: r.timings,
+    mode: r.mode,
+    driverBug: r.driverBug,
+    artifacts: r.artifacts,
+    ...(r.error !== undefined ? { error: r.error } : {}),
+  });
+}
+
+export function reportHuman(r: UnplugReport): string {
+  const width = Math.max(...r.checks.map((c) => c.name.length), 10);
+  const fmt = (v: number | null) => (v === null ? '-' : `${v} ms`);
+  const lines = [
+    `vrnic unplug-test: mode ${r.mode}, driver bug ${r.driverBug}: ${r.verdict}`,
+    ...(r.error ? [`  run error: ${r.error}`] : []),
+    '',
+    ...r.checks.map((c) => `  ${c.ok ? 'ok  ' : 'FAIL'}  ${c.name.padEnd(width)}  ${c.detail}`),
+    '',
+    `  vanish -> DEVICE_DELETED   ${fmt(r.timings.vanishToDeviceDeletedMs)}`,
+    `  vanish -> mapping zapped   ${fmt(r.timings.vanishToMappingZappedMs)}`,
+    `  vanish -> guest removed    ${fmt(r.timings.vanishToGuestRemovedMs)}`,
+    `  device_del -> DELETED      ${fmt(r.timings.deviceDelToDeviceDeletedMs)}`,
+    `  boot -> program ready      ${fmt(r.timings.bootToReadyMs)}`,
+    `  whole run                  ${fmt(r.timings.totalMs)}`,
+  ];
+  const arts = Object.entries(r.artifacts);
+  if (arts.length > 0) lines.push('', ...arts.map(([k, v]) => `  ${k}: ${v}`));
+  return lines.join('\n');
+}

@@ -1,0 +1,105 @@
+// The unplug verdict's checks judged on hand-written evidence: each check passes on a clean run and fails for its own reason.
+import test from 'ava';
+import { computeChecks, kernelTrouble, parseInvalidMem, type CheckName } from '../src/unplug/checks';
+import type { UnplugEvidence } from '../src/unplug/evidence';
+
+const BAR0 = { name: 'BAR0', start: 0xfe000000n, end: 0xfe004000n };
+const BAR2 = { name: 'BAR2', start: 0xfe800000n, end: 0xfe810000n };
+
+/** What a run with the reference driver looks like (numbers from a real run's shape). */
+function clean(): UnplugEvidence {
+  return {
+    mode: 'surprise',
+    driverBug: 'none',
+    bars: [BAR0, BAR2],
+    mappingBefore: { vaddr: 0x7f0000000000n, pfn: { kind: 'present', phys: 0xfe800000n } },
+    mappingAfter: { kind: 'present', phys: 0x1234000n },
+    readsAfter: { values: [0n, 0n, 0x55n], ownWrites: [0x55n] },
+    deviceData: [0xabcdn],
+    programEnd: { kind: 'exit', code: 0 },
+    vanishAtMs: 1000,
+    guestRemoved: { atMs: 1100, contextOpen: true },
+    mappingZapped: { atMs: 1090 },
+    contextClosed: { atMs: 1500 },
+    deviceDelSent: { atMs: 1010 },
+    deviceDeleted: { atMs: 1080 },
+    pciGone: true,
+    ibGone: true,
+    kernelLog: 'vrnic 0000:01:00.0: remove: done in 12 ms (device gone)\n',
+    invalidMem: [],
+  };
+}
+
+function failing(e: UnplugEvidence): CheckName[] {
+  return computeChecks(e).filter((c) => !c.ok).map((c) => c.name);
+}
+
+test('a clean run passes all seven checks', (t) => {
+  const checks = computeChecks(clean());
+  t.deepEqual(checks.map((c) => c.name), [
+    'process-survived', 'mapping-moved-off-bar', 'reads-return-zero', 'unplug-not-blocked',
+    'no-kernel-warnings', 'device-removed', 'no-bar-access-after-unplug',
+  ]);
+  t.deepEqual(failing(clean()), []);
+});
+
+test('a mapping still on the BAR with logged BAR accesses fails mapping-moved-off-bar and no-bar-access-after-unplug', (t) => {
+  const e: UnplugEvidence = {
+    ...clean(),
+    mappingAfter: { kind: 'present', phys: 0xfe800000n },
+    invalidMem: ["Invalid read at addr 0xFE800000, size 4, region '(null)', reason: rejected"],
+  };
+  t.deepEqual(failing(e), ['mapping-moved-off-bar', 'no-bar-access-after-unplug']);
+  const detail = computeChecks(e).find((c) => c.name === 'mapping-moved-off-bar')?.detail ?? '';
+  t.regex(detail, /inside BAR2/);
+});
+
+test('a removal that waited for the program to close its context fails unplug-not-blocked only', (t) => {
+  const e: UnplugEvidence = { ...clean(), contextClosed: { atMs: 8000 }, guestRemoved: { atMs: 8010, contextOpen: false } };
+  t.deepEqual(failing(e), ['unplug-not-blocked']);
+});
+
+test('a removal slower than the bound fails unplug-not-blocked and says how slow', (t) => {
+  const e: UnplugEvidence = { ...clean(), guestRemoved: { atMs: 1000 + 60_000, contextOpen: true }, contextClosed: null };
+  t.deepEqual(failing(e), ['unplug-not-blocked']);
+  t.regex(computeChecks(e)[3].detail, /60000 ms/);
+});
+
+test('a program killed by a signal fails process-survived', (t) => {
+  t.deepEqual(failing({ ...clean(), programEnd: { kind: 'signal', signal: 7 } }), ['process-survived']);
+});
+
+test('a read of device data after removal fails reads-return-zero and says it was device data', (t) => {
+  const e = { ...clean(), readsAfter: { values: [0xabcdn], ownWrites: [] } };
+  t.deepEqual(failing(e), ['reads-return-zero']);
+  t.regex(computeChecks(e)[2].detail, /device data/);
+});
+
+test('a WARN in the guest log fails no-kernel-warnings with the line', (t) => {
+  const log = 'ok\n[   12.3] WARNING: CPU: 0 PID: 55 at drivers/infiniband/core/rdma_core.c:940 uverbs_destroy_ufile_hw+0x1/0x2\n';
+  const e = { ...clean(), kernelLog: log };
+  t.deepEqual(failing(e), ['no-kernel-warnings']);
+  t.regex(computeChecks(e)[4].detail, /rdma_core\.c:940/);
+});
+
+test('no DEVICE_DELETED, or a device left in the guest, fails device-removed', (t) => {
+  t.deepEqual(failing({ ...clean(), deviceDeleted: null }), ['device-removed']);
+  t.deepEqual(failing({ ...clean(), ibGone: false }), ['device-removed']);
+});
+
+test('invalid_mem lines outside the BARs do not count against the device', (t) => {
+  const e = { ...clean(), invalidMem: ["Invalid write at addr 0x80, size 1, region '(null)', reason: rejected"] };
+  t.deepEqual(failing(e), []);
+});
+
+test('QEMU invalid_mem lines parse into operation, address and size', (t) => {
+  t.deepEqual(parseInvalidMem(["Invalid write at addr 0xFE800040, size 8, region '(null)', reason: rejected", 'other']).map((a) => [a.op, a.addr, a.size]), [
+    ['write', 0xfe800040n, 8],
+  ]);
+});
+
+test('kernel trouble is found in BUG, Oops and lockdep lines and not in ordinary ones', (t) => {
+  t.is(kernelTrouble('BUG: unable to handle page fault for address: 0\nOops: 0000 [#1] SMP\nfine line\n').length, 2);
+  t.is(kernelTrouble('WARNING: possible circular locking dependency detected\n').length, 1);
+  t.is(kernelTrouble('vrnic: planted bug legacy-mmap is active (negative control)\n').length, 0);
+});
