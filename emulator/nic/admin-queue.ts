@@ -1,0 +1,509 @@
+// The admin queue (docs/device.md section 5): commands read by DMA one at a time, in order; one handler per opcode; completions then MSI-X vector 0.
+import { DmaError } from '../framework/device';
+import type { Nic } from './device';
+import type { Cq, Mr, MrPages, Qp } from './objects';
+import { hex } from './trace';
+import {
+  ACQ_ENTRY_SIZE,
+  ASQ_ENTRY_SIZE,
+  decodeAdminCommand,
+  encodeAdminCompletion,
+  FatalCode,
+  IF_VERSION,
+  isPowerOfTwo,
+  MAX_MR_PAGES,
+  MAX_OUT_LEN,
+  MAX_UARS_PER_ALLOC,
+  MrAccess,
+  Opcode,
+  OPCODE_NAMES,
+  phaseOf,
+  QP_STATE_NAMES,
+  QpState,
+  QpType,
+  QUERY_DEVICE_SIZE,
+  QUERY_PORT_SIZE,
+  QUEUE_ALIGN,
+  Reader,
+  REG_MR_PAGE_LIST,
+  Status,
+  STATUS_NAMES,
+  WQE_SIZE,
+  Writer,
+  CQE_SIZE,
+  type AdminCommand,
+  type AdminCompletion,
+} from './wire';
+
+export const ADMIN_VECTOR = 0;
+
+/** What a handler decides; null when the device was reset under it (nothing is posted). */
+type Outcome = { readonly status: Status; readonly result0?: number; readonly result1?: number; readonly why?: string } | null;
+
+const ok = (result0 = 0, result1 = 0): Outcome => ({ status: Status.Ok, result0, result1 });
+const fail = (status: Status, why: string): Outcome => ({ status, why });
+
+const WRITE_ACCESS = MrAccess.LocalWrite | MrAccess.RemoteWrite | MrAccess.RemoteAtomic;
+
+/** QP transitions the device allows (docs/device.md, MODIFY_QP); any -> RESET and any -> ERR are added in code. */
+const QP_TRANSITIONS: ReadonlySet<string> = new Set(['0>1', '1>1', '1>2', '2>3', '3>3']);
+
+export class AdminQueue {
+  private asqBase = 0n;
+  private asqSize = 0;
+  private acqBase = 0n;
+  private acqSize = 0;
+  /** ASQ_HEAD: the device's consumer index. */
+  head = 0;
+  /** The driver's producer index from ASQ_TAIL. */
+  tail = 0;
+  /** ACQ_TAIL: the device's producer index. */
+  acqTail = 0;
+  /** ACQ_HEAD: the driver's consumer index. */
+  acqHead = 0;
+  private active = false;
+  /** One command at a time: a doorbell during processing only moves `tail`. */
+  private running = false;
+
+  private readonly handlers: Readonly<Record<number, (cmd: AdminCommand, epoch: number) => Promise<Outcome> | Outcome>>;
+
+  constructor(private readonly nic: Nic) {
+    this.handlers = {
+      [Opcode.QueryDevice]: (c, e) => this.queryDevice(c, e),
+      [Opcode.QueryPort]: (c, e) => this.queryPort(c, e),
+      [Opcode.AllocUar]: (c) => this.allocUar(c),
+      [Opcode.FreeUar]: (c) => this.freeUar(c),
+      [Opcode.CreatePd]: () => this.createPd(),
+      [Opcode.DestroyPd]: (c) => this.destroyPd(c),
+      [Opcode.CreateCq]: (c) => this.createCq(c),
+      [Opcode.DestroyCq]: (c) => this.destroyCq(c),
+      [Opcode.CreateQp]: (c) => this.createQp(c),
+      [Opcode.ModifyQp]: (c) => this.modifyQp(c),
+      [Opcode.DestroyQp]: (c) => this.destroyQp(c),
+      [Opcode.RegMr]: (c, e) => this.regMr(c, e),
+      [Opcode.DeregMr]: (c) => this.deregMr(c),
+    };
+  }
+
+  start(asqBase: bigint, asqSize: number, acqBase: bigint, acqSize: number): void {
+    this.asqBase = asqBase;
+    this.asqSize = asqSize;
+    this.acqBase = acqBase;
+    this.acqSize = acqSize;
+    this.head = this.tail = this.acqTail = this.acqHead = 0;
+    this.active = true;
+  }
+
+  stop(): void {
+    this.active = false;
+    this.head = this.tail = this.acqTail = this.acqHead = 0;
+  }
+
+  /** ASQ_TAIL write. False when it claims more entries than the ring holds (fatal code 3 for the caller). */
+  setTail(v: number): boolean {
+    if (((v - this.head) >>> 0) > this.asqSize) return false;
+    this.tail = v >>> 0;
+    this.kick();
+    return true;
+  }
+
+  /** ACQ_HEAD write. False when it is beyond what the device posted (fatal code 3 for the caller). */
+  setAcqHead(v: number): boolean {
+    if (((this.acqTail - v) >>> 0) > this.acqSize) return false;
+    this.acqHead = v >>> 0;
+    this.kick();
+    return true;
+  }
+
+  private kick(): void {
+    if (!this.running && this.active) void this.run();
+  }
+
+  private async run(): Promise<void> {
+    this.running = true;
+    const epoch = this.nic.epoch;
+    let posted = 0;
+    try {
+      while (this.active && epoch === this.nic.epoch && this.head !== this.tail) {
+        // Never more completions outstanding than the ACQ holds: wait for ACQ_HEAD instead.
+        if (((this.acqTail - this.acqHead) >>> 0) >= this.acqSize) break;
+        const addr = this.asqBase + BigInt(ASQ_ENTRY_SIZE * (this.head & (this.asqSize - 1)));
+        let raw: Buffer;
+        try {
+          raw = await this.nic.dma.read(addr, ASQ_ENTRY_SIZE);
+        } catch (err) {
+          if (epoch !== this.nic.epoch) break;
+          if (!(err instanceof DmaError)) throw err;
+          this.nic.fatal(FatalCode.AdminQueueAddress, `admin submission queue read failed: ${err.message}`);
+          break;
+        }
+        if (epoch !== this.nic.epoch) break;
+        this.head = (this.head + 1) >>> 0;
+        const cmd = decodeAdminCommand(raw);
+        const outcome = await this.execute(cmd, epoch);
+        if (outcome === null || epoch !== this.nic.epoch) break;
+        if (!(await this.complete(cmd, outcome, epoch))) break;
+        posted++;
+      }
+    } catch (err) {
+      // Only a bug gets here; the queue must keep working for the next doorbell.
+      this.nic.obs.log.error({ err }, 'admin queue processing failed');
+    } finally {
+      this.running = false;
+    }
+    if (posted > 0 && epoch === this.nic.epoch) this.nic.raise(ADMIN_VECTOR, 'admin-completion', { completions: posted });
+    // A doorbell or an ACQ_HEAD that arrived while the last command ran.
+    if (epoch === this.nic.epoch && this.active && this.head !== this.tail && ((this.acqTail - this.acqHead) >>> 0) < this.acqSize) {
+      this.kick();
+    }
+  }
+
+  private async execute(cmd: AdminCommand, epoch: number): Promise<Outcome> {
+    const handler = this.handlers[cmd.opcode];
+    if (handler === undefined) return fail(Status.BadOpcode, `unknown opcode 0x${cmd.opcode.toString(16)}`);
+    this.nic.poller.poke();
+    try {
+      return await handler(cmd, epoch);
+    } catch (err) {
+      if (err instanceof DmaError) return fail(Status.BadAddress, err.message);
+      this.nic.obs.log.error({ err, opcode: cmd.opcode, cmdId: cmd.cmdId }, 'admin command handler failed');
+      return fail(Status.BadParam, 'internal error');
+    }
+  }
+
+  /** Writes the completion (flags with the phase last); false when the ACQ is gone (fatal). */
+  private async complete(cmd: AdminCommand, o: NonNullable<Outcome>, epoch: number): Promise<boolean> {
+    const c: AdminCompletion = { cmdId: cmd.cmdId, status: o.status, result0: o.result0 ?? 0, result1: o.result1 ?? 0 };
+    const index = this.acqTail;
+    const phase = phaseOf(index, this.acqSize);
+    const addr = this.acqBase + BigInt(ACQ_ENTRY_SIZE * (index & (this.acqSize - 1)));
+    const entry = encodeAdminCompletion(c, phase);
+    const stale = encodeAdminCompletion(c, phase ^ 1);
+    try {
+      await this.nic.dma.write(addr, stale);
+      if (epoch !== this.nic.epoch) return false;
+      await this.nic.dma.write(addr + 6n, entry.subarray(6, 8));
+    } catch (err) {
+      if (epoch !== this.nic.epoch) return false;
+      if (!(err instanceof DmaError)) throw err;
+      this.nic.fatal(FatalCode.AdminQueueAddress, `admin completion queue write failed: ${err.message}`);
+      return false;
+    }
+    if (epoch !== this.nic.epoch) return false;
+    this.acqTail = (this.acqTail + 1) >>> 0;
+    const obs = this.nic.obs;
+    obs.counters.adminCommands++;
+    const fields = {
+      opcode: cmd.opcode,
+      op: OPCODE_NAMES[cmd.opcode] ?? 'UNKNOWN',
+      cmdId: cmd.cmdId,
+      status: c.status,
+      statusName: STATUS_NAMES[c.status],
+      result0: c.result0,
+      result1: c.result1,
+      why: o.why ?? null,
+    };
+    if (c.status !== Status.Ok) {
+      obs.counters.adminErrors++;
+      // A failed command is the driver's mistake: worth a warning, not only a debug line.
+      obs.log.warn({ guestError: true, ...fields }, 'admin command failed');
+      obs.emit('admin', fields, 'admin command failed');
+    } else {
+      obs.emit('admin', fields, 'admin command');
+    }
+    return true;
+  }
+
+  // ---- helpers shared by handlers ----
+
+  private mapped(addr: bigint, length: number, writable: boolean): boolean {
+    return length > 0 && addr >= 0n && this.nic.dma.isMapped(addr, length, writable);
+  }
+
+  private checkRing(addr: bigint, entries: number, max: number, allowZero = false): string | null {
+    if (allowZero && entries === 0) return null;
+    if (!isPowerOfTwo(entries) || entries < 2 || entries > max) return `entries ${entries} not a power of two in 2..${max}`;
+    if (addr % BigInt(QUEUE_ALIGN) !== 0n) return `ring address ${hex(addr)} not ${QUEUE_ALIGN}-byte aligned`;
+    return null;
+  }
+
+  // ---- one handler per opcode ----
+
+  private async queryDevice(cmd: AdminCommand, epoch: number): Promise<Outcome> {
+    const r = new Reader(cmd.raw).at(8);
+    const outAddr = r.u64();
+    const outLen = r.u32();
+    if (outLen < 1 || outLen > MAX_OUT_LEN) return fail(Status.BadParam, `out_len ${outLen} not in 1..${MAX_OUT_LEN}`);
+    const n = Math.min(outLen, QUERY_DEVICE_SIZE);
+    if (!this.mapped(outAddr, n, true)) return fail(Status.BadAddress, `output buffer ${hex(outAddr)}+${n} not mapped writable`);
+    const cfg = this.nic.config;
+    const out = new Writer(QUERY_DEVICE_SIZE)
+      .u32(IF_VERSION)
+      .u32(cfg.vendorId)
+      .u32(cfg.deviceId)
+      .u32(cfg.revision)
+      .u64(cfg.nodeGuid)
+      .u64(cfg.maxMrSize)
+      .u64(0x1000n)
+      .u32(cfg.numUars)
+      .u32(1)
+      .u32(cfg.maxPd)
+      .u32(cfg.maxCq)
+      .u32(cfg.maxQp)
+      .u32(cfg.maxMr)
+      .u32(cfg.maxCqe)
+      .u32(cfg.maxQpWr)
+      .u32(1)
+      .u32(cfg.msixVectors - 2)
+      .u32(MAX_UARS_PER_ALLOC)
+      .u32(MAX_MR_PAGES).buf;
+    if (epoch !== this.nic.epoch) return null;
+    await this.nic.dma.write(outAddr, out.subarray(0, n));
+    return ok(n, QUERY_DEVICE_SIZE);
+  }
+
+  private async queryPort(cmd: AdminCommand, epoch: number): Promise<Outcome> {
+    const r = new Reader(cmd.raw).at(8);
+    const outAddr = r.u64();
+    const outLen = r.u32();
+    const port = r.u32();
+    if (outLen < 1 || outLen > MAX_OUT_LEN) return fail(Status.BadParam, `out_len ${outLen} not in 1..${MAX_OUT_LEN}`);
+    if (port !== 1) return fail(Status.BadParam, `port ${port} does not exist (only port 1)`);
+    const n = Math.min(outLen, QUERY_PORT_SIZE);
+    if (!this.mapped(outAddr, n, true)) return fail(Status.BadAddress, `output buffer ${hex(outAddr)}+${n} not mapped writable`);
+    const gid = Buffer.alloc(16);
+    gid.writeBigUInt64BE(0xfe80000000000000n, 0);
+    gid.writeBigUInt64BE(this.nic.config.nodeGuid, 8);
+    const out = new Writer(QUERY_PORT_SIZE)
+      .u32(this.nic.ready ? 4 : 1)
+      .u32(5)
+      .u32(5)
+      .u32(5)
+      .u32(1)
+      .u32(1)
+      .u32(1)
+      .u32(1)
+      .u32(2)
+      .u32(32)
+      .u32(1)
+      .u32(0x80000000)
+      .bytes(gid).buf;
+    if (epoch !== this.nic.epoch) return null;
+    await this.nic.dma.write(outAddr, out.subarray(0, n));
+    return ok(n, QUERY_PORT_SIZE);
+  }
+
+  private allocUar(cmd: AdminCommand): Outcome {
+    const count = new Reader(cmd.raw).at(8).u32();
+    if (count < 1 || count > MAX_UARS_PER_ALLOC) return fail(Status.BadParam, `count ${count} not in 1..${MAX_UARS_PER_ALLOC}`);
+    const first = this.nic.objects.uars.alloc(count);
+    if (first === null) return fail(Status.NoResources, `no run of ${count} free UAR pages`);
+    this.nic.zeroUarPages(first, count);
+    return ok(first, count);
+  }
+
+  private freeUar(cmd: AdminCommand): Outcome {
+    const index = new Reader(cmd.raw).at(8).u32();
+    const uars = this.nic.objects.uars;
+    const run = uars.run(index);
+    if (run === undefined) return fail(Status.BadHandle, `UAR index ${index} does not start an allocated run`);
+    if (uars.runInUse(run)) return fail(Status.InUse, `UAR run at ${index} still carries CQ or QP doorbells`);
+    uars.free(run);
+    this.nic.zeroUarPages(run.start, run.count);
+    return ok();
+  }
+
+  private createPd(): Outcome {
+    const pd = this.nic.objects.pds.alloc((pdn) => ({ pdn, users: 0 }));
+    if (pd === null) return fail(Status.NoResources, 'PD table full');
+    return ok(pd.pdn);
+  }
+
+  private destroyPd(cmd: AdminCommand): Outcome {
+    const pdn = new Reader(cmd.raw).at(8).u32();
+    const pd = this.nic.objects.pds.get(pdn);
+    if (pd === undefined) return fail(Status.BadHandle, `no PD ${pdn}`);
+    if (pd.users > 0) return fail(Status.InUse, `PD ${pdn} has ${pd.users} QPs/MRs`);
+    this.nic.objects.pds.free(pdn);
+    return ok();
+  }
+
+  private createCq(cmd: AdminCommand): Outcome {
+    const r = new Reader(cmd.raw).at(8);
+    const bufAddr = r.u64();
+    const entries = r.u32();
+    const compVector = r.u32();
+    const uarIndex = r.u32();
+    const cfg = this.nic.config;
+    const objs = this.nic.objects;
+    if (!isPowerOfTwo(entries) || entries < 2 || entries > cfg.maxCqe) return fail(Status.BadParam, `entries ${entries} not a power of two in 2..${cfg.maxCqe}`);
+    if (bufAddr % BigInt(QUEUE_ALIGN) !== 0n) return fail(Status.BadParam, `buf_addr ${hex(bufAddr)} not ${QUEUE_ALIGN}-byte aligned`);
+    if (compVector >= cfg.msixVectors - 2) return fail(Status.BadParam, `comp_vector ${compVector} not in 0..${cfg.msixVectors - 3}`);
+    if (!objs.uars.isAllocated(uarIndex)) return fail(Status.BadHandle, `UAR index ${uarIndex} not allocated`);
+    if (!this.mapped(bufAddr, entries * CQE_SIZE, true)) return fail(Status.BadAddress, `CQ buffer ${hex(bufAddr)}+${entries * CQE_SIZE} not mapped writable`);
+    if (objs.cqs.size >= objs.cqs.max) return fail(Status.NoResources, 'CQ table full');
+    const dbOffset = objs.uars.freeSlot(uarIndex, 'cq');
+    if (dbOffset === null) return fail(Status.NoResources, `no free CQ doorbell slot on UAR page ${uarIndex}`);
+    const cq = objs.cqs.alloc(
+      (cqn): Cq => ({ cqn, bufAddr, entries, compVector, uarIndex, dbOffset, pi: 0, ci: 0, armed: false, error: false, users: 0 }),
+    );
+    if (cq === null) return fail(Status.NoResources, 'CQ table full');
+    objs.uars.bindCq(cq);
+    return ok(cq.cqn, dbOffset);
+  }
+
+  private destroyCq(cmd: AdminCommand): Outcome {
+    const cqn = new Reader(cmd.raw).at(8).u32();
+    const objs = this.nic.objects;
+    const cq = objs.cqs.get(cqn);
+    if (cq === undefined) return fail(Status.BadHandle, `no CQ ${cqn}`);
+    if (cq.users > 0) return fail(Status.InUse, `CQ ${cqn} is used by QPs`);
+    objs.uars.unbindCq(cq);
+    objs.cqs.free(cqn);
+    return ok();
+  }
+
+  private createQp(cmd: AdminCommand): Outcome {
+    const r = new Reader(cmd.raw).at(8);
+    const pdn = r.u32();
+    const sendCqn = r.u32();
+    const recvCqn = r.u32();
+    const uarIndex = r.u32();
+    const sqAddr = r.u64();
+    const rqAddr = r.u64();
+    const sqEntries = r.u32();
+    const rqEntries = r.u32();
+    const qpType = r.u32();
+    const cfg = this.nic.config;
+    const objs = this.nic.objects;
+    if (qpType !== QpType.Rc && qpType !== QpType.Uc && qpType !== QpType.Ud) return fail(Status.BadParam, `qp_type ${qpType} not RC(2), UC(3) or UD(4)`);
+    const sqBad = this.checkRing(sqAddr, sqEntries, cfg.maxQpWr);
+    if (sqBad !== null) return fail(Status.BadParam, `SQ: ${sqBad}`);
+    const rqBad = this.checkRing(rqAddr, rqEntries, cfg.maxQpWr, true);
+    if (rqBad !== null) return fail(Status.BadParam, `RQ: ${rqBad}`);
+    const pd = objs.pds.get(pdn);
+    if (pd === undefined) return fail(Status.BadHandle, `no PD ${pdn}`);
+    const sendCq = objs.cqs.get(sendCqn);
+    if (sendCq === undefined) return fail(Status.BadHandle, `no send CQ ${sendCqn}`);
+    const recvCq = objs.cqs.get(recvCqn);
+    if (recvCq === undefined) return fail(Status.BadHandle, `no receive CQ ${recvCqn}`);
+    if (!objs.uars.isAllocated(uarIndex)) return fail(Status.BadHandle, `UAR index ${uarIndex} not allocated`);
+    if (!this.mapped(sqAddr, sqEntries * WQE_SIZE, false)) return fail(Status.BadAddress, `SQ ${hex(sqAddr)}+${sqEntries * WQE_SIZE} not mapped`);
+    if (rqEntries > 0 && !this.mapped(rqAddr, rqEntries * WQE_SIZE, false)) return fail(Status.BadAddress, `RQ ${hex(rqAddr)}+${rqEntries * WQE_SIZE} not mapped`);
+    if (objs.qps.size >= objs.qps.max) return fail(Status.NoResources, 'QP table full');
+    const dbOffset = objs.uars.freeSlot(uarIndex, 'qp');
+    if (dbOffset === null) return fail(Status.NoResources, `no free QP doorbell slot on UAR page ${uarIndex}`);
+    const qp = objs.qps.alloc(
+      (qpn): Qp => ({
+        qpn,
+        type: qpType as QpType,
+        pd,
+        sendCq,
+        recvCq,
+        uarIndex,
+        dbOffset,
+        sq: { addr: sqAddr, entries: sqEntries, pi: 0, ci: 0 },
+        rq: rqEntries === 0 ? null : { addr: rqAddr, entries: rqEntries, pi: 0, ci: 0 },
+        state: QpState.Reset,
+      }),
+    );
+    if (qp === null) return fail(Status.NoResources, 'QP table full');
+    pd.users++;
+    sendCq.users++;
+    recvCq.users++;
+    objs.uars.bindQp(qp);
+    return ok(qp.qpn, dbOffset);
+  }
+
+  private modifyQp(cmd: AdminCommand): Outcome {
+    const r = new Reader(cmd.raw).at(8);
+    const qpn = r.u32();
+    const state = r.u32();
+    const qp = this.nic.objects.qps.get(qpn);
+    if (qp === undefined) return fail(Status.BadHandle, `no QP ${qpn}`);
+    if (QP_STATE_NAMES[state] === undefined) return fail(Status.BadParam, `state ${state} is not RESET(0), INIT(1), RTR(2), RTS(3) or ERR(6)`);
+    const prev = qp.state;
+    const allowed = state === QpState.Reset || state === QpState.Err || QP_TRANSITIONS.has(`${prev}>${state}`);
+    if (!allowed) return fail(Status.BadState, `QP ${qpn}: ${QP_STATE_NAMES[prev]} -> ${QP_STATE_NAMES[state]} not allowed`);
+    qp.state = state as QpState;
+    if (state === QpState.Reset) {
+      qp.sq.pi = qp.sq.ci = 0;
+      if (qp.rq !== null) qp.rq.pi = qp.rq.ci = 0;
+    }
+    // WQEs rung before RTS run now; in ERR they flush.
+    if (state === QpState.Rts || state === QpState.Err) this.nic.datapath.schedule(qp);
+    return ok(state, prev);
+  }
+
+  private destroyQp(cmd: AdminCommand): Outcome {
+    const qpn = new Reader(cmd.raw).at(8).u32();
+    const objs = this.nic.objects;
+    const qp = objs.qps.get(qpn);
+    if (qp === undefined) return fail(Status.BadHandle, `no QP ${qpn}`);
+    objs.uars.unbindQp(qp);
+    objs.qps.free(qpn);
+    qp.pd.users--;
+    qp.sendCq.users--;
+    qp.recvCq.users--;
+    return ok();
+  }
+
+  private async regMr(cmd: AdminCommand, epoch: number): Promise<Outcome> {
+    const r = new Reader(cmd.raw).at(8);
+    const pdn = r.u32();
+    const access = r.u32();
+    const iova = r.u64();
+    const length = r.u64();
+    const addr = r.u64();
+    const pageCount = r.u32();
+    const pageShift = r.u32();
+    const pageList = (cmd.flags & REG_MR_PAGE_LIST) !== 0;
+    const cfg = this.nic.config;
+    const objs = this.nic.objects;
+    const pd = objs.pds.get(pdn);
+    if (pd === undefined) return fail(Status.BadHandle, `no PD ${pdn}`);
+    if ((access & ~MrAccess.All) !== 0) return fail(Status.BadParam, `access ${hex(access)} has unknown bits`);
+    if (length < 1n || length > cfg.maxMrSize) return fail(Status.BadParam, `length ${hex(length)} not in 1..${hex(cfg.maxMrSize)}`);
+    const writable = (access & WRITE_ACCESS) !== 0;
+    let pages: MrPages;
+    if (!pageList) {
+      if (length > BigInt(Number.MAX_SAFE_INTEGER) || !this.mapped(addr, Number(length), writable)) {
+        return fail(Status.BadAddress, `range ${hex(addr)}+${hex(length)} not mapped${writable ? ' writable' : ''}`);
+      }
+      pages = { kind: 'contiguous', dmaAddr: addr };
+    } else {
+      if (pageShift < 12 || pageShift > 30) return fail(Status.BadParam, `page_shift ${pageShift} not in 12..30`);
+      if (pageCount < 1 || pageCount > MAX_MR_PAGES) return fail(Status.BadParam, `page_count ${pageCount} not in 1..${MAX_MR_PAGES}`);
+      const pageSize = 1n << BigInt(pageShift);
+      const first = iova & (pageSize - 1n);
+      const need = (first + length + pageSize - 1n) / pageSize;
+      if (BigInt(pageCount) !== need) return fail(Status.BadParam, `page_count ${pageCount} but iova/length need ${need}`);
+      if (!this.mapped(addr, pageCount * 8, false)) return fail(Status.BadAddress, `page list ${hex(addr)}+${pageCount * 8} not mapped`);
+      const raw = await this.nic.dma.read(addr, pageCount * 8);
+      if (epoch !== this.nic.epoch) return null;
+      const list: bigint[] = [];
+      const lr = new Reader(raw);
+      for (let i = 0; i < pageCount; i++) {
+        const page = lr.u64();
+        if ((page & (pageSize - 1n)) !== 0n) return fail(Status.BadParam, `page ${i} address ${hex(page)} not aligned to ${hex(pageSize)}`);
+        if (!this.mapped(page, Number(pageSize), writable)) return fail(Status.BadAddress, `page ${i} ${hex(page)}+${hex(pageSize)} not mapped${writable ? ' writable' : ''}`);
+        list.push(page);
+      }
+      pages = { kind: 'page-list', pageShift, pages: list };
+    }
+    const mr = objs.mrs.alloc((index): Mr => ({ index, key: ((index << 8) | objs.nextMrTag(index)) >>> 0, pd, access, iova, length, pages }));
+    if (mr === null) return fail(Status.NoResources, 'MR table full');
+    pd.users++;
+    return ok(mr.key, mr.key);
+  }
+
+  private deregMr(cmd: AdminCommand): Outcome {
+    const key = new Reader(cmd.raw).at(8).u32();
+    const objs = this.nic.objects;
+    const mr = objs.mrByKey(key);
+    if (mr === undefined) return fail(Status.BadHandle, `no MR with lkey ${hex(key)}`);
+    objs.mrs.free(mr.index);
+    mr.pd.users--;
+    return ok();
+  }
+}

@@ -1,0 +1,199 @@
+// The doorbell poller over the UAR BAR memory (docs/device.md section 7): busy after activity, backing off to a bound when idle.
+import type { NicPollConfig } from './config';
+import type { Nic } from './device';
+import { hex } from './trace';
+import { UAR_DOORBELL_AREA, UAR_PAGE_SIZE } from './objects';
+
+/** A doorbell word that changed: page, byte offset in the page (a multiple of 4), new and old value. */
+export type DoorbellHandler = (page: number, offset: number, value: number, old: number) => void;
+
+export interface PollerStats {
+  readonly running: boolean;
+  readonly busy: boolean;
+  readonly wakeups: number;
+  readonly changes: number;
+  readonly sleepMs: number;
+}
+
+const FIRST_SLEEP_MS = 1;
+
+/**
+ * Compares the doorbell half of every UAR page with a shadow copy. Guest stores reach the memory
+ * without any message, so polling is the only way to see them; a bound on the sleep bounds the
+ * latency of a doorbell on an idle device, the busy window keeps a burst fast.
+ */
+export class DoorbellPoller {
+  private readonly shadow: Buffer;
+  private readonly shadowWords: Uint32Array;
+  private running = false;
+  private lastActivity = 0;
+  private sleepMs = FIRST_SLEEP_MS;
+  private immediate: NodeJS.Immediate | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private wakeups = 0;
+  private changes = 0;
+  private readonly busyWindowMs: number;
+
+  constructor(
+    /** The live UAR memory (BAR2). Read with 32-bit loads so a concurrent guest store is never torn. */
+    private readonly memory: Buffer,
+    private readonly numUars: number,
+    private readonly poll: NicPollConfig,
+    private readonly onDoorbell: DoorbellHandler,
+    private readonly onError: (err: unknown) => void,
+  ) {
+    this.shadow = Buffer.alloc(numUars * UAR_PAGE_SIZE);
+    this.shadowWords = new Uint32Array(this.shadow.buffer, this.shadow.byteOffset, this.shadow.length / 4);
+    this.busyWindowMs = poll.busyWindowUs / 1000;
+  }
+
+  private get words(): Uint32Array {
+    return new Uint32Array(this.memory.buffer, this.memory.byteOffset, this.memory.length / 4);
+  }
+
+  /** Starts watching; what is in the memory now is the baseline, not a change. */
+  start(): void {
+    if (this.running) return;
+    this.memory.copy(this.shadow);
+    this.running = true;
+    this.poke();
+  }
+
+  stop(): void {
+    this.running = false;
+    this.cancel();
+  }
+
+  /** Forgets the baseline (after the device zeroed the memory itself). */
+  resync(): void {
+    this.memory.copy(this.shadow);
+  }
+
+  /** Activity elsewhere (an admin command) makes doorbells likely soon: go busy now. */
+  poke(): void {
+    if (!this.running) return;
+    this.lastActivity = performance.now();
+    this.sleepMs = FIRST_SLEEP_MS;
+    if (this.immediate !== null) return;
+    this.cancel();
+    this.schedule();
+  }
+
+  stats(): PollerStats {
+    return {
+      running: this.running,
+      busy: this.running && performance.now() - this.lastActivity < this.busyWindowMs,
+      wakeups: this.wakeups,
+      changes: this.changes,
+      sleepMs: this.sleepMs,
+    };
+  }
+
+  private cancel(): void {
+    if (this.immediate !== null) clearImmediate(this.immediate);
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.immediate = null;
+    this.timer = null;
+  }
+
+  private schedule(): void {
+    if (!this.running) return;
+    if (performance.now() - this.lastActivity < this.busyWindowMs) {
+      this.immediate = setImmediate(this.tick);
+      this.immediate.unref();
+      return;
+    }
+    this.timer = setTimeout(this.tick, this.sleepMs);
+    this.timer.unref();
+    this.sleepMs = Math.min(this.sleepMs * 2, this.poll.maxSleepMs);
+  }
+
+  private readonly tick = (): void => {
+    this.immediate = null;
+    this.timer = null;
+    if (!this.running) return;
+    this.wakeups++;
+    try {
+      if (this.scan()) {
+        this.lastActivity = performance.now();
+        this.sleepMs = FIRST_SLEEP_MS;
+      }
+    } catch (err) {
+      // A handler bug must not stop the poller: doorbells would be lost silently.
+      this.onError(err);
+    }
+    // A handler may have stopped us (reset, fatal) or poked us (already rescheduled).
+    if (this.running && this.immediate === null && this.timer === null) this.schedule();
+  };
+
+  /** One pass over all pages; true when some doorbell word changed. */
+  private scan(): boolean {
+    let changed = false;
+    const mem = this.memory;
+    for (let page = 0; page < this.numUars && this.running; page++) {
+      const start = page * UAR_PAGE_SIZE;
+      // memcmp of the doorbell half: the common no-change case costs one native call per page.
+      if (mem.compare(this.shadow, start, start + UAR_DOORBELL_AREA, start, start + UAR_DOORBELL_AREA) === 0) continue;
+      const words = this.words;
+      const first = start / 4;
+      const last = first + UAR_DOORBELL_AREA / 4;
+      for (let w = first; w < last && this.running; w++) {
+        const value = words[w];
+        const old = this.shadowWords[w];
+        if (value === old) continue;
+        this.shadowWords[w] = value;
+        changed = true;
+        this.changes++;
+        this.onDoorbell(page, (w - first) * 4, value, old);
+      }
+    }
+    return changed;
+  }
+}
+
+/**
+ * What a changed doorbell word means (docs/device.md section 7). Every change counts as a
+ * doorbell; one that no live QP/CQ owns is also a guest error and otherwise ignored.
+ */
+export function dispatchDoorbell(nic: Nic, page: number, offset: number, value: number, old: number): void {
+  const obs = nic.obs;
+  obs.counters.doorbells++;
+  const handle = value >>> 16;
+  const index = value & 0xffff;
+  const owner = nic.objects.uars.isAllocated(page) ? nic.objects.uars.slotOwner(page, offset) : null;
+  const word = offset & 4;
+  const what = owner === null ? 'none' : owner.kind === 'qp' ? (word === 0 ? 'sq' : 'rq') : word === 0 ? 'cq' : 'cq-arm';
+  if (obs.verbose) {
+    obs.emit('doorbell', { uar: page, offset: hex(offset), value: hex(value), old: hex(old), target: what }, 'doorbell');
+  }
+  if (!nic.objects.uars.isAllocated(page)) {
+    obs.guestError({ uar: page, offset: hex(offset), value: hex(value) }, 'doorbell write on an unallocated UAR page');
+    return;
+  }
+  if (owner === null) {
+    obs.guestError({ uar: page, offset: hex(offset), value: hex(value) }, 'doorbell write to a slot no QP or CQ owns');
+    return;
+  }
+  if (owner.kind === 'qp') {
+    const qp = owner.qp;
+    if (handle !== qp.qpn) {
+      obs.guestError({ uar: page, offset: hex(offset), value: hex(value), qpn: qp.qpn }, 'QP doorbell names another QP; ignored');
+      return;
+    }
+    if (word === 0) nic.datapath.sqDoorbell(qp, index);
+    else if (qp.rq === null) obs.guestError({ uar: page, offset: hex(offset), qpn: qp.qpn }, 'RQ doorbell on a QP without a receive queue');
+    else nic.datapath.rqDoorbell(qp, index);
+    return;
+  }
+  const cq = owner.cq;
+  if (word === 0) {
+    if (handle !== cq.cqn) {
+      obs.guestError({ uar: page, offset: hex(offset), value: hex(value), cqn: cq.cqn }, 'CQ doorbell names another CQ; ignored');
+      return;
+    }
+    nic.datapath.cqDoorbell(cq, index);
+    return;
+  }
+  // The arm word: only a change with ARM set arms (the sequence number makes repeated arms changes).
+  if ((value & 0x80000000) !== 0) nic.datapath.cqArm(cq, index);
+}
