@@ -1,0 +1,901 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vrnic-test: the guest program that holds a vrnic UAR mapping across a hot unplug and reports,
+ * as machine-parseable lines, what it read, where the mapping pointed and whether a signal hit it.
+ *
+ * It speaks the uverbs write() ABI directly (no rdma-core). Every report is one line
+ *   VRNIC-TEST {"event":"...","t_ms":...,"pid":...,"label":"...",...}
+ * written with a single write(2) so lines from several processes do not mix.
+ * Exit codes: 0 done, 1 an operation failed, 2 bad usage, 3 no vrnic device, 4 killed by a
+ * SIGBUS/SIGSEGV on the mapping (reported first), 5 a child process failed (fork scenario).
+ * See guest/uverbs-test/README.md for the events and the command protocol.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <rdma/ib_user_verbs.h>
+#include "vrnic-abi.h"
+
+#define VERSION "1"
+#define UAR_PAGE 4096u
+#define OFF_SQ_DB 0x000u	/* first QP doorbell slot of a page */
+#define OFF_CQ_DB 0x008u	/* first CQ doorbell slot */
+#define OFF_SCRATCH 0x800u	/* the device ignores 0x800..0xfff */
+
+enum {
+	EXIT_OK = 0,
+	EXIT_FAIL = 1,
+	EXIT_USAGE = 2,
+	EXIT_NO_DEVICE = 3,
+	EXIT_SIGNAL = 4,
+	EXIT_CHILD = 5,
+};
+
+/* ---- options ------------------------------------------------------------------------------- */
+
+static struct {
+	const char *device;
+	double wait_device_s;
+	unsigned int uars;
+	const char *scenario;
+	unsigned int doorbells;
+	unsigned int doorbell_gap_ms;
+	double watch_s;
+	unsigned int interval_ms;
+	unsigned int settle_ms;
+	const char *commands;
+	const char *output;
+	const char *pfn_dev;
+} opt = {
+	.device = NULL,
+	.wait_device_s = 5,
+	.uars = 1,
+	.scenario = "single",
+	.doorbells = 16,
+	.doorbell_gap_ms = 20,
+	.watch_s = 0,
+	.interval_ms = 20,
+	.settle_ms = 2000,
+	.commands = NULL,
+	.output = NULL,
+	.pfn_dev = "/dev/vrnic_pfn",
+};
+
+/* ---- reporting ----------------------------------------------------------------------------- */
+
+static int out_fd = 1;
+static struct timespec t0;
+static const char *volatile cur_label = "main";
+
+static double now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (t.tv_sec - t0.tv_sec) * 1e3 + (t.tv_nsec - t0.tv_nsec) / 1e6;
+}
+
+/* One report line: event, time, pid, label, then the caller's JSON fields (no leading comma). */
+static void report(const char *label, const char *event, const char *fmt, ...)
+{
+	char line[2048];
+	int n;
+
+	n = snprintf(line, sizeof(line), "VRNIC-TEST {\"event\":\"%s\",\"t_ms\":%.3f,\"pid\":%d,\"label\":\"%s\"",
+		     event, now_ms(), (int)getpid(), label ? label : "main");
+	if (fmt && *fmt && n < (int)sizeof(line)) {
+		va_list ap;
+
+		line[n++] = ',';
+		va_start(ap, fmt);
+		n += vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+		va_end(ap);
+	}
+	if (n > (int)sizeof(line) - 3)
+		n = sizeof(line) - 3;
+	line[n++] = '}';
+	line[n++] = '\n';
+	if (write(out_fd, line, n) < 0 && out_fd != 1)
+		(void)!write(1, line, n);
+}
+
+/* Async-signal-safe formatting for the signal handler. */
+static size_t fmt_u64(char *p, uint64_t v, int base)
+{
+	char tmp[24];
+	size_t n = 0, i;
+
+	do {
+		tmp[n++] = "0123456789abcdef"[v % base];
+		v /= base;
+	} while (v);
+	for (i = 0; i < n; i++)
+		p[i] = tmp[n - 1 - i];
+	return n;
+}
+
+static size_t fmt_str(char *p, const char *s)
+{
+	size_t n = strlen(s);
+
+	memcpy(p, s, n);
+	return n;
+}
+
+static void on_fault(int sig, siginfo_t *si, void *uc)
+{
+	char line[256];
+	size_t n = 0;
+	struct timespec t;
+	uint64_t ms;
+
+	(void)uc;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+	n += fmt_str(line + n, "VRNIC-TEST {\"event\":\"signal\",\"t_ms\":");
+	n += fmt_u64(line + n, ms, 10);
+	n += fmt_str(line + n, ",\"pid\":");
+	n += fmt_u64(line + n, (uint64_t)getpid(), 10);
+	n += fmt_str(line + n, ",\"label\":\"");
+	n += fmt_str(line + n, cur_label);
+	n += fmt_str(line + n, "\",\"signal\":\"");
+	n += fmt_str(line + n, sig == SIGBUS ? "SIGBUS" : "SIGSEGV");
+	n += fmt_str(line + n, "\",\"si_code\":");
+	n += fmt_u64(line + n, (uint64_t)(unsigned int)si->si_code, 10);
+	n += fmt_str(line + n, ",\"addr\":\"0x");
+	n += fmt_u64(line + n, (uint64_t)(uintptr_t)si->si_addr, 16);
+	n += fmt_str(line + n, "\"}\n");
+	(void)!write(out_fd, line, n);
+	_exit(EXIT_SIGNAL);
+}
+
+/* ---- the device ---------------------------------------------------------------------------- */
+
+struct device {
+	char path[300];		/* /dev/infiniband/uverbsN */
+	char ibdev[64];		/* vrnic0 */
+	uint64_t bar2_start, bar2_end;	/* physical range of the UAR BAR (inclusive end) */
+};
+
+static int read_small(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n < 0)
+		return -1;
+	buf[n] = '\0';
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+		buf[--n] = '\0';
+	return 0;
+}
+
+/* The first uverbs device whose ib device is a vrnic (or the one --device names). */
+static bool find_device(struct device *d)
+{
+	DIR *dir = opendir("/sys/class/infiniband_verbs");
+	struct dirent *de;
+	bool found = false;
+
+	if (!dir)
+		return false;
+	while (!found && (de = readdir(dir))) {
+		char p[320], ibdev[64];
+
+		if (strncmp(de->d_name, "uverbs", 6))
+			continue;
+		snprintf(p, sizeof(p), "/sys/class/infiniband_verbs/%s/ibdev", de->d_name);
+		if (read_small(p, ibdev, sizeof(ibdev)))
+			continue;
+		snprintf(d->path, sizeof(d->path), "/dev/infiniband/%s", de->d_name);
+		if (opt.device ? strcmp(opt.device, d->path) : strncmp(ibdev, "vrnic", 5))
+			continue;
+		snprintf(d->ibdev, sizeof(d->ibdev), "%s", ibdev);
+		found = true;
+	}
+	closedir(dir);
+	return found;
+}
+
+static void read_bar2(struct device *d)
+{
+	char p[160], buf[1024], *line;
+	int i;
+
+	d->bar2_start = d->bar2_end = 0;
+	snprintf(p, sizeof(p), "/sys/class/infiniband/%s/device/resource", d->ibdev);
+	if (read_small(p, buf, sizeof(buf)))
+		return;
+	line = buf;
+	for (i = 0; i < 2 && line; i++) {
+		line = strchr(line, '\n');
+		if (line)
+			line++;
+	}
+	if (line)
+		sscanf(line, "%" SCNx64 " %" SCNx64, &d->bar2_start, &d->bar2_end);
+}
+
+static bool device_present(const struct device *d)
+{
+	char p[160];
+
+	snprintf(p, sizeof(p), "/sys/class/infiniband/%s", d->ibdev);
+	return access(p, F_OK) == 0;
+}
+
+/* What the guest has when there is no vrnic: for the "no-device" report. */
+static void report_no_device(void)
+{
+	DIR *dir;
+	struct dirent *de;
+	char ib[512] = "", pci[16] = "false";
+	size_t n = 0;
+
+	dir = opendir("/sys/class/infiniband");
+	while (dir && (de = readdir(dir))) {
+		if (de->d_name[0] == '.')
+			continue;
+		n += snprintf(ib + n, sizeof(ib) - n, "%s\"%s\"", n ? "," : "", de->d_name);
+		if (n >= sizeof(ib))
+			break;
+	}
+	if (dir)
+		closedir(dir);
+	dir = opendir("/sys/bus/pci/devices");
+	while (dir && (de = readdir(dir))) {
+		char p[320], v[16], dv[16];
+
+		snprintf(p, sizeof(p), "/sys/bus/pci/devices/%s/vendor", de->d_name);
+		if (read_small(p, v, sizeof(v)))
+			continue;
+		snprintf(p, sizeof(p), "/sys/bus/pci/devices/%s/device", de->d_name);
+		if (read_small(p, dv, sizeof(dv)))
+			continue;
+		if (!strcmp(v, "0x1234") && !strcmp(dv, "0x7a01"))
+			snprintf(pci, sizeof(pci), "true");
+	}
+	if (dir)
+		closedir(dir);
+	report(NULL, "no-device",
+	       "\"reason\":\"no uverbs device of a vrnic after %.1f s\",\"pci_device_present\":%s,\"ib_devices\":[%s],\"exit_code\":%d",
+	       opt.wait_device_s, pci, ib, EXIT_NO_DEVICE);
+}
+
+/* ---- uverbs write() ABI ------------------------------------------------------------------- */
+
+struct context {
+	int fd;
+	int async_fd;
+	struct vrnic_alloc_ucontext_resp resp;
+};
+
+static int get_context(const struct device *d, unsigned int num_uars, struct context *c)
+{
+	struct {
+		struct ib_uverbs_cmd_hdr hdr;
+		struct ib_uverbs_get_context cmd;
+		struct vrnic_alloc_ucontext_req drv;
+	} req;
+	struct {
+		struct ib_uverbs_get_context_resp core;
+		struct vrnic_alloc_ucontext_resp drv;
+	} resp;
+
+	memset(&req, 0, sizeof(req));
+	memset(&resp, 0, sizeof(resp));
+	c->fd = open(d->path, O_RDWR | O_CLOEXEC);
+	if (c->fd < 0)
+		return -errno;
+	req.hdr.command = IB_USER_VERBS_CMD_GET_CONTEXT;
+	req.hdr.in_words = sizeof(req) / 4;
+	req.hdr.out_words = sizeof(resp) / 4;
+	req.cmd.response = (uintptr_t)&resp;
+	req.drv.num_uars = num_uars;
+	if (write(c->fd, &req, sizeof(req)) != sizeof(req)) {
+		int err = -errno;
+
+		close(c->fd);
+		c->fd = -1;
+		return err;
+	}
+	c->async_fd = resp.core.async_fd;
+	c->resp = resp.drv;
+	return 0;
+}
+
+/* QUERY_DEVICE through the fd: works on a live context, EIO after disassociation. */
+static int query_device(int fd, struct ib_uverbs_query_device_resp *out)
+{
+	struct {
+		struct ib_uverbs_cmd_hdr hdr;
+		struct ib_uverbs_query_device cmd;
+	} req;
+
+	memset(&req, 0, sizeof(req));
+	memset(out, 0, sizeof(*out));
+	req.hdr.command = IB_USER_VERBS_CMD_QUERY_DEVICE;
+	req.hdr.in_words = sizeof(req) / 4;
+	req.hdr.out_words = sizeof(*out) / 4;
+	req.cmd.response = (uintptr_t)out;
+	if (write(fd, &req, sizeof(req)) != sizeof(req))
+		return -errno;
+	return 0;
+}
+
+/* ---- the page-table helper ------------------------------------------------------------------ */
+
+struct frame {
+	char state[16];		/* bar, ram, not-present, no-vma, unknown */
+	uint64_t pfn;
+};
+
+static int pfn_fd = -1;
+static pid_t pfn_fd_owner;
+
+static void frame_of(const struct device *d, const volatile void *addr, struct frame *f)
+{
+	char q[64], a[256];
+	ssize_t n;
+	char *p;
+
+	memset(f, 0, sizeof(*f));
+	snprintf(f->state, sizeof(f->state), "unknown");
+	if (pfn_fd < 0 || pfn_fd_owner != getpid()) {
+		/* Each process asks on its own open file: the answer buffer is per file. */
+		if (pfn_fd >= 0)
+			close(pfn_fd);
+		pfn_fd = open(opt.pfn_dev, O_RDWR | O_CLOEXEC);
+		pfn_fd_owner = getpid();
+		if (pfn_fd < 0)
+			return;
+	}
+	n = snprintf(q, sizeof(q), "%d 0x%lx", (int)getpid(), (unsigned long)(uintptr_t)addr);
+	if (write(pfn_fd, q, n) != n)
+		return;
+	n = pread(pfn_fd, a, sizeof(a) - 1, 0);
+	if (n <= 0)
+		return;
+	a[n] = '\0';
+	if (!strncmp(a, "present ", 8)) {
+		uint64_t phys;
+
+		p = strstr(a, "pfn=0x");
+		if (!p)
+			return;
+		f->pfn = strtoull(p + 6, NULL, 16);
+		phys = f->pfn * UAR_PAGE;
+		snprintf(f->state, sizeof(f->state), "%s",
+			 d->bar2_end && phys >= d->bar2_start && phys <= d->bar2_end ? "bar" : "ram");
+	} else if (!strncmp(a, "not-present", 11)) {
+		snprintf(f->state, sizeof(f->state), "not-present");
+	} else if (!strncmp(a, "no-vma", 6)) {
+		snprintf(f->state, sizeof(f->state), "no-vma");
+	}
+}
+
+/* ---- mappings and the watch loop ------------------------------------------------------------ */
+
+struct mapping {
+	char label[32];
+	volatile uint32_t *page;	/* the page this entry watches */
+	bool writable;
+	uint32_t doorbell;		/* what we last wrote at OFF_SQ_DB (what the device page holds) */
+	uint32_t scratch;		/* what we last wrote at OFF_SCRATCH */
+	char view[16];			/* device, zero, own-writes, other */
+	struct frame frame;
+	uint64_t reads, writes, changes;
+	uint64_t device_data_after_gone; /* probes after removal that still saw device contents */
+	uint32_t last_db, last_scratch;
+};
+
+#define MAX_MAPPINGS 16
+static struct mapping maps[MAX_MAPPINGS];
+static unsigned int nmaps;
+
+/* Names what a probe saw, so a change of view is one event. */
+static const char *classify(const struct mapping *m, uint32_t db, uint32_t scratch)
+{
+	if (db == m->doorbell && (!m->writable || scratch == m->scratch))
+		return "device";
+	if (db == 0 && scratch == 0)
+		return "zero";
+	if (db == 0 && m->writable && scratch == m->scratch)
+		return "own-writes";
+	return "other";
+}
+
+static void probe(const struct device *d, struct mapping *m, bool gone, bool first)
+{
+	struct frame f;
+	const char *view;
+	uint32_t db, scratch;
+
+	cur_label = m->label;
+	db = m->page[OFF_SQ_DB / 4];
+	scratch = m->page[OFF_SCRATCH / 4];
+	m->reads += 2;
+	view = classify(m, db, scratch);
+	m->last_db = db;
+	m->last_scratch = scratch;
+	frame_of(d, m->page, &f);
+	if (gone && !strcmp(view, "device") && m->doorbell != 0)
+		m->device_data_after_gone++;
+	if (first || strcmp(view, m->view) || strcmp(f.state, m->frame.state) || f.pfn != m->frame.pfn) {
+		if (!first)
+			m->changes++;
+		report(m->label, first ? "watch-start" : "change",
+		       "\"view\":\"%s\",\"view_before\":\"%s\",\"frame\":\"%s\",\"pfn\":\"0x%" PRIx64
+		       "\",\"frame_before\":\"%s\",\"pfn_before\":\"0x%" PRIx64
+		       "\",\"read_doorbell\":\"0x%08x\",\"read_scratch\":\"0x%08x\",\"expect_doorbell\":\"0x%08x\",\"expect_scratch\":\"0x%08x\",\"device_gone\":%s",
+		       view, first ? "" : m->view, f.state, f.pfn, first ? "" : m->frame.state, m->frame.pfn,
+		       db, scratch, m->doorbell, m->scratch, gone ? "true" : "false");
+		snprintf(m->view, sizeof(m->view), "%s", view);
+		m->frame = f;
+	}
+	if (m->writable) {
+		m->scratch = 0x5c000000u | (uint32_t)(m->writes & 0xffffff);
+		m->page[OFF_SCRATCH / 4] = m->scratch;
+		m->writes++;
+	}
+	cur_label = "main";
+}
+
+static void report_summary(const struct mapping *m, bool gone)
+{
+	report(m->label, "summary",
+	       "\"view\":\"%s\",\"frame\":\"%s\",\"pfn\":\"0x%" PRIx64 "\",\"reads\":%" PRIu64 ",\"writes\":%" PRIu64
+	       ",\"changes\":%" PRIu64 ",\"device_data_after_gone\":%" PRIu64
+	       ",\"last_doorbell\":\"0x%08x\",\"last_scratch\":\"0x%08x\",\"device_gone\":%s",
+	       m->view, m->frame.state, m->frame.pfn, m->reads, m->writes, m->changes,
+	       m->device_data_after_gone, m->last_db, m->last_scratch, gone ? "true" : "false");
+}
+
+/* Doorbell pattern: SQ doorbell of QP 1 and CQ doorbell of CQ 1 (no such objects yet: the device
+ * counts them as doorbells and logs guest errors), spaced so its poller sees each one. */
+static void write_doorbells(struct mapping *m)
+{
+	unsigned int i;
+	bool scratch_ok = true;
+
+	cur_label = m->label;
+	for (i = 1; i <= opt.doorbells; i++) {
+		m->doorbell = (1u << 16) | (i & 0xffff);
+		m->page[OFF_SQ_DB / 4] = m->doorbell;
+		m->page[OFF_CQ_DB / 4] = (1u << 16) | (i & 0xffff);
+		m->scratch = 0xa5a50000u | i;
+		m->page[OFF_SCRATCH / 4] = m->scratch;
+		if (m->page[OFF_SCRATCH / 4] != m->scratch)
+			scratch_ok = false;
+		m->writes += 3;
+		m->reads++;
+		if (opt.doorbell_gap_ms)
+			usleep(opt.doorbell_gap_ms * 1000);
+	}
+	cur_label = "main";
+	report(m->label, "doorbells",
+	       "\"count\":%u,\"last_sq_doorbell\":\"0x%08x\",\"read_back_sq_doorbell\":\"0x%08x\",\"scratch_read_back_ok\":%s",
+	       opt.doorbells, m->doorbell, m->page[OFF_SQ_DB / 4], scratch_ok ? "true" : "false");
+}
+
+static int add_mapping(const char *label, volatile uint32_t *page, bool writable)
+{
+	struct mapping *m;
+
+	if (nmaps >= MAX_MAPPINGS)
+		return -1;
+	m = &maps[nmaps++];
+	memset(m, 0, sizeof(*m));
+	snprintf(m->label, sizeof(m->label), "%s", label);
+	m->page = page;
+	m->writable = writable;
+	return 0;
+}
+
+static int cmd_fd = -1;
+
+/* Reads one command line if there is one; returns it (static buffer) or NULL. */
+static const char *next_command(int timeout_ms)
+{
+	static char buf[256];
+	static size_t have;
+	struct pollfd p = { .fd = cmd_fd, .events = POLLIN };
+	char *nl;
+	ssize_t n;
+
+	if (cmd_fd < 0) {
+		if (timeout_ms > 0)
+			usleep(timeout_ms * 1000);
+		return NULL;
+	}
+	nl = memchr(buf, '\n', have);
+	if (!nl) {
+		if (poll(&p, 1, timeout_ms) <= 0)
+			return NULL;
+		n = read(cmd_fd, buf + have, sizeof(buf) - 1 - have);
+		if (n <= 0) {
+			cmd_fd = -1;	/* EOF: no more commands, keep going on the timers */
+			return NULL;
+		}
+		have += n;
+		nl = memchr(buf, '\n', have);
+		if (!nl) {
+			if (have >= sizeof(buf) - 1)
+				have = 0;	/* an overlong line is dropped */
+			return NULL;
+		}
+	}
+	{
+		static char line[256];
+		size_t len = nl - buf;
+
+		memcpy(line, buf, len);
+		line[len] = '\0';
+		if (len && line[len - 1] == '\r')
+			line[len - 1] = '\0';
+		memmove(buf, nl + 1, have - len - 1);
+		have -= len + 1;
+		return line;
+	}
+}
+
+/*
+ * Keeps reading and writing every mapping until told to stop, the watch time runs out, or the
+ * device has been gone for settle_ms. Reports each change of what a mapping shows.
+ */
+static void watch(const struct device *d, struct context *c, bool auto_start)
+{
+	bool watching = auto_start, gone = false, stop = false, first = true;
+	double deadline = now_ms() + opt.watch_s * 1e3, gone_at = 0;
+	unsigned int i;
+
+	if (watching)
+		report(NULL, "watching", "\"interval_ms\":%u,\"watch_s\":%.1f,\"settle_ms\":%u,\"mappings\":%u",
+		       opt.interval_ms, opt.watch_s, opt.settle_ms, nmaps);
+	while (!stop) {
+		const char *cmd;
+
+		if (watching) {
+			for (i = 0; i < nmaps; i++)
+				probe(d, &maps[i], gone, first);
+			first = false;
+			if (!gone && !device_present(d)) {
+				struct ib_uverbs_query_device_resp qd;
+				int err;
+
+				gone = true;
+				gone_at = now_ms();
+				report(NULL, "device-gone", "\"ibdev\":\"%s\"", d->ibdev);
+				err = c && c->fd >= 0 ? query_device(c->fd, &qd) : -EBADF;
+				report(NULL, "uverbs-after-gone", "\"query_device_errno\":%d,\"errno_name\":\"%s\"",
+				       -err, err ? strerrorname_np(-err) ?: "?" : "none");
+			}
+			if (gone && now_ms() - gone_at >= opt.settle_ms)
+				break;
+			if (opt.watch_s > 0 && now_ms() >= deadline) {
+				report(NULL, "watch-timeout", "\"device_gone\":%s", gone ? "true" : "false");
+				break;
+			}
+		}
+		cmd = next_command(opt.interval_ms);
+		if (!cmd)
+			continue;
+		report(NULL, "command", "\"command\":\"%.64s\"", cmd);
+		if (!strcmp(cmd, "watch")) {
+			if (!watching) {
+				watching = true;
+				deadline = now_ms() + opt.watch_s * 1e3;
+				report(NULL, "watching", "\"interval_ms\":%u,\"mappings\":%u", opt.interval_ms, nmaps);
+			}
+		} else if (!strcmp(cmd, "stop") || !strcmp(cmd, "quit")) {
+			stop = true;
+		} else if (!strcmp(cmd, "status")) {
+			for (i = 0; i < nmaps; i++)
+				report_summary(&maps[i], gone);
+		} else if (!strcmp(cmd, "close-context")) {
+			if (c && c->fd >= 0) {
+				close(c->fd);
+				close(c->async_fd);
+				c->fd = c->async_fd = -1;
+				report(NULL, "context-closed", "\"mappings_kept\":%u", nmaps);
+			}
+		} else {
+			report(NULL, "command-error", "\"error\":\"unknown command\"");
+		}
+	}
+	for (i = 0; i < nmaps; i++)
+		report_summary(&maps[i], gone);
+}
+
+/* ---- scenarios ----------------------------------------------------------------------------- */
+
+static volatile uint32_t *map_uars(const struct device *d, struct context *c, unsigned int npages)
+{
+	void *p;
+	struct frame f;
+
+	p = mmap(NULL, (size_t)npages * UAR_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, c->fd,
+		 (off_t)c->resp.uar_mmap_offset);
+	if (p == MAP_FAILED) {
+		report(NULL, "error", "\"op\":\"mmap\",\"errno\":%d,\"error\":\"%s\"", errno, strerror(errno));
+		return NULL;
+	}
+	frame_of(d, p, &f);	/* before the first touch: not faulted in yet, or already populated */
+	report(NULL, "mapped", "\"addr\":\"%p\",\"len\":%zu,\"offset\":\"0x%llx\",\"frame_before_touch\":\"%s\"",
+	       p, (size_t)npages * UAR_PAGE, (unsigned long long)c->resp.uar_mmap_offset, f.state);
+	return p;
+}
+
+static void report_frames(const struct device *d, const char *event)
+{
+	unsigned int i;
+
+	for (i = 0; i < nmaps; i++) {
+		frame_of(d, maps[i].page, &maps[i].frame);
+		report(maps[i].label, event, "\"addr\":\"%p\",\"frame\":\"%s\",\"pfn\":\"0x%" PRIx64 "\",\"writable\":%s",
+		       (void *)maps[i].page, maps[i].frame.state, maps[i].frame.pfn,
+		       maps[i].writable ? "true" : "false");
+	}
+}
+
+static int run(const struct device *d)
+{
+	struct context c;
+	struct ib_uverbs_query_device_resp qd;
+	volatile uint32_t *base;
+	unsigned int npages = opt.uars;
+	bool split = !strcmp(opt.scenario, "split");
+	bool fork_mode = !strcmp(opt.scenario, "fork");
+	int ret;
+
+	if (split && npages < 4)
+		npages = 4;
+	ret = get_context(d, npages, &c);
+	if (ret) {
+		report(NULL, "error", "\"op\":\"get-context\",\"errno\":%d,\"error\":\"%s\"", -ret, strerror(-ret));
+		return EXIT_FAIL;
+	}
+	report(NULL, "context",
+	       "\"device\":\"%s\",\"ibdev\":\"%s\",\"abi_version\":%u,\"num_uars\":%u,\"uar_index\":%u,\"uar_page_size\":%u,\"mmap_offset\":\"0x%llx\",\"driver_flags\":%u,\"bar2\":[\"0x%" PRIx64 "\",\"0x%" PRIx64 "\"]",
+	       d->path, d->ibdev, c.resp.abi_version, c.resp.num_uars, c.resp.uar_index, c.resp.uar_page_size,
+	       (unsigned long long)c.resp.uar_mmap_offset, c.resp.driver_flags, d->bar2_start, d->bar2_end);
+	ret = query_device(c.fd, &qd);
+	if (ret)
+		report(NULL, "error", "\"op\":\"query-device\",\"errno\":%d", -ret);
+	else
+		report(NULL, "query-device", "\"vendor_id\":\"0x%x\",\"vendor_part_id\":\"0x%x\",\"max_qp\":%u,\"max_cq\":%u,\"max_pd\":%u,\"phys_port_cnt\":%u",
+		       qd.vendor_id, qd.vendor_part_id, qd.max_qp, qd.max_cq, qd.max_pd, qd.phys_port_cnt);
+	if (c.resp.num_uars != npages || c.resp.uar_page_size != UAR_PAGE) {
+		report(NULL, "error", "\"op\":\"get-context\",\"error\":\"driver gave %u pages of %u bytes\"",
+		       c.resp.num_uars, c.resp.uar_page_size);
+		return EXIT_FAIL;
+	}
+
+	base = map_uars(d, &c, npages);
+	if (!base)
+		return EXIT_FAIL;
+	if (split) {
+		/* Pages 0..3: unmap page 1 and make page 3 read-only, so the one VMA becomes three. */
+		volatile uint32_t *p3 = base + 3 * UAR_PAGE / 4;
+
+		add_mapping("page0", base, true);
+		add_mapping("page2", base + 2 * UAR_PAGE / 4, true);
+		write_doorbells(&maps[0]);
+		write_doorbells(&maps[1]);
+		if (munmap((void *)(base + UAR_PAGE / 4), UAR_PAGE) ||
+		    mprotect((void *)p3, UAR_PAGE, PROT_READ)) {
+			report(NULL, "error", "\"op\":\"split\",\"errno\":%d,\"error\":\"%s\"", errno, strerror(errno));
+			return EXIT_FAIL;
+		}
+		add_mapping("page3-ro", p3, false);
+		report(NULL, "split", "\"unmapped\":\"page1\",\"read_only\":\"page3\",\"pieces\":3");
+	} else {
+		add_mapping(fork_mode ? "parent" : "uar0", base, true);
+		write_doorbells(&maps[0]);
+	}
+	report_frames(d, "frame");
+
+	if (fork_mode) {
+		pid_t child;
+		int status;
+
+		child = fork();
+		if (child < 0) {
+			report(NULL, "error", "\"op\":\"fork\",\"errno\":%d", errno);
+			return EXIT_FAIL;
+		}
+		if (child == 0) {
+			/* The child inherits the VMA (VM_DONTCOPY is not set): its own PTEs, same frame. */
+			snprintf(maps[0].label, sizeof(maps[0].label), "child");
+			report_frames(d, "frame");
+			report(NULL, "ready", "\"role\":\"child\"");
+			watch(d, &c, true);
+			_exit(EXIT_OK);
+		}
+		report(NULL, "ready", "\"role\":\"parent\",\"child\":%d", (int)child);
+		watch(d, &c, opt.commands == NULL);
+		while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+			;
+		report(NULL, "child-exit", "\"child\":%d,\"exited\":%s,\"code\":%d,\"signal\":%d",
+		       (int)child, WIFEXITED(status) ? "true" : "false",
+		       WIFEXITED(status) ? WEXITSTATUS(status) : -1, WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+		if (!WIFEXITED(status) || WEXITSTATUS(status))
+			return EXIT_CHILD;
+	} else {
+		report(NULL, "ready", "\"mappings\":%u", nmaps);
+		if (opt.watch_s > 0 || opt.commands)
+			watch(d, &c, opt.commands == NULL);
+	}
+
+	{
+		double t = now_ms();
+
+		if (c.fd >= 0) {
+			close(c.async_fd);
+			close(c.fd);
+		}
+		report(NULL, "closed", "\"close_ms\":%.3f", now_ms() - t);
+	}
+	return EXIT_OK;
+}
+
+/* ---- main ---------------------------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: vrnic-test [options]\n"
+		"  --device PATH        uverbs device (default: the first whose ib device is vrnic*)\n"
+		"  --wait-device SEC    wait this long for the device to appear (default 5)\n"
+		"  --uars N             UAR pages for the context, 1..8 (default 1; split uses 4)\n"
+		"  --scenario NAME      single (default), fork, split\n"
+		"  --doorbells N        doorbell writes in the pattern (default 16)\n"
+		"  --doorbell-gap-ms MS pause between doorbell writes (default 20)\n"
+		"  --watch SEC          then read/write the mapping for up to SEC s (0: only with --commands)\n"
+		"  --interval-ms MS     between probes while watching (default 20)\n"
+		"  --settle-ms MS       keep watching this long after the device is gone (default 2000)\n"
+		"  --commands PATH      read line commands from PATH ('-' for stdin): watch stop status close-context\n"
+		"  --output PATH        write reports to PATH instead of stdout\n"
+		"  --pfn-dev PATH       the page-table helper (default /dev/vrnic_pfn)\n"
+		"exit: 0 done, 1 failure, 2 usage, 3 no device, 4 SIGBUS/SIGSEGV, 5 child failed\n");
+}
+
+static bool parse_uint(const char *s, unsigned int *out, unsigned int lo, unsigned int hi)
+{
+	char *end;
+	unsigned long v = strtoul(s, &end, 0);
+
+	if (!*s || *end || v < lo || v > hi)
+		return false;
+	*out = v;
+	return true;
+}
+
+static bool parse_double(const char *s, double *out)
+{
+	char *end;
+	double v = strtod(s, &end);
+
+	if (!*s || *end || v < 0 || v > 1e6)
+		return false;
+	*out = v;
+	return true;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "device", required_argument, 0, 'd' },
+		{ "wait-device", required_argument, 0, 'w' },
+		{ "uars", required_argument, 0, 'u' },
+		{ "scenario", required_argument, 0, 's' },
+		{ "doorbells", required_argument, 0, 'b' },
+		{ "doorbell-gap-ms", required_argument, 0, 'g' },
+		{ "watch", required_argument, 0, 'W' },
+		{ "interval-ms", required_argument, 0, 'i' },
+		{ "settle-ms", required_argument, 0, 'S' },
+		{ "commands", required_argument, 0, 'c' },
+		{ "output", required_argument, 0, 'o' },
+		{ "pfn-dev", required_argument, 0, 'p' },
+		{ "help", no_argument, 0, 'h' },
+		{ 0, 0, 0, 0 },
+	};
+	struct sigaction sa;
+	struct device d;
+	double waited;
+	int c, ret;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		bool ok = true;
+
+		switch (c) {
+		case 'd': opt.device = optarg; break;
+		case 'w': ok = parse_double(optarg, &opt.wait_device_s); break;
+		case 'u': ok = parse_uint(optarg, &opt.uars, 1, VRNIC_MAX_UARS_PER_CONTEXT); break;
+		case 's':
+			opt.scenario = optarg;
+			ok = !strcmp(optarg, "single") || !strcmp(optarg, "fork") || !strcmp(optarg, "split");
+			break;
+		case 'b': ok = parse_uint(optarg, &opt.doorbells, 1, 65535); break;
+		case 'g': ok = parse_uint(optarg, &opt.doorbell_gap_ms, 0, 10000); break;
+		case 'W': ok = parse_double(optarg, &opt.watch_s); break;
+		case 'i': ok = parse_uint(optarg, &opt.interval_ms, 1, 60000); break;
+		case 'S': ok = parse_uint(optarg, &opt.settle_ms, 0, 600000); break;
+		case 'c': opt.commands = optarg; break;
+		case 'o': opt.output = optarg; break;
+		case 'p': opt.pfn_dev = optarg; break;
+		case 'h': usage(stdout); return EXIT_OK;
+		default: usage(stderr); return EXIT_USAGE;
+		}
+		if (!ok) {
+			fprintf(stderr, "vrnic-test: bad value: %s\n", optarg);
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (opt.output) {
+		out_fd = open(opt.output, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
+		if (out_fd < 0) {
+			fprintf(stderr, "vrnic-test: %s: %s\n", opt.output, strerror(errno));
+			return EXIT_USAGE;
+		}
+	}
+	if (opt.commands) {
+		cmd_fd = !strcmp(opt.commands, "-") ? 0 : open(opt.commands, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+		if (cmd_fd < 0) {
+			fprintf(stderr, "vrnic-test: %s: %s\n", opt.commands, strerror(errno));
+			return EXIT_USAGE;
+		}
+	}
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_fault;
+	sa.sa_flags = SA_SIGINFO;
+	sigaction(SIGBUS, &sa, NULL);
+	sigaction(SIGSEGV, &sa, NULL);
+
+	report(NULL, "start", "\"version\":\"" VERSION "\",\"scenario\":\"%s\",\"uars\":%u,\"watch_s\":%.1f",
+	       opt.scenario, opt.uars, opt.watch_s);
+	for (waited = 0;; waited += 0.1) {
+		if (find_device(&d))
+			break;
+		if (waited >= opt.wait_device_s) {
+			report_no_device();
+			return EXIT_NO_DEVICE;
+		}
+		usleep(100000);
+	}
+	read_bar2(&d);
+	report(NULL, "device", "\"device\":\"%s\",\"ibdev\":\"%s\",\"bar2\":[\"0x%" PRIx64 "\",\"0x%" PRIx64 "\"]",
+	       d.path, d.ibdev, d.bar2_start, d.bar2_end);
+	ret = run(&d);
+	report(NULL, "exit", "\"code\":%d", ret);
+	return ret;
+}
