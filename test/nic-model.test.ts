@@ -1,0 +1,151 @@
+// The NIC model driven in-process (no transport): register rules, config validation, queue index checks, the data path.
+import test from 'ava';
+import { createNic, NicConfigError, validateNicConfig } from '../emulator/nic';
+import { Reg } from '../emulator/nic/regs';
+import { command, localAccess, OP, ST, TestDriver, until } from './nic-support';
+
+function setup(config: Record<string, unknown> = {}) {
+  const nic = createNic(config);
+  const local = localAccess(nic);
+  const drv = new TestDriver(local.access, local.heap);
+  return { nic, drv, ...local };
+}
+
+test('a bad config file names every bad field', (t) => {
+  const err = t.throws(() => validateNicConfig({ numUars: 12, maxQp: 70000, poll: { spin: 1 }, colour: 'red' }, 'nic.json'), { instanceOf: NicConfigError });
+  t.true(err!.message.includes('nic.json'));
+  t.deepEqual(
+    err!.problems.map((p) => p.split(':')[0]),
+    ['numUars', 'maxQp', 'poll.spin', 'colour'],
+  );
+});
+
+test('a partial config takes the documented defaults for the rest', (t) => {
+  const c = validateNicConfig({ numUars: 4, nodeGuid: '0x1122' });
+  t.is(c.numUars, 4);
+  t.is(c.nodeGuid, 0x1122n);
+  t.is(c.msixVectors, 4);
+  t.is(c.maxQpWr, 1024);
+  t.is(c.poll.maxSleepMs, 10);
+});
+
+test('identity registers read as the datasheet says and undefined offsets read 0', async (t) => {
+  const { nic, access } = setup({ numUars: 8 });
+  t.is(await access.readReg(Reg.Version), 0x00010000);
+  t.is(await access.readReg(Reg.Magic), 0x43494e56);
+  t.is(await access.readReg(Reg.NumUars), 8);
+  t.is(await access.readReg(0x3fc), 0);
+  t.is(nic.counters().guestErrors, 1);
+  nic.close();
+});
+
+test('a 2-byte BAR0 read returns all-ones and counts a guest error', (t) => {
+  const { nic } = setup();
+  const bar0 = nic.bars[0];
+  if (bar0.kind !== 'trapped') return t.fail();
+  const b = Buffer.alloc(2);
+  bar0.read(0x004, b);
+  t.deepEqual([...b], [0xff, 0xff]);
+  t.is(nic.counters().guestErrors, 1);
+  nic.close();
+});
+
+test('a 64-bit access reads two 32-bit registers, low first', (t) => {
+  const { nic } = setup();
+  const bar0 = nic.bars[0];
+  if (bar0.kind !== 'trapped') return t.fail();
+  const b = Buffer.alloc(8);
+  bar0.read(0x000, b);
+  t.is(b.readUInt32LE(0), 0x00010000);
+  t.is(b.readUInt32LE(4), 0x43494e56);
+  nic.close();
+});
+
+test('enable with an unmapped admin queue goes FATAL with code 1', async (t) => {
+  const { nic, access } = setup();
+  await access.writeReg(Reg.AsqBaseLo, 0x1000);
+  await access.writeReg(Reg.AsqSize, 16);
+  await access.writeReg(Reg.Ctrl, 1);
+  t.is(await access.readReg(Reg.Status), 2);
+  t.is(await access.readReg(Reg.FatalCode), 1);
+  await access.writeReg(Reg.Ctrl, 2);
+  t.is(await access.readReg(Reg.Status), 0);
+  t.is(await access.readReg(Reg.FatalCode), 0);
+  nic.close();
+});
+
+test('an ASQ_TAIL more than ASQ_SIZE ahead is fatal code 3', async (t) => {
+  const { nic, access, drv } = setup();
+  t.is(await drv.bringUp(), 1);
+  await access.writeReg(Reg.AsqTail, 1000);
+  t.is(await access.readReg(Reg.Status), 2);
+  t.is(await access.readReg(Reg.FatalCode), 3);
+  nic.close();
+});
+
+test('enabling posts PORT_STATE_CHANGE on the event queue and raises vector 1', async (t) => {
+  const { nic, access, drv } = setup();
+  await drv.bringUp();
+  const ev = await drv.nextEvent();
+  t.deepEqual(ev, { type: 1, data0: 1, data1: 4 });
+  await until(() => access.irqCount(1) > 0, 'vector 1');
+  t.pass();
+  nic.close();
+});
+
+test('the ACQ wraps with a flipped phase', async (t) => {
+  const { nic, drv } = setup();
+  await drv.bringUp();
+  const phases: number[] = [];
+  for (let i = 0; i < 20; i++) phases.push((await drv.ok(command(OP.CREATE_PD, drv.nextCmdId()))).phase);
+  t.deepEqual(phases, [...Array(16).fill(1), 0, 0, 0, 0]);
+  nic.close();
+});
+
+test('NOP WQEs rung on an RTS QP complete in order in the send CQ and the armed CQ raises its vector', async (t) => {
+  const { nic, access, drv } = setup();
+  await drv.bringUp();
+  const uar = await drv.allocUar();
+  const pd = await drv.createPd();
+  const cq = await drv.createCq(uar, 16, 1);
+  const qp = await drv.createQp(pd, cq);
+  for (const s of [1, 2, 3]) t.is((await drv.modifyQp(qp.qpn, s)).status, ST.OK);
+  drv.armCq(cq, 0);
+  for (let i = 0; i < 3; i++) drv.postNop(qp, i, 100n + BigInt(i));
+  drv.ringSq(qp, 3);
+  await until(() => drv.cqe(cq, 2) !== null, 'the third CQE');
+  t.deepEqual(
+    [0, 1, 2].map((i) => drv.cqe(cq, i)!.wrId),
+    [100n, 101n, 102n],
+  );
+  await until(() => access.irqCount(3) === 1, 'vector 3');
+  t.is(drv.cqe(cq, 0)!.status, 0);
+  t.is(drv.cqe(cq, 0)!.qpn, qp.qpn);
+  nic.close();
+});
+
+test('a doorbell on an unallocated UAR page is counted and logged as a guest error', async (t) => {
+  const { nic, access, drv } = setup();
+  await drv.bringUp();
+  await drv.allocUar();
+  const before = nic.counters();
+  access.uar.writeUInt32LE(0x10001, 5 * 4096);
+  await until(() => nic.counters().doorbells > before.doorbells, 'the doorbell');
+  t.is(nic.counters().guestErrors, before.guestErrors + 1);
+  nic.close();
+});
+
+test('reset frees every object and zeroes the UAR pages', async (t) => {
+  const { nic, access, drv } = setup();
+  await drv.bringUp();
+  const uar = await drv.allocUar(2);
+  const pd = await drv.createPd();
+  const cq = await drv.createCq(uar);
+  await drv.createQp(pd, cq);
+  access.uar.writeUInt32LE(0xabcd, uar * 4096 + 0x900);
+  t.deepEqual(nic.status().objects, { uarPages: 2, pds: 1, cqs: 1, qps: 1, mrs: 0 });
+  await access.writeReg(Reg.Ctrl, 2);
+  t.deepEqual(nic.status().objects, { uarPages: 0, pds: 0, cqs: 0, qps: 0, mrs: 0 });
+  t.is(access.uar.readUInt32LE(uar * 4096 + 0x900), 0);
+  nic.close();
+});
