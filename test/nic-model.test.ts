@@ -3,6 +3,7 @@ import test from 'ava';
 import { createNic, NicConfigError, validateNicConfig } from '../emulator/nic';
 import { Reg } from '../emulator/nic/regs';
 import { command, localAccess, OP, ST, TestDriver, until } from './nic-support';
+import { NIC_CASES } from './nic-suite';
 
 function setup(config: Record<string, unknown> = {}) {
   const nic = createNic(config);
@@ -149,3 +150,15 @@ test('reset frees every object and zeroes the UAR pages', async (t) => {
   t.is(access.uar.readUInt32LE(uar * 4096 + 0x900), 0);
   nic.close();
 });
+
+// The same behaviours the client-driven tests check, in-process: a failure here points at the model, not the transport.
+for (const [title, body] of NIC_CASES) {
+  test(`in-process: ${title}`, async (t) => {
+    const { nic, drv, access, heap } = setup({ numUars: 8 });
+    try {
+      await body(t, { nic, drv, access, heap, unmappedAddr: 0x4000_0000n, transportReset: async () => nic.reset() });
+    } finally {
+      nic.close();
+    }
+  });
+}
