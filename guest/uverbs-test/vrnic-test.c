@@ -246,12 +246,35 @@ static bool device_present(const struct device *d)
 	return access(p, F_OK) == 0;
 }
 
+/* Whether the PCI bus has a vrnic function (then its uverbs device is worth waiting for). */
+static bool pci_device_present(void)
+{
+	DIR *dir = opendir("/sys/bus/pci/devices");
+	struct dirent *de;
+	bool found = false;
+
+	while (dir && !found && (de = readdir(dir))) {
+		char p[320], v[16], dv[16];
+
+		snprintf(p, sizeof(p), "/sys/bus/pci/devices/%s/vendor", de->d_name);
+		if (read_small(p, v, sizeof(v)))
+			continue;
+		snprintf(p, sizeof(p), "/sys/bus/pci/devices/%s/device", de->d_name);
+		if (read_small(p, dv, sizeof(dv)))
+			continue;
+		found = !strcmp(v, "0x1234") && !strcmp(dv, "0x7a01");
+	}
+	if (dir)
+		closedir(dir);
+	return found;
+}
+
 /* What the guest has when there is no vrnic: for the "no-device" report. */
-static void report_no_device(void)
+static void report_no_device(double waited)
 {
 	DIR *dir;
 	struct dirent *de;
-	char ib[512] = "", pci[16] = "false";
+	char ib[512] = "";
 	size_t n = 0;
 
 	dir = opendir("/sys/class/infiniband");
@@ -264,24 +287,14 @@ static void report_no_device(void)
 	}
 	if (dir)
 		closedir(dir);
-	dir = opendir("/sys/bus/pci/devices");
-	while (dir && (de = readdir(dir))) {
-		char p[320], v[16], dv[16];
-
-		snprintf(p, sizeof(p), "/sys/bus/pci/devices/%s/vendor", de->d_name);
-		if (read_small(p, v, sizeof(v)))
-			continue;
-		snprintf(p, sizeof(p), "/sys/bus/pci/devices/%s/device", de->d_name);
-		if (read_small(p, dv, sizeof(dv)))
-			continue;
-		if (!strcmp(v, "0x1234") && !strcmp(dv, "0x7a01"))
-			snprintf(pci, sizeof(pci), "true");
-	}
-	if (dir)
-		closedir(dir);
-	report(NULL, "no-device",
-	       "\"reason\":\"no uverbs device of a vrnic after %.1f s\",\"pci_device_present\":%s,\"ib_devices\":[%s],\"exit_code\":%d",
-	       opt.wait_device_s, pci, ib, EXIT_NO_DEVICE);
+	if (pci_device_present())
+		report(NULL, "no-device",
+		       "\"reason\":\"a vrnic PCI function exists but no uverbs device after %.1f s (driver not bound?)\",\"pci_device_present\":true,\"ib_devices\":[%s],\"exit_code\":%d",
+		       waited, ib, EXIT_NO_DEVICE);
+	else
+		report(NULL, "no-device",
+		       "\"reason\":\"no vrnic PCI function (vendor 0x1234 device 0x7a01) and no vrnic uverbs device\",\"pci_device_present\":false,\"ib_devices\":[%s],\"exit_code\":%d",
+		       ib, EXIT_NO_DEVICE);
 }
 
 /* ---- uverbs write() ABI ------------------------------------------------------------------- */
@@ -768,7 +781,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: vrnic-test [options]\n"
 		"  --device PATH        uverbs device (default: the first whose ib device is vrnic*)\n"
-		"  --wait-device SEC    wait this long for the device to appear (default 5)\n"
+		"  --wait-device SEC    wait this long for the uverbs device when the PCI function exists (default 5)\n"
 		"  --uars N             UAR pages for the context, 1..8 (default 1; split uses 4)\n"
 		"  --scenario NAME      single (default), fork, split\n"
 		"  --doorbells N        doorbell writes in the pattern (default 16)\n"
@@ -886,8 +899,9 @@ int main(int argc, char **argv)
 	for (waited = 0;; waited += 0.1) {
 		if (find_device(&d))
 			break;
-		if (waited >= opt.wait_device_s) {
-			report_no_device();
+		/* Without a vrnic PCI function nothing will appear: no point waiting. */
+		if (waited >= opt.wait_device_s || !pci_device_present()) {
+			report_no_device(waited);
 			return EXIT_NO_DEVICE;
 		}
 		usleep(100000);

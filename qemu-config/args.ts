@@ -1,0 +1,115 @@
+// The QEMU command line for a q35 guest with the vrnic device on a hot-pluggable PCIe root port.
+
+/** Where a serial port goes. */
+export type SerialTarget =
+  | { readonly kind: 'stdio' }
+  | { readonly kind: 'file'; readonly path: string }
+  /** A Unix socket QEMU listens on (does not wait for a client); read and write it for a line protocol. */
+  | { readonly kind: 'unix'; readonly path: string }
+  | { readonly kind: 'none' };
+
+export interface QemuOptions {
+  readonly kernel: string;
+  readonly initrd: string;
+  /** Kernel command line (see guestAppend in image.ts). */
+  readonly append: string;
+  /** vfio-user socket of `vrnic serve`; without it the guest has no vrnic device. */
+  readonly socket?: string;
+  /** QEMU id of the device (what QMP device_del names). Default nic0. */
+  readonly deviceId?: string;
+  /** QEMU id of the root port carrying it. Default rp1. */
+  readonly rootPortId?: string;
+  /** PCIe slot number of the root port. Default 1. */
+  readonly slot?: number;
+  /** Guest RAM in MiB; shared memfd so the emulator can map it. Default 512. */
+  readonly memoryMiB?: number;
+  readonly smp?: number;
+  /** The console (ttyS0). Default stdio. */
+  readonly serial?: SerialTarget;
+  /** A second serial port (ttyS1), e.g. a report or command channel for vrnic-test. */
+  readonly serial2?: SerialTarget;
+  /** QMP Unix socket path (server, no wait). */
+  readonly qmp?: string;
+  /** `-d` items, e.g. ['invalid_mem'] (QEMU >= 10.0 logs guest accesses to unassigned memory). */
+  readonly logItems?: readonly string[];
+  /** `-D` file for the -d log. */
+  readonly logFile?: string;
+  /** Native PCIe hotplug instead of q35's ACPI hotplug (device_del then waits for the guest's attention-button handling). */
+  readonly nativeHotplug?: boolean;
+  readonly accel?: 'tcg' | 'kvm';
+  /** Appended verbatim. */
+  readonly extra?: readonly string[];
+}
+
+function serialArg(t: SerialTarget, id: string): string[] {
+  switch (t.kind) {
+    case 'stdio':
+      return ['-serial', 'stdio'];
+    case 'file':
+      return ['-chardev', `file,id=${id},path=${chardevPath(t.path)}`, '-serial', `chardev:${id}`];
+    case 'unix':
+      return ['-chardev', `socket,id=${id},path=${chardevPath(t.path)},server=on,wait=off`, '-serial', `chardev:${id}`];
+    case 'none':
+      return ['-serial', 'none'];
+  }
+}
+
+/** QEMU splits option values at commas; a path with one would be misread. */
+function chardevPath(p: string): string {
+  if (p.includes(',')) throw new Error(`path for QEMU must not contain a comma: ${p}`);
+  return p;
+}
+
+function positiveInt(name: string, v: number): number {
+  if (!Number.isSafeInteger(v) || v <= 0) throw new Error(`${name} must be a positive integer, got ${v}`);
+  return v;
+}
+
+/** The QEMU arguments (without the binary). */
+export function qemuArgs(opts: QemuOptions): string[] {
+  const mem = positiveInt('memoryMiB', opts.memoryMiB ?? 512);
+  const smp = positiveInt('smp', opts.smp ?? 1);
+  const slot = positiveInt('slot', opts.slot ?? 1);
+  const deviceId = opts.deviceId ?? 'nic0';
+  const rootPortId = opts.rootPortId ?? 'rp1';
+  for (const [k, v] of [['deviceId', deviceId], ['rootPortId', rootPortId]] as const) {
+    if (!/^[A-Za-z][A-Za-z0-9_.-]*$/.test(v)) throw new Error(`${k} '${v}' is not a QEMU id`);
+  }
+  const args = [
+    '-machine', 'q35,memory-backend=mem',
+    '-accel', opts.accel ?? 'tcg',
+    '-m', `${mem}M`,
+    '-smp', String(smp),
+    // The emulator maps guest RAM to DMA into it: the RAM must be a shareable memfd.
+    '-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`,
+    '-nographic',
+    '-no-reboot',
+    // QMP is the control path; the human monitor would compete with the console for stdio.
+    '-monitor', 'none',
+    '-kernel', opts.kernel,
+    '-initrd', opts.initrd,
+    '-append', opts.append,
+    ...serialArg(opts.serial ?? { kind: 'stdio' }, 'console0'),
+  ];
+  if (opts.serial2) args.push(...serialArg(opts.serial2, 'serial1'));
+  if (opts.qmp) args.push('-qmp', `unix:${chardevPath(opts.qmp)},server=on,wait=off`);
+  if (opts.nativeHotplug) args.push('-global', 'ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off');
+  args.push('-device', `pcie-root-port,id=${rootPortId},slot=${slot}`);
+  if (opts.socket) {
+    args.push('-device', JSON.stringify({ driver: 'vfio-user-pci', id: deviceId, bus: rootPortId, socket: { type: 'unix', path: opts.socket } }));
+  }
+  if (opts.logItems && opts.logItems.length) args.push('-d', opts.logItems.join(','));
+  if (opts.logFile) args.push('-D', opts.logFile);
+  if (opts.extra) args.push(...opts.extra);
+  return args;
+}
+
+/** One argument per line, shell-quoted, joined by backslash-newlines: paste-ready. */
+export function formatCommandLine(binary: string, args: readonly string[]): string {
+  return [binary, ...args].map(shellQuote).join(' \\\n  ');
+}
+
+export function shellQuote(s: string): string {
+  if (s !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(s)) return s;
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}

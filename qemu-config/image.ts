@@ -1,0 +1,438 @@
+// Builds the guest kit: vmlinuz + initramfs from Debian packages, vrnic.ko, vrnic_pfn.ko and vrnic-test, cached by input hash.
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { CpioWriter } from './cpio';
+
+export const DEFAULT_KERNEL_RELEASE = '6.1.0-56-amd64';
+
+/** Bump when the layout of the image or of its manifest changes in a way the sources don't show. */
+const BUILDER_VERSION = 3;
+
+export interface GuestBuildOptions {
+  /** Cache root; each build lives in a subdirectory named by its input hash. Default `<repo>/.vrnic-cache/guest`. */
+  outDir?: string;
+  /** Repository root holding guest/; default: found from this file's location. */
+  repoRoot?: string;
+  /** Debian kernel release, e.g. 6.1.0-56-amd64 (image package linux-image-RELEASE, headers in /usr/src/linux-headers-RELEASE). */
+  kernelRelease?: string;
+  /** Kbuild directory for the modules; default /usr/src/linux-headers-RELEASE. */
+  headersDir?: string;
+  /** Rebuild even when a cached image with the same inputs exists. */
+  force?: boolean;
+  /** Receives one human-readable line per step. */
+  progress?: (line: string) => void;
+}
+
+export interface GuestImage {
+  /** Directory holding everything below. */
+  readonly dir: string;
+  readonly kernel: string;
+  readonly initrd: string;
+  readonly kernelRelease: string;
+  /** The hash of the inputs that named `dir`. */
+  readonly key: string;
+  /** True when an earlier build was reused. */
+  readonly cached: boolean;
+  /** Package name -> Debian version used. */
+  readonly packages: Readonly<Record<string, string>>;
+  /** Built artifacts (also inside the initramfs), for inspection. */
+  readonly modules: { readonly vrnic: string; readonly pfnHelper: string };
+  readonly testProgram: string;
+}
+
+interface Manifest {
+  builderVersion: number;
+  key: string;
+  kernelRelease: string;
+  packages: Record<string, string>;
+  builtAt: string;
+  kernelModules: string[];
+}
+
+/** Options the guest's /init reads from the kernel command line (all `vrnic.` keys). */
+export interface GuestRunOptions {
+  /** Planted driver bug; the module's `bug=` parameter. */
+  bug?: 'none' | 'legacy-mmap' | 'no-disassociate';
+  /** Run vrnic-test after loading the modules (default true). */
+  runTest?: boolean;
+  scenario?: 'single' | 'fork' | 'split';
+  /** Seconds vrnic-test keeps reading/writing the mapping (0: set up, report, exit). */
+  watchSeconds?: number;
+  uars?: number;
+  settleMs?: number;
+  intervalMs?: number;
+  /** Seconds to wait for the uverbs device (vrnic-test --wait-device). */
+  waitDeviceSeconds?: number;
+  /** Extra vrnic-test flags; must not contain spaces or commas (commas separate them on the command line). */
+  testArgs?: readonly string[];
+  /** Serial device (e.g. ttyS1) vrnic-test writes its reports to instead of the console. */
+  reportTty?: string;
+  /** Serial device vrnic-test reads commands from. */
+  commandTty?: string;
+  /** Seconds /init waits after the test before dumping the kernel log and powering off. */
+  lingerSeconds?: number;
+  /** Power off at the end (default true); false drops to a shell on the console. */
+  powerOff?: boolean;
+  /** Kernel console log level (default 4, warnings and worse on the console; the full log is dumped at the end). */
+  loglevel?: number;
+}
+
+/** The kernel command line for a guest image booted with these options. */
+export function guestAppend(opts: GuestRunOptions = {}): string {
+  const words = ['console=ttyS0', 'panic=-1', `loglevel=${opts.loglevel ?? 4}`];
+  const add = (k: string, v: string | number | undefined) => {
+    if (v === undefined) return;
+    const s = String(v);
+    if (!/^[A-Za-z0-9_.,/:=+-]*$/.test(s)) throw new Error(`guest option ${k}=${s}: only [A-Za-z0-9_.,/:=+-] allowed`);
+    words.push(`vrnic.${k}=${s}`);
+  };
+  add('bug', opts.bug);
+  if (opts.runTest === false) add('test', 0);
+  add('scenario', opts.scenario);
+  add('watch', opts.watchSeconds);
+  add('uars', opts.uars);
+  add('settle', opts.settleMs);
+  add('interval', opts.intervalMs);
+  add('wait', opts.waitDeviceSeconds);
+  if (opts.testArgs && opts.testArgs.length) {
+    for (const a of opts.testArgs) if (a.includes(',') || /\s/.test(a)) throw new Error(`test argument '${a}' contains a comma or space`);
+    add('args', opts.testArgs.join(','));
+  }
+  add('out', opts.reportTty);
+  add('cmd', opts.commandTty);
+  add('linger', opts.lingerSeconds);
+  if (opts.powerOff === false) add('poweroff', 0);
+  return words.join(' ');
+}
+
+/**
+ * The guest's /init (busybox sh). It prints `VRNIC-INIT {json}` lines for each step, loads the
+ * modules in dependency order, runs vrnic-test per the kernel command line, dumps the kernel log
+ * between markers and powers off.
+ */
+export function initScript(moduleOrder: readonly string[]): string {
+  return `#!/bin/busybox sh
+# vrnic guest /init: load the RDMA core, the helper and the driver, run vrnic-test, report, power off.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mkdir -p /tmp
+say() { echo "VRNIC-INIT {\\"event\\":\\"$1\\"\${2:+,$2}}"; }
+param() {
+  for w in $(cat /proc/cmdline); do
+    case "$w" in "vrnic.$1="*) echo "\${w#*=}"; return;; esac
+  done
+  echo "$2"
+}
+say boot "\\"kernel\\":\\"$(uname -r)\\",\\"uptime\\":\\"$(cut -d' ' -f1 /proc/uptime)\\",\\"cmdline\\":\\"$(cat /proc/cmdline)\\""
+BUG=$(param bug none)
+loaded=""
+for m in ${moduleOrder.join(' ')}; do
+  if [ "$m" = vrnic ]; then out=$(insmod /lib/modules/$m.ko bug=$BUG 2>&1); rc=$?
+  else out=$(insmod /lib/modules/$m.ko 2>&1); rc=$?; fi
+  out=$(echo "$out" | tr -d '"\\\\' | tr '\\n' ' ')
+  say module "\\"name\\":\\"$m\\",\\"rc\\":$rc,\\"output\\":\\"$out\\",\\"uptime\\":\\"$(cut -d' ' -f1 /proc/uptime)\\""
+  [ $rc = 0 ] && loaded="$loaded $m"
+done
+say modules-loaded "\\"modules\\":\\"$(echo $loaded)\\",\\"bug\\":\\"$BUG\\",\\"uverbs\\":\\"$(ls /dev/infiniband 2>/dev/null | tr '\\n' ' ')\\",\\"ib\\":\\"$(ls /sys/class/infiniband 2>/dev/null | tr '\\n' ' ')\\""
+if [ "$(param test 1)" != 0 ]; then
+  set -- --wait-device "$(param wait 5)" --scenario "$(param scenario single)" --uars "$(param uars 1)" \\
+    --watch "$(param watch 0)" --settle-ms "$(param settle 2000)" --interval-ms "$(param interval 20)"
+  out=$(param out "")
+  [ -n "$out" ] && set -- "$@" --output "/dev/$out"
+  cmd=$(param cmd "")
+  [ -n "$cmd" ] && set -- "$@" --commands "/dev/$cmd"
+  extra=$(param args "" | tr ',' ' ')
+  say test-start "\\"args\\":\\"$* $extra\\""
+  /bin/vrnic-test "$@" $extra
+  rc=$?
+  say test-exit "\\"code\\":$rc,\\"uptime\\":\\"$(cut -d' ' -f1 /proc/uptime)\\""
+fi
+sleep "$(param linger 0)"
+say dmesg-begin
+dmesg
+say dmesg-end
+if [ "$(param poweroff 1)" = 0 ]; then
+  exec sh
+fi
+say poweroff
+poweroff -f
+`;
+}
+
+function findRepoRoot(): string {
+  // dist/qemu-config/image.js -> repo root; also works from the TypeScript source path.
+  for (const up of [path.resolve(__dirname, '..', '..'), path.resolve(__dirname, '..')]) {
+    if (fs.existsSync(path.join(up, 'guest', 'driver', 'vrnic.c'))) return up;
+  }
+  throw new Error(`cannot find the repository (guest/driver/vrnic.c) above ${__dirname}; pass repoRoot`);
+}
+
+function run(cmd: string, args: readonly string[], cwd?: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { cwd, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, LC_ALL: 'C' } }, (err, stdout, stderr) => {
+      if (err) {
+        const tail = `${stdout}\n${stderr}`.trim().split('\n').slice(-25).join('\n');
+        const code = (err as NodeJS.ErrnoException).code;
+        const hint = code === 'ENOENT' ? ` (${cmd} is not installed)` : '';
+        reject(new Error(`${cmd} ${args.join(' ')} failed${hint}:\n${tail}`));
+      } else {
+        resolve(stdout);
+      }
+    });
+  });
+}
+
+/** The guest sources that go into the image, as sorted repo-relative paths. */
+function guestSources(repo: string): string[] {
+  const out: string[] = [];
+  const walk = (rel: string) => {
+    for (const e of fs.readdirSync(path.join(repo, rel), { withFileTypes: true })) {
+      const r = path.join(rel, e.name);
+      if (e.isDirectory()) walk(r);
+      else if (e.isFile() && (/\.(c|h)$/.test(e.name) || e.name === 'Makefile' || e.name === 'Kbuild')) out.push(r);
+    }
+  };
+  for (const d of ['guest/driver', 'guest/pfn-helper', 'guest/uverbs-test']) walk(d);
+  return out.sort();
+}
+
+async function packageVersion(pkg: string): Promise<string> {
+  const out = await run('apt-cache', ['show', '--no-all-versions', pkg]).catch((err: Error) => {
+    throw new Error(`apt-cache does not know ${pkg} (is the Debian bookworm archive configured? run apt-get update): ${err.message}`);
+  });
+  const m = /^Version: (.+)$/m.exec(out);
+  if (!m) throw new Error(`apt-cache show ${pkg}: no Version field`);
+  return m[1];
+}
+
+async function installedVersion(pkg: string): Promise<string> {
+  const out = await run('dpkg-query', ['-W', '-f', '${Version}', pkg]).catch(() => '');
+  if (!out) throw new Error(`${pkg} is not installed: apt-get install ${pkg}`);
+  return out.trim();
+}
+
+/** Downloads a package into `debDir` unless it is there already; returns the .deb path. */
+async function downloadDeb(pkg: string, version: string, debDir: string, progress: (l: string) => void): Promise<string> {
+  const name = `${pkg}_${version.replace(/:/g, '%3a')}_amd64.deb`;
+  const file = path.join(debDir, name);
+  if (fs.existsSync(file)) {
+    progress(`[guest] using downloaded ${name}`);
+    return file;
+  }
+  progress(`[guest] apt-get download ${pkg}=${version}`);
+  await run('apt-get', ['download', `${pkg}=${version}`], debDir);
+  if (!fs.existsSync(file)) throw new Error(`apt-get download ${pkg}=${version} left no ${name} in ${debDir}`);
+  return file;
+}
+
+/** Finds a kernel module file by name (dashes and underscores are the same) under a modules tree. */
+function findModule(tree: string, name: string): string | undefined {
+  const want = name.replace(/-/g, '_');
+  const stack = [tree];
+  while (stack.length) {
+    const dir = stack.pop() as string;
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) stack.push(p);
+      else if (e.name.endsWith('.ko') && e.name.slice(0, -3).replace(/-/g, '_') === want) return p;
+    }
+  }
+  return undefined;
+}
+
+async function moduleDepends(file: string): Promise<string[]> {
+  const out = await run('modinfo', ['-F', 'depends', file]);
+  return out.trim().split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+/**
+ * Orders kernel modules so each comes after what it depends on (`depends=` in its modinfo).
+ * Our own modules resolve to `local`; the rest come from the kernel package's tree.
+ */
+async function resolveModules(roots: readonly string[], local: ReadonlyMap<string, string>, tree: string): Promise<{ name: string; file: string }[]> {
+  const order: { name: string; file: string }[] = [];
+  const state = new Map<string, 'visiting' | 'done'>();
+  const visit = async (name: string, chain: string[]): Promise<void> => {
+    const key = name.replace(/-/g, '_');
+    if (state.get(key) === 'done') return;
+    if (state.get(key) === 'visiting') throw new Error(`module dependency cycle: ${[...chain, key].join(' -> ')}`);
+    state.set(key, 'visiting');
+    const file = local.get(key) ?? findModule(tree, key);
+    if (!file) throw new Error(`module ${key} (needed by ${chain.join(' -> ') || 'the image'}) is not in the kernel package`);
+    for (const dep of await moduleDepends(file)) await visit(dep, [...chain, key]);
+    state.set(key, 'done');
+    order.push({ name: key, file });
+  };
+  for (const r of roots) await visit(r, []);
+  return order;
+}
+
+function hashInputs(repo: string, sources: readonly string[], packages: Record<string, string>, extra: Record<string, string>): string {
+  const h = createHash('sha256');
+  const field = (k: string, v: string | Buffer) => {
+    h.update(`${k}\0${v.length}\0`);
+    h.update(v);
+  };
+  field('builder', String(BUILDER_VERSION));
+  // The builder itself is an input: its compiled code decides what goes into the image.
+  field('image.js', fs.readFileSync(__filename));
+  field('cpio.js', fs.readFileSync(path.join(__dirname, `cpio${path.extname(__filename)}`)));
+  for (const s of sources) field(`src:${s}`, fs.readFileSync(path.join(repo, s)));
+  for (const k of Object.keys(packages).sort()) field(`pkg:${k}`, packages[k]);
+  for (const k of Object.keys(extra).sort()) field(`env:${k}`, extra[k]);
+  return h.digest('hex').slice(0, 16);
+}
+
+function copyTree(srcDir: string, dstDir: string): void {
+  fs.mkdirSync(dstDir, { recursive: true });
+  for (const e of fs.readdirSync(srcDir, { withFileTypes: true })) {
+    if (e.isFile() && (/\.(c|h)$/.test(e.name) || e.name === 'Makefile' || e.name === 'Kbuild')) {
+      fs.copyFileSync(path.join(srcDir, e.name), path.join(dstDir, e.name));
+    }
+  }
+}
+
+function readManifest(dir: string): Manifest | undefined {
+  try {
+    const m = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Manifest;
+    for (const f of ['vmlinuz', 'initrd.img', 'vrnic.ko', 'vrnic_pfn.ko', 'vrnic-test']) {
+      if (!fs.existsSync(path.join(dir, f))) return undefined;
+    }
+    return m.builderVersion === BUILDER_VERSION ? m : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function imageAt(dir: string, m: Manifest, cached: boolean): GuestImage {
+  return {
+    dir,
+    kernel: path.join(dir, 'vmlinuz'),
+    initrd: path.join(dir, 'initrd.img'),
+    kernelRelease: m.kernelRelease,
+    key: m.key,
+    cached,
+    packages: m.packages,
+    modules: { vrnic: path.join(dir, 'vrnic.ko'), pfnHelper: path.join(dir, 'vrnic_pfn.ko') },
+    testProgram: path.join(dir, 'vrnic-test'),
+  };
+}
+
+/** Builds (or reuses) the guest image. */
+export async function buildGuestImage(opts: GuestBuildOptions = {}): Promise<GuestImage> {
+  const progress = opts.progress ?? (() => undefined);
+  const repo = opts.repoRoot ?? findRepoRoot();
+  const release = opts.kernelRelease ?? DEFAULT_KERNEL_RELEASE;
+  const headersDir = opts.headersDir ?? `/usr/src/linux-headers-${release}`;
+  const root = path.resolve(opts.outDir ?? path.join(repo, '.vrnic-cache', 'guest'));
+  const imagePkg = `linux-image-${release}`;
+
+  if (!fs.existsSync(path.join(headersDir, 'Makefile'))) {
+    throw new Error(`no kernel headers at ${headersDir}: apt-get install linux-headers-${release}`);
+  }
+  progress('[guest] checking inputs');
+  const packages: Record<string, string> = {
+    [imagePkg]: await packageVersion(imagePkg),
+    'busybox-static': await packageVersion('busybox-static'),
+    [`linux-headers-${release}`]: await installedVersion(`linux-headers-${release}`),
+  };
+  const gccVersion = (await run('gcc', ['-dumpfullversion'])).trim();
+  const sources = guestSources(repo);
+  const key = hashInputs(repo, sources, packages, { gcc: gccVersion, headersDir });
+  const dir = path.join(root, key);
+
+  const existing = opts.force ? undefined : readManifest(dir);
+  if (existing) {
+    progress(`[guest] reusing ${dir} (inputs unchanged, key ${key})`);
+    return imageAt(dir, existing, true);
+  }
+
+  const started = Date.now();
+  fs.mkdirSync(root, { recursive: true });
+  const work = fs.mkdtempSync(path.join(root, `.build-${key}-`));
+  try {
+    const debDir = path.join(root, 'debs');
+    fs.mkdirSync(debDir, { recursive: true });
+    const kernelDeb = await downloadDeb(imagePkg, packages[imagePkg], debDir, progress);
+    const busyboxDeb = await downloadDeb('busybox-static', packages['busybox-static'], debDir, progress);
+
+    progress(`[guest] unpacking ${path.basename(kernelDeb)}`);
+    const kroot = path.join(work, 'kernel');
+    const broot = path.join(work, 'busybox');
+    fs.mkdirSync(kroot);
+    fs.mkdirSync(broot);
+    await run('dpkg-deb', ['-x', kernelDeb, kroot]);
+    await run('dpkg-deb', ['-x', busyboxDeb, broot]);
+    const vmlinuz = path.join(kroot, 'boot', `vmlinuz-${release}`);
+    const busybox = path.join(broot, 'bin', 'busybox');
+    if (!fs.existsSync(vmlinuz)) throw new Error(`${kernelDeb} has no boot/vmlinuz-${release}`);
+    if (!fs.existsSync(busybox)) throw new Error(`${busyboxDeb} has no bin/busybox`);
+
+    const built: Record<string, string> = {};
+    for (const [name, src] of [['vrnic', 'guest/driver'], ['vrnic_pfn', 'guest/pfn-helper']] as const) {
+      progress(`[guest] building ${name}.ko against ${headersDir}`);
+      const bdir = path.join(work, 'src', path.basename(src));
+      copyTree(path.join(repo, src), bdir);
+      await run('make', ['-C', headersDir, `M=${bdir}`, 'modules']);
+      built[name] = path.join(bdir, `${name}.ko`);
+      if (!fs.existsSync(built[name])) throw new Error(`Kbuild produced no ${name}.ko`);
+    }
+    // vrnic-test includes the driver's ABI header from ../driver, as in the repository.
+    progress('[guest] building vrnic-test (static)');
+    const tdir = path.join(work, 'src', 'uverbs-test');
+    copyTree(path.join(repo, 'guest/uverbs-test'), tdir);
+    const testBin = path.join(work, 'vrnic-test');
+    await run('make', ['-C', tdir, `OUT=${testBin}`]);
+
+    progress('[guest] resolving module dependencies');
+    const kmods = path.join(kroot, 'lib', 'modules', release);
+    const local = new Map([
+      ['vrnic', built.vrnic],
+      ['vrnic_pfn', built.vrnic_pfn],
+    ]);
+    const order = await resolveModules(['ib_core', 'ib_uverbs', 'vrnic_pfn', 'vrnic'], local, kmods);
+
+    progress(`[guest] writing initramfs (${order.map((m) => m.name).join(', ')})`);
+    const cpio = new CpioWriter();
+    for (const d of ['bin', 'dev', 'proc', 'sys', 'tmp', 'lib', 'lib/modules']) cpio.directory(d);
+    // The kernel opens /dev/console for init before devtmpfs is mounted.
+    cpio.charDevice('dev/console', 5, 1, 0o600);
+    cpio.file('init', Buffer.from(initScript(order.map((m) => m.name))), 0o755);
+    cpio.file('bin/busybox', fs.readFileSync(busybox), 0o755);
+    cpio.file('bin/vrnic-test', fs.readFileSync(testBin), 0o755);
+    for (const m of order) cpio.file(`lib/modules/${m.name}.ko`, fs.readFileSync(m.file), 0o644);
+    const initrd = gzipSync(cpio.finish(), { level: 6 });
+
+    const out = path.join(work, 'out');
+    fs.mkdirSync(out);
+    fs.copyFileSync(vmlinuz, path.join(out, 'vmlinuz'));
+    fs.writeFileSync(path.join(out, 'initrd.img'), initrd);
+    fs.copyFileSync(built.vrnic, path.join(out, 'vrnic.ko'));
+    fs.copyFileSync(built.vrnic_pfn, path.join(out, 'vrnic_pfn.ko'));
+    fs.copyFileSync(testBin, path.join(out, 'vrnic-test'));
+    const manifest: Manifest = {
+      builderVersion: BUILDER_VERSION,
+      key,
+      kernelRelease: release,
+      packages,
+      builtAt: new Date().toISOString(),
+      kernelModules: order.map((m) => m.name),
+    };
+    fs.writeFileSync(path.join(out, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+
+    // Publish atomically: a reader sees a complete image or none.
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.renameSync(out, dir);
+    progress(`[guest] built ${dir} in ${((Date.now() - started) / 1000).toFixed(1)} s (initramfs ${(initrd.length / 1048576).toFixed(1)} MiB)`);
+    return imageAt(dir, manifest, false);
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
