@@ -12,10 +12,16 @@ function clean(): UnplugEvidence {
     mode: 'surprise',
     driverBug: 'none',
     bars: [BAR0, BAR2],
-    mappingBefore: { vaddr: 0x7f0000000000n, pfn: { kind: 'present', phys: 0xfe800000n } },
-    mappingAfter: { kind: 'present', phys: 0x1234000n },
-    readsAfter: { values: [0n, 0n, 0x55n], ownWrites: [0x55n] },
-    deviceData: [0xabcdn],
+    mappings: [
+      {
+        label: 'uar0',
+        before: { kind: 'present', phys: 0xfe800000n },
+        after: { kind: 'present', phys: 0x1234000n },
+        viewAfter: 'own-writes',
+        deviceDataAfterGone: 0,
+        lastRead: 'doorbell 0x00000000, scratch 0x5c000012',
+      },
+    ],
     programEnd: { kind: 'exit', code: 0 },
     vanishAtMs: 1000,
     guestRemoved: { atMs: 1100, contextOpen: true },
@@ -46,7 +52,7 @@ test('a clean run passes all seven checks', (t) => {
 test('a mapping still on the BAR with logged BAR accesses fails mapping-moved-off-bar and no-bar-access-after-unplug', (t) => {
   const e: UnplugEvidence = {
     ...clean(),
-    mappingAfter: { kind: 'present', phys: 0xfe800000n },
+    mappings: [{ ...clean().mappings[0], after: { kind: 'present', phys: 0xfe800000n }, viewAfter: 'zero' }],
     invalidMem: ["Invalid read at addr 0xFE800000, size 4, region '(null)', reason: rejected"],
   };
   t.deepEqual(failing(e), ['mapping-moved-off-bar', 'no-bar-access-after-unplug']);
@@ -55,8 +61,22 @@ test('a mapping still on the BAR with logged BAR accesses fails mapping-moved-of
 });
 
 test('a removal that waited for the program to close its context fails unplug-not-blocked only', (t) => {
-  const e: UnplugEvidence = { ...clean(), contextClosed: { atMs: 8000 }, guestRemoved: { atMs: 8010, contextOpen: false } };
+  // What a driver without disassociate_ucontext does: the watch times out with the device still
+  // there, the program closes and exits, and only then does the device leave.
+  const e: UnplugEvidence = {
+    ...clean(),
+    mappings: [{ ...clean().mappings[0], after: null, viewAfter: null }],
+    guestRemoved: null,
+    contextClosed: { atMs: 16_000 },
+    deviceDeleted: { atMs: 16_050 },
+  };
   t.deepEqual(failing(e), ['unplug-not-blocked']);
+  t.regex(computeChecks(e)[3].detail, /waited for user space/);
+});
+
+test('a device that never left fails unplug-not-blocked and device-removed', (t) => {
+  const e: UnplugEvidence = { ...clean(), guestRemoved: null, contextClosed: { atMs: 16_000 }, deviceDeleted: null, pciGone: false, ibGone: false };
+  t.deepEqual(failing(e), ['unplug-not-blocked', 'device-removed']);
 });
 
 test('a removal slower than the bound fails unplug-not-blocked and says how slow', (t) => {
@@ -66,13 +86,22 @@ test('a removal slower than the bound fails unplug-not-blocked and says how slow
 });
 
 test('a program killed by a signal fails process-survived', (t) => {
-  t.deepEqual(failing({ ...clean(), programEnd: { kind: 'signal', signal: 7 } }), ['process-survived']);
+  t.deepEqual(failing({ ...clean(), programEnd: { kind: 'signal', signal: 'SIGBUS', addr: '0x7f0000000000' } }), ['process-survived']);
 });
 
 test('a read of device data after removal fails reads-return-zero and says it was device data', (t) => {
-  const e = { ...clean(), readsAfter: { values: [0xabcdn], ownWrites: [] } };
+  const e = { ...clean(), mappings: [{ ...clean().mappings[0], viewAfter: 'device', deviceDataAfterGone: 12 }] };
   t.deepEqual(failing(e), ['reads-return-zero']);
-  t.regex(computeChecks(e)[2].detail, /device data/);
+  t.regex(computeChecks(e)[2].detail, /12 read\(s\) after the removal still gave device data/);
+});
+
+test('every mapping is judged: one piece left on the BAR fails the check and is named', (t) => {
+  const e = {
+    ...clean(),
+    mappings: [clean().mappings[0], { ...clean().mappings[0], label: 'child', after: { kind: 'present' as const, phys: 0xfe801000n } }],
+  };
+  t.deepEqual(failing(e), ['mapping-moved-off-bar']);
+  t.regex(computeChecks(e)[1].detail, /^child: /);
 });
 
 test('a WARN in the guest log fails no-kernel-warnings with the line', (t) => {

@@ -86,8 +86,20 @@ export function kernelTrouble(log: string): string[] {
   return log.split(/\r?\n/).filter((l) => KERNEL_TROUBLE.some((re) => re.test(l)));
 }
 
+/**
+ * True when no mapping can have outlived the removal: the program closed its context (and then
+ * exited) while the device was still there, and the device left only afterwards. That is what a
+ * driver without disassociate_ucontext makes happen; unplug-not-blocked judges it, not the
+ * mapping checks.
+ */
+function removalWaitedForProgram(e: UnplugEvidence): boolean {
+  return e.contextClosed !== null && e.guestRemoved === null && (e.deviceDeleted === null || e.deviceDeleted.atMs >= e.contextClosed.atMs);
+}
+
 export function computeChecks(e: UnplugEvidence): Check[] {
   const checks: Check[] = [];
+  const waited = removalWaitedForProgram(e);
+  const waitedDetail = 'no mapping outlived the removal: the device left only after the program had closed its context';
 
   // process-survived
   {
@@ -97,42 +109,55 @@ export function computeChecks(e: UnplugEvidence): Check[] {
       end.kind === 'exit'
         ? `the program exited by itself with status ${end.code}`
         : end.kind === 'signal'
-          ? `the program was killed by signal ${end.signal}`
+          ? `the program took ${end.signal} at ${end.addr}`
           : 'the program never reported how it ended (hung, or the guest died)';
     checks.push({ name: 'process-survived', ok, detail });
   }
 
   // mapping-moved-off-bar
   {
-    const after = e.mappingAfter;
     let ok = false;
     let detail: string;
-    if (e.bars.length === 0) detail = 'the guest never reported where the BARs were';
-    else if (!after) detail = 'the program never walked its mapping after the removal';
+    if (e.bars.length === 0) detail = 'nobody reported where the BARs were';
+    else if (e.mappings.length === 0) detail = 'the program reported no mapping';
+    else if (waited && e.mappings.every((m) => m.after === null)) {
+      ok = true;
+      detail = waitedDetail;
+    }
     else {
-      ok = after.kind === 'not-present' || after.kind === 'no-vma' || (after.kind === 'present' && inRanges(after.phys, e.bars) === null);
-      const before = e.mappingBefore ? `before: ${describePfn(e.mappingBefore.pfn, e.bars)}; ` : '';
-      detail = `${before}after removal: ${describePfn(after, e.bars)}`;
+      const bad: string[] = [];
+      const good: string[] = [];
+      for (const m of e.mappings) {
+        const after = m.after;
+        const moved = after !== null && (after.kind === 'not-present' || after.kind === 'no-vma' || (after.kind === 'present' && inRanges(after.phys, e.bars) === null));
+        const text = `${m.label}: ${m.before ? `${describePfn(m.before, e.bars)} -> ` : ''}${after ? describePfn(after, e.bars) : 'never walked after the removal'}`;
+        (moved ? good : bad).push(text);
+      }
+      ok = bad.length === 0;
+      detail = ok ? good.join('; ') : bad.join('; ');
     }
     checks.push({ name: 'mapping-moved-off-bar', ok, detail });
   }
 
   // reads-return-zero
   {
-    const r = e.readsAfter;
     let ok = false;
     let detail: string;
-    if (!r) detail = 'the program reported no reads after the removal';
-    else if (r.values.length === 0) detail = 'the program read nothing after the removal';
-    else {
-      const own = new Set(r.ownWrites.map((v) => v.toString()));
-      const device = new Set(e.deviceData.filter((v) => v !== 0n).map((v) => v.toString()));
-      const bad = r.values.filter((v) => v !== 0n && !own.has(v.toString()));
-      const deviceSeen = bad.filter((v) => device.has(v.toString()));
+    if (e.mappings.length === 0) detail = 'the program reported no mapping';
+    else if (waited && e.mappings.every((m) => m.viewAfter === null)) {
+      ok = true;
+      detail = waitedDetail;
+    } else {
+      const bad: string[] = [];
+      for (const m of e.mappings) {
+        if (m.viewAfter === null) bad.push(`${m.label}: never read after the removal`);
+        else if (m.deviceDataAfterGone > 0) bad.push(`${m.label}: ${m.deviceDataAfterGone} read(s) after the removal still gave device data (${m.lastRead})`);
+        else if (m.viewAfter !== 'zero' && m.viewAfter !== 'own-writes') bad.push(`${m.label}: reads after the removal showed ${m.viewAfter} (${m.lastRead})`);
+      }
       ok = bad.length === 0;
       detail = ok
-        ? `${r.values.length} reads after removal gave ${r.values.every((v) => v === 0n) ? 'zeros' : 'zeros or the program\'s own writes'}`
-        : `reads after removal gave ${bad.slice(0, 4).map(hex).join(', ')}${deviceSeen.length > 0 ? ' (device data written before the vanish)' : ''}`;
+        ? `after the removal every mapping read ${[...new Set(e.mappings.map((m) => (m.viewAfter === 'zero' ? 'zeros' : "zeros or the program's own writes")))].join(' / ')}`
+        : bad.join('; ');
     }
     checks.push({ name: 'reads-return-zero', ok, detail });
   }
@@ -142,14 +167,17 @@ export function computeChecks(e: UnplugEvidence): Check[] {
     const g = e.guestRemoved;
     let ok = false;
     let detail: string;
-    if (!g) detail = `the guest never saw its ib device leave`;
-    else {
+    const rel = (t: { atMs: number } | null) => (t ? `${t.atMs - e.vanishAtMs} ms` : 'never');
+    if (g && g.contextOpen && (e.contextClosed === null || e.contextClosed.atMs >= g.atMs)) {
       const ms = g.atMs - e.vanishAtMs;
-      const closedFirst = e.contextClosed !== null && e.contextClosed.atMs <= g.atMs;
-      ok = g.contextOpen && !closedFirst && ms <= BOUNDS.unplugMs;
-      if (!g.contextOpen || closedFirst) detail = `the ib device left only after the program closed its context (${ms} ms after the vanish): removal waited for user space`;
-      else if (ms > BOUNDS.unplugMs) detail = `the ib device left ${ms} ms after the vanish, over the ${BOUNDS.unplugMs} ms bound`;
-      else detail = `the ib device left ${ms} ms after the vanish with the context still open (bound ${BOUNDS.unplugMs} ms)`;
+      ok = ms <= BOUNDS.unplugMs;
+      detail = ok
+        ? `the ib device left ${ms} ms after the vanish with the context still open (bound ${BOUNDS.unplugMs} ms)`
+        : `the ib device left ${ms} ms after the vanish, over the ${BOUNDS.unplugMs} ms bound`;
+    } else if (e.contextClosed !== null) {
+      detail = `removal waited for user space: the program gave up and closed its context ${rel(e.contextClosed)} after the vanish with the device still there; DEVICE_DELETED came ${rel(e.deviceDeleted)} after the vanish`;
+    } else {
+      detail = 'the guest program never saw its ib device leave';
     }
     checks.push({ name: 'unplug-not-blocked', ok, detail });
   }

@@ -18,6 +18,25 @@ export type PfnState =
   | { readonly kind: 'no-vma' }
   | { readonly kind: 'unknown'; readonly text: string };
 
+/** What one watched mapping showed. */
+export interface MappingEvidence {
+  /** The program's name for it: uar0, parent, child, page0, ... */
+  readonly label: string;
+  /** Where it pointed once the program had touched it, with the device alive. */
+  readonly before: PfnState | null;
+  /** Where it pointed at the end of the watch, after the removal (null: never walked after). */
+  readonly after: PfnState | null;
+  /**
+   * What reads showed after the removal: 'zero', 'own-writes' (what the program wrote after the
+   * removal), 'device' (the doorbell values the device page held) or 'other'; null if never read after.
+   */
+  readonly viewAfter: string | null;
+  /** Probes after the removal that still read the device's contents. */
+  readonly deviceDataAfterGone: number;
+  /** The last doorbell and scratch words read, for the detail line. */
+  readonly lastRead: string;
+}
+
 /** One timed observation, on the host clock (ms since the epoch). */
 export interface Stamp {
   readonly atMs: number;
@@ -28,16 +47,13 @@ export interface UnplugEvidence {
   readonly driverBug: DriverBug;
   /** The device's memory BARs as the guest's PCI core placed them. */
   readonly bars: readonly PhysRange[];
-  /** The UAR mapping in the guest program, before the vanish. */
-  readonly mappingBefore: { readonly vaddr: bigint; readonly pfn: PfnState } | null;
-  /** The same mapping after the removal (the last walk the guest program made). */
-  readonly mappingAfter: PfnState | null;
-  /** Words read through the mapping after the removal, and what the program wrote there after it, if anything. */
-  readonly readsAfter: { readonly values: readonly bigint[]; readonly ownWrites: readonly bigint[] } | null;
-  /** A value the device held before the vanish (the program wrote it through the mapping while the device lived). */
-  readonly deviceData: readonly bigint[];
-  /** How the guest program ended: an exit code, a signal, or not at all within the bound. */
-  readonly programEnd: { readonly kind: 'exit'; readonly code: number } | { readonly kind: 'signal'; readonly signal: number } | { readonly kind: 'unknown' };
+  /** Every UAR mapping the guest program watched (one per process and piece), before and after the removal. */
+  readonly mappings: readonly MappingEvidence[];
+  /** How the guest program ended: an exit code, a fatal signal on the mapping, or not at all within the bound. */
+  readonly programEnd:
+    | { readonly kind: 'exit'; readonly code: number }
+    | { readonly kind: 'signal'; readonly signal: string; readonly addr: string }
+    | { readonly kind: 'unknown' };
   /** When the host started the vanish. */
   readonly vanishAtMs: number;
   /** When the guest saw its ib device leave (/sys/class/infiniband entry gone), and whether its context was still open then. */

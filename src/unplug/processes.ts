@@ -1,0 +1,77 @@
+// Child processes of an unplug run (the daemon, QEMU): spawned with their output kept in files, ended by pid.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+
+export interface Child {
+  readonly proc: ChildProcess;
+  readonly name: string;
+  /** Resolves when the process has exited, with its code or the signal that ended it. */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  readonly hasExited: () => boolean;
+  /** SIGTERM, then SIGKILL after graceMs; resolves once it is gone. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+export interface SpawnOptions {
+  /** stderr (and stdout unless onStdoutLine is given) are appended here. */
+  readonly logFile: string;
+  /** Called for each line the process writes on stdout, with the host time it arrived. */
+  readonly onStdoutLine?: (line: string, atMs: number) => void;
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+export function spawnChild(name: string, file: string, args: readonly string[], opts: SpawnOptions): Child {
+  const log = fs.openSync(opts.logFile, 'a', 0o600);
+  const proc = spawn(file, [...args], {
+    stdio: ['ignore', opts.onStdoutLine ? 'pipe' : log, log],
+    env: opts.env ?? process.env,
+  });
+  let exitedFlag = false;
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    proc.once('exit', (code, signal) => {
+      exitedFlag = true;
+      resolve({ code, signal });
+    });
+    proc.once('error', () => {
+      exitedFlag = true;
+      resolve({ code: null, signal: null });
+    });
+  });
+  void exited.then(() => fs.closeSync(log));
+  if (opts.onStdoutLine && proc.stdout) {
+    const onLine = opts.onStdoutLine;
+    let buf = '';
+    proc.stdout.setEncoding('utf8');
+    proc.stdout.on('data', (chunk: string) => {
+      const at = Date.now();
+      buf += chunk;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl).replace(/\r$/, '');
+        buf = buf.slice(nl + 1);
+        onLine(line, at);
+      }
+      if (buf.length > 1 << 20) buf = buf.slice(-(1 << 16)); // a console without newlines is noise
+    });
+  }
+  const stop = async (graceMs = 3000): Promise<void> => {
+    if (exitedFlag) return;
+    proc.kill('SIGTERM');
+    const timer = setTimeout(() => {
+      if (!exitedFlag) proc.kill('SIGKILL');
+    }, graceMs);
+    await exited;
+    clearTimeout(timer);
+  };
+  return { proc, name, exited, hasExited: () => exitedFlag, stop };
+}
+
+/** Resolves true when `cond` holds, polling every `everyMs`, or false after `timeoutMs`. */
+export async function waitFor(cond: () => boolean, timeoutMs: number, everyMs = 50): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  return true;
+}
