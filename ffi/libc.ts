@@ -248,3 +248,289 @@ export class SharedMemory {
     closeQuietly(this.fd);
   }
 }
+
+// ==== Unix sockets with fd passing (added for the built-in vfio-user transport and client) ====
+//
+// vfio-user passes file descriptors (DMA memory, eventfds, BAR memory) as SCM_RIGHTS ancillary
+// data, which Node's net module cannot send or receive. The msghdr, iovec and cmsghdr live in
+// native memory allocated once per socket so no JS object is marshalled per message.
+
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
+export const SOCK_NONBLOCK = 0o4000;
+export const SOCK_CLOEXEC = 0o2000000;
+export const SOL_SOCKET = 1;
+export const SCM_RIGHTS = 1;
+export const SO_RCVTIMEO = 20;
+export const SO_SNDTIMEO = 21;
+export const SO_PEERCRED = 17;
+export const SO_SNDBUF = 7;
+export const MSG_CTRUNC = 0x8;
+export const MSG_DONTWAIT = 0x40;
+export const MSG_NOSIGNAL = 0x4000;
+export const MSG_CMSG_CLOEXEC = 0x40000000;
+export const ECONNRESET = 104;
+export const EPIPE = 32;
+
+const s = {
+  socket: libc.func('int socket(int domain, int type, int protocol)'),
+  bind: libc.func('int bind(int fd, const uint8_t *addr, uint32_t addrlen)'),
+  listen: libc.func('int listen(int fd, int backlog)'),
+  accept4: libc.func('int accept4(int fd, void *addr, void *addrlen, int flags)'),
+  connect: libc.func('int connect(int fd, const uint8_t *addr, uint32_t addrlen)'),
+  setsockopt: libc.func('int setsockopt(int fd, int level, int name, const uint8_t *val, uint32_t len)'),
+  getsockopt: libc.func('int getsockopt(int fd, int level, int name, _Out_ uint8_t *val, _Inout_ uint32_t *len)'),
+  sendmsg: libc.func('long sendmsg(int fd, void *msg, int flags)'),
+  recvmsg: libc.func('long recvmsg(int fd, void *msg, int flags)'),
+  shutdown: libc.func('int shutdown(int fd, int how)'),
+};
+
+function sockaddrUn(path: string): Buffer {
+  const p = Buffer.from(path, 'utf8');
+  if (p.length >= 108) throw new SysError('sockaddr_un', 36 /* ENAMETOOLONG */);
+  const sa = Buffer.alloc(110);
+  sa.writeUInt16LE(AF_UNIX, 0);
+  p.copy(sa, 2);
+  return sa;
+}
+
+/** socket(AF_UNIX, SOCK_STREAM | flags). */
+export function unixSocket(flags = SOCK_CLOEXEC): number {
+  return check(s.socket(AF_UNIX, SOCK_STREAM | flags, 0), 'socket');
+}
+
+export function bindUnix(fd: number, path: string): void {
+  const sa = sockaddrUn(path);
+  check(s.bind(fd, sa, sa.length), 'bind');
+}
+
+export function listen(fd: number, backlog: number): void {
+  check(s.listen(fd, backlog), 'listen');
+}
+
+/** accept4(2); returns -1 instead of throwing when nothing is pending (EAGAIN). */
+export function accept4(fd: number, flags = SOCK_CLOEXEC): number {
+  const n = Number(s.accept4(fd, null, null, flags));
+  if (n >= 0) return n;
+  const e = koffi.errno();
+  if (e === EAGAIN || e === EINTR) return -1;
+  throw new SysError('accept4', e);
+}
+
+export function connectUnix(fd: number, path: string): void {
+  const sa = sockaddrUn(path);
+  check(s.connect(fd, sa, sa.length), 'connect');
+}
+
+export function shutdownSocket(fd: number): void {
+  s.shutdown(fd, 2 /* SHUT_RDWR */);
+}
+
+/** Sets SO_SNDTIMEO or SO_RCVTIMEO (struct timeval) in milliseconds. */
+export function setSocketTimeout(fd: number, which: typeof SO_SNDTIMEO | typeof SO_RCVTIMEO, ms: number): void {
+  const tv = Buffer.alloc(16);
+  tv.writeBigInt64LE(BigInt(Math.floor(ms / 1000)), 0);
+  tv.writeBigInt64LE(BigInt((ms % 1000) * 1000), 8);
+  check(s.setsockopt(fd, SOL_SOCKET, which, tv, 16), 'setsockopt');
+}
+
+export function setSocketIntOption(fd: number, name: number, value: number): void {
+  const v = Buffer.alloc(4);
+  v.writeInt32LE(value);
+  check(s.setsockopt(fd, SOL_SOCKET, name, v, 4), 'setsockopt');
+}
+
+/** SO_PEERCRED: the pid, uid and gid of the connected peer. */
+export function peerCredentials(fd: number): { pid: number; uid: number; gid: number } {
+  const out = Buffer.alloc(12);
+  const len = [12];
+  check(s.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, out, len), 'getsockopt(SO_PEERCRED)');
+  return { pid: out.readInt32LE(0), uid: out.readUInt32LE(4), gid: out.readUInt32LE(8) };
+}
+
+/** What one recvmsg returned: bytes (a copy), the fds that came with them, and whether some were cut off. */
+export interface Received {
+  readonly data: Buffer;
+  readonly fds: number[];
+  /** MSG_CTRUNC: more fds were sent than fit; the kernel closed the rest. */
+  readonly fdsTruncated: boolean;
+}
+
+const MSGHDR_SIZE = 56;
+const IOVEC_SIZE = 16;
+const CMSG_HDR = 16;
+
+/**
+ * sendmsg/recvmsg with SCM_RIGHTS on one connected socket, through native buffers allocated once.
+ * recv never blocks (MSG_DONTWAIT); send blocks up to the socket's SO_SNDTIMEO.
+ * Every fd received is either returned to the caller or closed here.
+ */
+export class FdSocket {
+  readonly fd: number;
+  private readonly recvPtr: unknown;
+  private readonly recvView: Buffer;
+  private sendPtr: unknown;
+  private sendView: Buffer;
+  private readonly ctlPtr: unknown;
+  private readonly ctlView: Buffer;
+  private readonly ctlCap: number;
+  private readonly hdrPtr: unknown;
+  private readonly hdrView: Buffer;
+  private readonly iovPtr: unknown;
+  private readonly iovView: Buffer;
+  private freed = false;
+
+  /** maxRecvFds: how many fds one recvmsg can take before the rest are cut off (MSG_CTRUNC). */
+  constructor(fd: number, recvChunk = 256 * 1024, maxRecvFds = 32) {
+    this.fd = fd;
+    this.recvPtr = koffi.alloc('uint8_t', recvChunk);
+    this.recvView = Buffer.from(koffi.view(this.recvPtr, recvChunk) as ArrayBuffer);
+    this.sendPtr = koffi.alloc('uint8_t', 4096);
+    this.sendView = Buffer.from(koffi.view(this.sendPtr, 4096) as ArrayBuffer);
+    this.ctlCap = CMSG_HDR + Math.ceil((maxRecvFds * 4) / 8) * 8;
+    this.ctlPtr = koffi.alloc('uint8_t', this.ctlCap);
+    this.ctlView = Buffer.from(koffi.view(this.ctlPtr, this.ctlCap) as ArrayBuffer);
+    this.hdrPtr = koffi.alloc('uint8_t', MSGHDR_SIZE);
+    this.hdrView = Buffer.from(koffi.view(this.hdrPtr, MSGHDR_SIZE) as ArrayBuffer);
+    this.iovPtr = koffi.alloc('uint8_t', IOVEC_SIZE);
+    this.iovView = Buffer.from(koffi.view(this.iovPtr, IOVEC_SIZE) as ArrayBuffer);
+  }
+
+  private prepareRecv(dataPtr: unknown, len: number, ctlLen: number): void {
+    this.iovView.writeBigUInt64LE(koffi.address(dataPtr), 0);
+    this.iovView.writeBigUInt64LE(BigInt(len), 8);
+    this.hdrView.fill(0);
+    this.hdrView.writeBigUInt64LE(koffi.address(this.iovPtr), 16);
+    this.hdrView.writeBigUInt64LE(1n, 24);
+    if (ctlLen > 0) {
+      this.hdrView.writeBigUInt64LE(koffi.address(this.ctlPtr), 32);
+      this.hdrView.writeBigUInt64LE(BigInt(ctlLen), 40);
+    }
+  }
+
+  /**
+   * One non-blocking recvmsg of at most maxLen bytes. Returns null when nothing is available (EAGAIN), a zero-length
+   * data buffer on end of stream. Throws SysError on other failures (ECONNRESET, ...).
+   */
+  recv(maxLen = this.recvView.length): Received | null {
+    if (this.freed) throw new SysError('recvmsg', 9 /* EBADF */);
+    this.ctlView.fill(0);
+    this.prepareRecv(this.recvPtr, Math.min(maxLen, this.recvView.length), this.ctlCap);
+    const n = Number(s.recvmsg(this.fd, this.hdrPtr, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
+    if (n < 0) {
+      const e = koffi.errno();
+      if (e === EAGAIN || e === EINTR) return null;
+      throw new SysError('recvmsg', e);
+    }
+    const fds: number[] = [];
+    const ctlLen = Number(this.hdrView.readBigUInt64LE(40));
+    const flags = this.hdrView.readInt32LE(48);
+    let off = 0;
+    while (off + CMSG_HDR <= ctlLen) {
+      const len = Number(this.ctlView.readBigUInt64LE(off));
+      if (len < CMSG_HDR || off + len > ctlLen) break;
+      const level = this.ctlView.readInt32LE(off + 8);
+      const type = this.ctlView.readInt32LE(off + 12);
+      if (level === SOL_SOCKET && type === SCM_RIGHTS) {
+        for (let p = off + CMSG_HDR; p + 4 <= off + len; p += 4) fds.push(this.ctlView.readInt32LE(p));
+      }
+      off += Math.ceil(len / 8) * 8;
+    }
+    return { data: Buffer.from(this.recvView.subarray(0, n)), fds, fdsTruncated: (flags & MSG_CTRUNC) !== 0 };
+  }
+
+  /** sendmsg of the whole buffer with fds attached to its first byte; loops over short writes. */
+  send(data: Buffer, fds: readonly number[] = []): void {
+    if (this.freed) throw new SysError('sendmsg', 9 /* EBADF */);
+    if (data.length > this.sendView.length) {
+      koffi.free(this.sendPtr);
+      const cap = Math.max(data.length, this.sendView.length * 2);
+      this.sendPtr = koffi.alloc('uint8_t', cap);
+      this.sendView = Buffer.from(koffi.view(this.sendPtr, cap) as ArrayBuffer);
+    }
+    data.copy(this.sendView, 0);
+    let sent = 0;
+    let withFds = fds.length > 0;
+    while (sent < data.length || withFds) {
+      const remaining = data.length - sent;
+      let ctlLen = 0;
+      if (withFds) {
+        if (CMSG_HDR + fds.length * 4 > this.ctlCap) throw new SysError('sendmsg', 22 /* EINVAL */);
+        ctlLen = CMSG_HDR + Math.ceil((fds.length * 4) / 8) * 8;
+        this.ctlView.fill(0, 0, ctlLen);
+        this.ctlView.writeBigUInt64LE(BigInt(CMSG_HDR + fds.length * 4), 0);
+        this.ctlView.writeInt32LE(SOL_SOCKET, 8);
+        this.ctlView.writeInt32LE(SCM_RIGHTS, 12);
+        fds.forEach((f, i) => this.ctlView.writeInt32LE(f, CMSG_HDR + i * 4));
+      }
+      const base = koffi.address(this.sendPtr) + BigInt(sent);
+      this.iovView.writeBigUInt64LE(base, 0);
+      this.iovView.writeBigUInt64LE(BigInt(remaining), 8);
+      this.hdrView.fill(0);
+      this.hdrView.writeBigUInt64LE(koffi.address(this.iovPtr), 16);
+      this.hdrView.writeBigUInt64LE(1n, 24);
+      if (ctlLen > 0) {
+        this.hdrView.writeBigUInt64LE(koffi.address(this.ctlPtr), 32);
+        this.hdrView.writeBigUInt64LE(BigInt(ctlLen), 40);
+      }
+      const n = Number(s.sendmsg(this.fd, this.hdrPtr, MSG_NOSIGNAL));
+      if (n < 0) {
+        const e = koffi.errno();
+        if (e === EINTR) continue;
+        throw new SysError('sendmsg', e);
+      }
+      sent += n;
+      withFds = false;
+    }
+  }
+
+  /**
+   * One non-blocking sendmsg of data[offset..] (fds attached when given). Returns the bytes sent,
+   * or -1 when the socket buffer is full (EAGAIN). Throws SysError on other failures (EPIPE, ...).
+   */
+  sendSome(data: Buffer, offset: number, fds: readonly number[] = []): number {
+    if (this.freed) throw new SysError('sendmsg', 9 /* EBADF */);
+    const len = data.length - offset;
+    if (len > this.sendView.length) {
+      koffi.free(this.sendPtr);
+      const cap = Math.max(len, this.sendView.length * 2);
+      this.sendPtr = koffi.alloc('uint8_t', cap);
+      this.sendView = Buffer.from(koffi.view(this.sendPtr, cap) as ArrayBuffer);
+    }
+    data.copy(this.sendView, 0, offset);
+    let ctlLen = 0;
+    if (fds.length > 0) {
+      if (CMSG_HDR + fds.length * 4 > this.ctlCap) throw new SysError('sendmsg', 22 /* EINVAL */);
+      ctlLen = CMSG_HDR + Math.ceil((fds.length * 4) / 8) * 8;
+      this.ctlView.fill(0, 0, ctlLen);
+      this.ctlView.writeBigUInt64LE(BigInt(CMSG_HDR + fds.length * 4), 0);
+      this.ctlView.writeInt32LE(SOL_SOCKET, 8);
+      this.ctlView.writeInt32LE(SCM_RIGHTS, 12);
+      fds.forEach((f, i) => this.ctlView.writeInt32LE(f, CMSG_HDR + i * 4));
+    }
+    this.iovView.writeBigUInt64LE(koffi.address(this.sendPtr), 0);
+    this.iovView.writeBigUInt64LE(BigInt(len), 8);
+    this.hdrView.fill(0);
+    this.hdrView.writeBigUInt64LE(koffi.address(this.iovPtr), 16);
+    this.hdrView.writeBigUInt64LE(1n, 24);
+    if (ctlLen > 0) {
+      this.hdrView.writeBigUInt64LE(koffi.address(this.ctlPtr), 32);
+      this.hdrView.writeBigUInt64LE(BigInt(ctlLen), 40);
+    }
+    for (;;) {
+      const n = Number(s.sendmsg(this.fd, this.hdrPtr, MSG_NOSIGNAL | MSG_DONTWAIT));
+      if (n >= 0) return n;
+      const e = koffi.errno();
+      if (e === EINTR) continue;
+      if (e === EAGAIN) return -1;
+      throw new SysError('sendmsg', e);
+    }
+  }
+
+  /** Frees the native buffers (not the fd, which the owner closes). Idempotent. */
+  free(): void {
+    if (this.freed) return;
+    this.freed = true;
+    for (const p of [this.recvPtr, this.sendPtr, this.ctlPtr, this.hdrPtr, this.iovPtr]) koffi.free(p);
+  }
+}

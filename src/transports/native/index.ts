@@ -1,18 +1,242 @@
-// The built-in vfio-user server in TypeScript (placeholder until the transport lands).
+// The built-in vfio-user server in TypeScript: listens on a Unix socket and serves one client at a time.
+//
+// The event loop never blocks: one poll(2) on libuv's threadpool (pollAsync) covers the wake-up
+// eventfd plus either the listening socket (no client) or the client's socket; once it reports
+// readiness, the main thread drains the socket with non-blocking recvmsg and answers each
+// message with a sendmsg bounded by SO_SNDTIMEO.
 import { EventEmitter } from 'node:events';
+import { chmodSync, unlinkSync } from 'node:fs';
+import type { Logger } from 'pino';
+import {
+  accept4,
+  bindUnix,
+  closeQuietly,
+  eventfd,
+  eventfdConsume,
+  eventfdSignal,
+  listen,
+  POLLIN,
+  POLLOUT,
+  pollAsync,
+  setNonBlocking,
+  setSocketTimeout,
+  SO_SNDTIMEO,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  unixSocket,
+} from '../../../ffi/libc';
+import { DmaError, type DeviceContext, type DmaAccess, type InterruptSink } from '../../../emulator/framework/device';
+import { IrqIndex } from '../../protocol/constants';
 import type { Transport, TransportOptions, TransportStats } from '../transport';
+import { RealizedDevice } from './realized';
+import { Session } from './session';
+
+/** How long a reply may wait for a client that does not read before the client is dropped. */
+const SEND_TIMEOUT_MS = 2000;
 
 export class NativeTransport extends EventEmitter implements Transport {
   readonly name = 'native' as const;
+  private readonly log: Logger;
+  private readonly dev: RealizedDevice;
+  private listenFd = -1;
+  private wakeFd = -1;
+  private session: Session | null = null;
+  private generation = 0;
+  private running = false;
+  private loopDone: Promise<void> | null = null;
+  private readonly counters = { messages: 0, errors: 0 };
+  private clients = 0;
+  private interruptsDropped = 0;
+
   constructor(readonly opts: TransportOptions) {
     super();
+    this.log = opts.log.child({ transport: 'native' });
+    this.dev = new RealizedDevice(opts.device, this.log.child({ device: opts.device.name }));
+    this.dev.onMsixChange = () => this.session?.deliverPending();
+    if (this.dev.msix) this.dev.msix.onUnmask = () => this.session?.deliverPending();
   }
+
   async start(): Promise<void> {
-    throw new Error('native transport: not implemented yet');
+    if (this.running) return;
+    const fd = unixSocket(SOCK_CLOEXEC | SOCK_NONBLOCK);
+    try {
+      bindUnix(fd, this.opts.socketPath);
+      // fchmod on a socket fd does not change the path's mode; chmod the path before listening.
+      chmodSync(this.opts.socketPath, this.opts.socketMode ?? 0o600);
+      listen(fd, 4);
+      this.wakeFd = eventfd();
+    } catch (err) {
+      closeQuietly(fd);
+      throw err;
+    }
+    this.listenFd = fd;
+    this.running = true;
+    this.opts.device.attach(this.context());
+    this.loopDone = this.loop();
+    this.log.info({ socket: this.opts.socketPath }, 'listening');
   }
-  dropClient(): void {}
-  async stop(): Promise<void> {}
+
+  private context(): DeviceContext {
+    const dma: DmaAccess = {
+      read: async (addr, length) => {
+        const s = this.session;
+        if (s === null) throw new DmaError(addr, length, 'no client connected');
+        const where = s.dma.lookup(addr, length, false);
+        if ('errno' in where) throw new DmaError(addr, length, where.reason);
+        const map = where.region.mapping;
+        if (map !== null) return Buffer.from(map.buffer.subarray(where.offset, where.offset + length));
+        return s.remoteRead(addr, length);
+      },
+      write: async (addr, data) => {
+        const s = this.session;
+        if (s === null) throw new DmaError(addr, data.length, 'no client connected');
+        const where = s.dma.lookup(addr, data.length, true);
+        if ('errno' in where) throw new DmaError(addr, data.length, where.reason);
+        const map = where.region.mapping;
+        if (map !== null) {
+          data.copy(map.buffer, where.offset);
+          return;
+        }
+        await s.remoteWrite(addr, data);
+      },
+      isMapped: (addr, length, writable) => {
+        const s = this.session;
+        return s !== null && !('errno' in s.dma.lookup(addr, length, writable));
+      },
+    };
+    const irq: InterruptSink = {
+      trigger: (vector) => {
+        const ok = this.session?.raise(IrqIndex.Msix, vector) ?? false;
+        if (!ok) this.interruptsDropped++;
+        return ok;
+      },
+    };
+    return { dma, irq, log: this.log.child({ device: this.opts.device.name }) };
+  }
+
+  private async loop(): Promise<void> {
+    while (this.running) {
+      const gen = this.generation;
+      const s = this.session;
+      const watched = s !== null ? s.fd : this.listenFd;
+      let timeout = -1;
+      let events = POLLIN;
+      if (s !== null && s.stream.blockedSince !== null) {
+        const left = s.stream.blockedSince + SEND_TIMEOUT_MS - Date.now();
+        if (left <= 0) {
+          this.log.warn('client has not read its replies for too long; dropping it');
+          this.counters.errors++;
+          this.drop('send timeout');
+          continue;
+        }
+        timeout = left;
+        events |= POLLOUT;
+      }
+      let rev: number[];
+      try {
+        rev = await pollAsync([{ fd: this.wakeFd, events: POLLIN }, { fd: watched, events }], timeout);
+      } catch (err) {
+        this.log.error({ err }, 'poll failed');
+        this.emit('error', err);
+        return;
+      }
+      if (!this.running) return;
+      if (rev[0]) eventfdConsume(this.wakeFd);
+      if (gen !== this.generation || this.session !== s) continue; // the client changed while polling
+      if (!rev[1]) continue;
+      if (s !== null) {
+        if (rev[1]! & POLLOUT) s.onWritable();
+        if (!s.closed && rev[1]! & ~POLLOUT) s.onReadable();
+      } else {
+        this.acceptOne();
+      }
+    }
+  }
+
+  private acceptOne(): void {
+    let fd: number;
+    try {
+      fd = accept4(this.listenFd, SOCK_CLOEXEC);
+    } catch (err) {
+      this.log.warn({ err }, 'accept failed');
+      return;
+    }
+    if (fd < 0) return;
+    try {
+      // Both directions use MSG_DONTWAIT per call; replies the socket cannot take yet are queued
+      // and a client that leaves them unread for SEND_TIMEOUT_MS is dropped. SO_SNDTIMEO bounds
+      // any blocking send as a second guard.
+      setNonBlocking(fd, false);
+      setSocketTimeout(fd, SO_SNDTIMEO, SEND_TIMEOUT_MS);
+    } catch (err) {
+      this.log.warn({ err }, 'could not set up the client socket');
+      closeQuietly(fd);
+      return;
+    }
+    this.clients++;
+    this.generation++;
+    const log = this.log.child({ client: this.clients });
+    this.session = new Session(fd, this.dev, log, this.counters, (reason) => this.drop(reason));
+    log.info('client connected');
+    this.opts.device.clientChanged?.(true);
+    this.emit('client', true);
+  }
+
+  private drop(reason: string): void {
+    const s = this.session;
+    if (s === null) return;
+    this.session = null;
+    this.generation++;
+    s.close();
+    this.log.info({ reason }, 'client disconnected');
+    try {
+      this.opts.device.clientChanged?.(false);
+    } catch (err) {
+      this.log.error({ err }, 'device clientChanged(false) threw');
+    }
+    this.emit('client', false);
+    if (this.wakeFd >= 0) eventfdSignal(this.wakeFd);
+  }
+
+  dropClient(): void {
+    this.drop('dropped by the daemon');
+  }
+
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.drop('transport stopping');
+    this.running = false;
+    eventfdSignal(this.wakeFd);
+    await this.loopDone;
+    closeQuietly(this.listenFd);
+    closeQuietly(this.wakeFd);
+    this.listenFd = -1;
+    this.wakeFd = -1;
+    try {
+      unlinkSync(this.opts.socketPath);
+    } catch {
+      // already gone
+    }
+    this.log.info('stopped');
+  }
+
   stats(): TransportStats {
-    return { clientConnected: false, clients: 0, messages: 0, errors: 0, dmaRegions: 0 };
+    return {
+      clientConnected: this.session !== null,
+      clients: this.clients,
+      messages: this.counters.messages,
+      errors: this.counters.errors,
+      dmaRegions: this.session?.dma.count ?? 0,
+    };
+  }
+
+  /** A copy of the 4096 config-space bytes (for tests and the daemon's status). */
+  configSnapshot(): Buffer {
+    return this.dev.config.snapshot();
+  }
+
+  /** Interrupts the device raised that no client received (no eventfd, or masked and left pending). */
+  get undeliveredInterrupts(): number {
+    return this.interruptsDropped;
   }
 }

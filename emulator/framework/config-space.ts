@@ -1,0 +1,227 @@
+// The PCI configuration space of an emulated device: 4096 bytes with read-only, read-write and write-1-to-clear bits.
+//
+// Layout (what QEMU's vfio-pci and the Linux PCI core walk):
+//   0x00 type-0 header, 32-bit non-prefetchable memory BARs sized by the all-ones write
+//   0x40 power management (PM 1.2), 0x50 MSI-X (when declared), 0x60 PCI Express v2 endpoint
+//   0x100 extended space: no extended capabilities (the header at 0x100 reads 0, which ends the list)
+// Both transports use this model so the bytes a client sees do not depend on the transport.
+import type { CapabilityDecl, MsixDecl, PciIdentity } from './device';
+
+export const CONFIG_SPACE_SIZE = 4096;
+
+export const enum Cfg {
+  VendorId = 0x00,
+  DeviceId = 0x02,
+  Command = 0x04,
+  Status = 0x06,
+  Revision = 0x08,
+  ClassProg = 0x09,
+  CacheLineSize = 0x0c,
+  LatencyTimer = 0x0d,
+  HeaderType = 0x0e,
+  Bar0 = 0x10,
+  SubsystemVendorId = 0x2c,
+  SubsystemId = 0x2e,
+  RomAddress = 0x30,
+  CapPtr = 0x34,
+  InterruptLine = 0x3c,
+  InterruptPin = 0x3d,
+}
+
+export const enum CommandBit {
+  Io = 1 << 0,
+  Memory = 1 << 1,
+  BusMaster = 1 << 2,
+  Parity = 1 << 6,
+  Serr = 1 << 8,
+  IntxDisable = 1 << 10,
+}
+
+export const enum CapId {
+  PowerManagement = 0x01,
+  PciExpress = 0x10,
+  Msix = 0x11,
+}
+
+/** Where each capability sits; fixed so the layout is the same for every device. */
+export const PM_CAP = 0x40;
+export const MSIX_CAP = 0x50;
+export const PCIE_CAP = 0x60;
+/** PCI Express capability structure v2 length. */
+export const PCIE_CAP_SIZE = 0x3c;
+
+export const MSIX_CTRL_ENABLE = 0x8000;
+export const MSIX_CTRL_FUNCTION_MASK = 0x4000;
+
+/** A BAR as the configuration header sees it. */
+export interface BarShape {
+  readonly index: number;
+  /** Power of two, at least 4096. */
+  readonly size: number;
+}
+
+/** What changed after a write, so the transport can react (MSI-X unmask delivers pending vectors). */
+export interface ConfigWriteEffect {
+  readonly commandChanged: boolean;
+  readonly msixControlChanged: boolean;
+}
+
+/**
+ * The configuration space. Offsets and lengths are checked by the transport before calling;
+ * every method here still clamps to the 4096 bytes so a bug cannot reach outside.
+ */
+export class ConfigSpace {
+  private readonly initial = Buffer.alloc(CONFIG_SPACE_SIZE);
+  private readonly bytes = Buffer.alloc(CONFIG_SPACE_SIZE);
+  /** Bits the client can change. */
+  private readonly wmask = Buffer.alloc(CONFIG_SPACE_SIZE);
+  /** Bits a written 1 clears. */
+  private readonly w1cmask = Buffer.alloc(CONFIG_SPACE_SIZE);
+  readonly msix: MsixDecl | undefined;
+
+  constructor(identity: PciIdentity, caps: CapabilityDecl, bars: readonly BarShape[]) {
+    this.msix = caps.msix;
+    const b = this.initial;
+    b.writeUInt16LE(identity.vendorId, Cfg.VendorId);
+    b.writeUInt16LE(identity.deviceId, Cfg.DeviceId);
+    b.writeUInt8(identity.revision, Cfg.Revision);
+    b.writeUIntLE(identity.classCode & 0xffffff, Cfg.ClassProg, 3);
+    b.writeUInt16LE(identity.subsystemVendorId, Cfg.SubsystemVendorId);
+    b.writeUInt16LE(identity.subsystemId, Cfg.SubsystemId);
+    b.writeUInt8(0x01, Cfg.InterruptPin); // INTA#, matching the INTx count of 1 in IRQ info
+    this.setW(Cfg.Command, 2, CommandBit.Io | CommandBit.Memory | CommandBit.BusMaster | CommandBit.Parity | CommandBit.Serr | CommandBit.IntxDisable);
+    this.setW1c(Cfg.Status, 2, 0xf900); // parity, target/master aborts, SERR, parity error
+    this.setW(Cfg.CacheLineSize, 1, 0xff);
+    this.setW(Cfg.InterruptLine, 1, 0xff);
+
+    for (const bar of bars) {
+      if (bar.index < 0 || bar.index > 5) throw new RangeError(`BAR index ${bar.index}`);
+      if (bar.size < 4096 || (bar.size & (bar.size - 1)) !== 0 || bar.size > 0x80000000) {
+        throw new RangeError(`BAR${bar.index} size ${bar.size} is not a power of two in [4 KiB, 2 GiB]`);
+      }
+      // Memory, 32-bit, non-prefetchable: type bits 0. Address bits below the size stay 0.
+      this.setW(Cfg.Bar0 + 4 * bar.index, 4, ~(bar.size - 1) >>> 0);
+    }
+
+    const chain: number[] = [];
+    if (caps.pm) chain.push(PM_CAP);
+    if (caps.msix !== undefined) chain.push(MSIX_CAP);
+    if (caps.pcie) chain.push(PCIE_CAP);
+    if (chain.length > 0) {
+      b.writeUInt8(chain[0]!, Cfg.CapPtr);
+      b.writeUInt16LE(0x0010, Cfg.Status); // capabilities list
+    }
+    const next = (at: number): number => chain[chain.indexOf(at) + 1] ?? 0;
+
+    if (caps.pm) {
+      b.writeUInt8(CapId.PowerManagement, PM_CAP);
+      b.writeUInt8(next(PM_CAP), PM_CAP + 1);
+      b.writeUInt16LE(0x0003, PM_CAP + 2); // PMC: version 1.2, no PME, D1/D2 unsupported
+      b.writeUInt16LE(0x0008, PM_CAP + 4); // PMCSR: D0, No_Soft_Reset (D3hot->D0 keeps state)
+      this.setW(PM_CAP + 4, 2, 0x0003); // power state
+    }
+    if (caps.msix !== undefined) {
+      const m = caps.msix;
+      if (m.vectors < 1 || m.vectors > 2048) throw new RangeError(`MSI-X vectors ${m.vectors}`);
+      b.writeUInt8(CapId.Msix, MSIX_CAP);
+      b.writeUInt8(next(MSIX_CAP), MSIX_CAP + 1);
+      b.writeUInt16LE(m.vectors - 1, MSIX_CAP + 2);
+      this.setW(MSIX_CAP + 2, 2, MSIX_CTRL_ENABLE | MSIX_CTRL_FUNCTION_MASK);
+      b.writeUInt32LE((m.tableOffset | m.bar) >>> 0, MSIX_CAP + 4);
+      b.writeUInt32LE((m.pbaOffset | m.bar) >>> 0, MSIX_CAP + 8);
+    }
+    if (caps.pcie) {
+      const p = PCIE_CAP;
+      b.writeUInt8(CapId.PciExpress, p);
+      b.writeUInt8(next(p), p + 1);
+      b.writeUInt16LE(0x0002, p + 0x02); // capability version 2, device/port type 0: endpoint
+      b.writeUInt32LE(0x00008000, p + 0x04); // DevCap: max payload 128 B, role-based error reporting
+      b.writeUInt16LE(0x2810, p + 0x08); // DevCtl: relaxed ordering, no snoop, max read request 512 B
+      this.setW(p + 0x08, 2, 0x7fff); // everything but initiate-FLR (FLR is not advertised)
+      this.setW1c(p + 0x0a, 2, 0x000f); // DevSta error bits
+      b.writeUInt32LE(0x00000011, p + 0x0c); // LnkCap: 2.5 GT/s, x1, port 0
+      this.setW(p + 0x10, 2, 0x01c3); // LnkCtl: ASPM control, RCB, common clock, extended synch
+      b.writeUInt16LE(0x0011, p + 0x12); // LnkSta: 2.5 GT/s, x1
+      b.writeUInt32LE(0x00000000, p + 0x24); // DevCap2
+      b.writeUInt32LE(0x00000002, p + 0x2c); // LnkCap2: supported speeds 2.5 GT/s
+      b.writeUInt16LE(0x0001, p + 0x30); // LnkCtl2: target link speed 2.5 GT/s
+    }
+    this.initial.copy(this.bytes);
+  }
+
+  private setW(at: number, len: number, mask: number): void {
+    this.wmask.writeUIntLE(len === 4 ? mask >>> 0 : mask & ((1 << (8 * len)) - 1), at, len);
+  }
+
+  private setW1c(at: number, len: number, mask: number): void {
+    this.w1cmask.writeUIntLE(mask, at, len);
+  }
+
+  /** Power-on values (a reset). */
+  reset(): void {
+    this.initial.copy(this.bytes);
+  }
+
+  /** Copies config bytes [offset, offset + out.length) into out. */
+  read(offset: number, out: Buffer): void {
+    const end = Math.min(CONFIG_SPACE_SIZE, offset + out.length);
+    out.fill(0);
+    if (offset < 0 || offset >= end) return;
+    this.bytes.copy(out, 0, offset, end);
+  }
+
+  /** Applies a write through the RO / RW / RW1C masks. */
+  write(offset: number, data: Buffer): ConfigWriteEffect {
+    const cmdBefore = this.command;
+    const msixBefore = this.msixControl;
+    const end = Math.min(CONFIG_SPACE_SIZE, offset + data.length);
+    for (let at = Math.max(0, offset); at < end; at++) {
+      const v = data[at - offset]!;
+      const w = this.wmask[at]!;
+      let cur = (this.bytes[at]! & ~w) | (v & w);
+      cur &= ~(v & this.w1cmask[at]!);
+      this.bytes[at] = cur;
+    }
+    return { commandChanged: this.command !== cmdBefore, msixControlChanged: this.msixControl !== msixBefore };
+  }
+
+  /** A copy of all 4096 bytes. */
+  snapshot(): Buffer {
+    return Buffer.from(this.bytes);
+  }
+
+  /** The power-on bytes (for a transport that seeds another config-space implementation). */
+  powerOnBytes(): Buffer {
+    return Buffer.from(this.initial);
+  }
+
+  get command(): number {
+    return this.bytes.readUInt16LE(Cfg.Command);
+  }
+
+  /** Memory space decoding: BAR accesses are answered only while it is on. */
+  get memoryEnabled(): boolean {
+    return (this.command & CommandBit.Memory) !== 0;
+  }
+
+  get busMasterEnabled(): boolean {
+    return (this.command & CommandBit.BusMaster) !== 0;
+  }
+
+  private get msixControl(): number {
+    return this.msix === undefined ? 0 : this.bytes.readUInt16LE(MSIX_CAP + 2);
+  }
+
+  get msixEnabled(): boolean {
+    return (this.msixControl & MSIX_CTRL_ENABLE) !== 0;
+  }
+
+  get msixFunctionMasked(): boolean {
+    return (this.msixControl & MSIX_CTRL_FUNCTION_MASK) !== 0;
+  }
+
+  /** The BAR register's current value (address bits as the client programmed them). */
+  barRegister(index: number): number {
+    return this.bytes.readUInt32LE(Cfg.Bar0 + 4 * index);
+  }
+}

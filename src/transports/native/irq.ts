@@ -1,0 +1,83 @@
+// Interrupt state of one client: eventfds and vfio-level masks per IRQ index and sub-index.
+import { readlinkSync } from 'node:fs';
+import koffi from 'koffi';
+import { closeQuietly, EAGAIN, setNonBlocking } from '../../../ffi/libc';
+import { IrqIndex, PCI_NUM_IRQS } from '../../protocol/constants';
+
+const libc = koffi.load('libc.so.6');
+const rawWrite = libc.func('long write(int fd, const uint8_t *buf, size_t count)');
+const ONE = (() => {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(1n);
+  return b;
+})();
+
+/** True when fd is an eventfd (so signalling it writes a counter, never a file or a pipe). */
+export function isEventfd(fd: number): boolean {
+  try {
+    return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:[eventfd]';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Adds one to an eventfd without ever blocking: the fd is non-blocking, and a saturated counter
+ * (EAGAIN) already means "signalled".
+ */
+export function signalEventfd(fd: number): boolean {
+  const n = Number(rawWrite(fd, ONE, 8));
+  return n === 8 || koffi.errno() === EAGAIN;
+}
+
+export class IrqState {
+  /** Per index: eventfd per sub-index (-1 when none). */
+  readonly efds: number[][];
+  /** Per index: masked via SET_IRQS ACTION_MASK. */
+  readonly masked: boolean[][];
+
+  constructor(readonly counts: readonly number[]) {
+    if (counts.length !== PCI_NUM_IRQS) throw new RangeError('one count per IRQ index');
+    this.efds = counts.map((n) => new Array<number>(n).fill(-1));
+    this.masked = counts.map((n) => new Array<boolean>(n).fill(false));
+  }
+
+  /** Takes ownership of fd for (index, sub): made non-blocking, the previous one closed. */
+  assign(index: number, sub: number, fd: number): void {
+    setNonBlocking(fd, true);
+    const row = this.efds[index]!;
+    closeQuietly(row[sub]);
+    row[sub] = fd;
+  }
+
+  deassign(index: number, start: number, count: number): void {
+    const row = this.efds[index]!;
+    const end = count === 0 ? row.length : start + count;
+    for (let i = start; i < end; i++) {
+      closeQuietly(row[i]);
+      row[i] = -1;
+    }
+  }
+
+  eventfd(index: number, sub: number): number {
+    return this.efds[index]?.[sub] ?? -1;
+  }
+
+  /** Closes every eventfd (client gone). */
+  closeAll(): void {
+    for (let i = 0; i < this.efds.length; i++) this.deassign(i, 0, 0);
+    for (const row of this.masked) row.fill(false);
+  }
+
+  get assignedCount(): number {
+    return this.efds.reduce((n, row) => n + row.filter((fd) => fd >= 0).length, 0);
+  }
+}
+
+export const IRQ_INDEX_NAMES: Readonly<Record<number, string>> = {
+  [IrqIndex.Intx]: 'INTx',
+  [IrqIndex.Msi]: 'MSI',
+  [IrqIndex.Msix]: 'MSI-X',
+  [IrqIndex.Err]: 'ERR',
+  [IrqIndex.Req]: 'REQ',
+};
