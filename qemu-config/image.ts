@@ -325,6 +325,24 @@ function imageAt(dir: string, m: Manifest, cached: boolean): GuestImage {
   };
 }
 
+/** The most recently built image under a cache root (default `<repo>/.vrnic-cache/guest`), if any. */
+export function latestGuestImage(outDir?: string, repoRoot?: string): GuestImage | undefined {
+  let root: string;
+  try {
+    root = path.resolve(outDir ?? path.join(repoRoot ?? findRepoRoot(), '.vrnic-cache', 'guest'));
+  } catch {
+    return undefined;
+  }
+  let best: { m: Manifest; dir: string } | undefined;
+  for (const e of fs.existsSync(root) ? fs.readdirSync(root, { withFileTypes: true }) : []) {
+    if (!e.isDirectory() || e.name.startsWith('.') || e.name === 'debs') continue;
+    const dir = path.join(root, e.name);
+    const m = readManifest(dir);
+    if (m && (!best || m.builtAt > best.m.builtAt)) best = { m, dir };
+  }
+  return best && imageAt(best.dir, best.m, true);
+}
+
 /** Builds (or reuses) the guest image. */
 export async function buildGuestImage(opts: GuestBuildOptions = {}): Promise<GuestImage> {
   const progress = opts.progress ?? (() => undefined);

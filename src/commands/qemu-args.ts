@@ -1,0 +1,121 @@
+// `vrnic qemu-args`: prints the QEMU command line for a guest with the vrnic device, ready to paste.
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import { formatCommandLine, qemuArgs, type SerialTarget } from '../../qemu-config/args';
+import { guestAppend, latestGuestImage } from '../../qemu-config/image';
+import { findQemu, QEMU_BINARY } from '../../qemu-config/qemu';
+import { type Command, UsageError } from './command';
+
+const BUGS = ['none', 'legacy-mmap', 'no-disassociate'] as const;
+type Bug = (typeof BUGS)[number];
+
+const help = `Usage: vrnic qemu-args --socket PATH [--qmp PATH] [--guest DIR] [flags]
+
+Prints the QEMU command line (one argument per line, shell-quoted) for a q35 guest with guest RAM
+in a shared memfd, a PCIe root port carrying the vfio-user-pci device on the daemon's socket, the
+console on a serial port and QMP on a Unix socket. The kernel and initramfs are those
+\`vrnic guest build\` made (give its directory with --guest, or --kernel and --initrd).
+
+Flags:
+  --socket PATH       the daemon's vfio-user socket (required; --no-device for a guest without it)
+  --no-device         leave the vrnic device out
+  --qmp PATH          QMP Unix socket (server, no wait)
+  --guest DIR         a built image directory (default: the latest \`vrnic guest build\` made)
+  --kernel FILE       kernel image (default DIR/vmlinuz)
+  --initrd FILE       initramfs (default DIR/initrd.img)
+  --append TEXT       the whole kernel command line (default from --bug/--watch/--scenario)
+  --bug NAME          driver bug: none, legacy-mmap, no-disassociate (default none)
+  --scenario NAME     vrnic-test scenario: single, fork, split (default single)
+  --watch SEC         seconds vrnic-test watches its mapping (default 0)
+  --console FILE      console to FILE instead of stdio
+  --log FILE          QEMU's -D log file
+  --log-items LIST    QEMU's -d items (e.g. invalid_mem)
+  --memory MIB        guest RAM (default 512)
+  --device-id ID      QEMU id of the device (default nic0)
+  --qemu PATH         binary to print (default VRNIC_QEMU, else ${QEMU_BINARY} on PATH)
+  -h, --help          this text
+
+Exit codes: 0 printed; 2 bad flags.`;
+
+export const qemuArgsCommand: Command = {
+  name: 'qemu-args',
+  summary: 'print the QEMU command line for a guest with the vrnic device',
+  help,
+  async run(argv) {
+    let v: Record<string, string | boolean | undefined>;
+    try {
+      ({ values: v } = parseArgs({
+        args: argv,
+        options: {
+          socket: { type: 'string' },
+          'no-device': { type: 'boolean', default: false },
+          qmp: { type: 'string' },
+          guest: { type: 'string' },
+          kernel: { type: 'string' },
+          initrd: { type: 'string' },
+          append: { type: 'string' },
+          bug: { type: 'string' },
+          scenario: { type: 'string' },
+          watch: { type: 'string' },
+          console: { type: 'string' },
+          log: { type: 'string' },
+          'log-items': { type: 'string' },
+          memory: { type: 'string' },
+          'device-id': { type: 'string' },
+          qemu: { type: 'string' },
+        },
+        strict: true,
+        allowPositionals: false,
+      }));
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    const str = (k: string): string | undefined => (typeof v[k] === 'string' ? (v[k] as string) : undefined);
+    const socket = str('socket');
+    if (!socket && !v['no-device']) throw new UsageError('--socket PATH is required (or --no-device)');
+    if (socket && v['no-device']) throw new UsageError('--socket and --no-device exclude each other');
+    const guestDir = str('guest') ?? latestGuestImage()?.dir;
+    if (!guestDir && !(str('kernel') && str('initrd'))) {
+      throw new UsageError('no guest image: run `vrnic guest build` first, or give --guest DIR or --kernel and --initrd');
+    }
+    const bug = str('bug') ?? 'none';
+    if (!(BUGS as readonly string[]).includes(bug)) throw new UsageError(`--bug must be one of ${BUGS.join(', ')}`);
+    const scenario = str('scenario') ?? 'single';
+    if (!['single', 'fork', 'split'].includes(scenario)) throw new UsageError('--scenario must be single, fork or split');
+    const watch = str('watch');
+    if (watch !== undefined && !/^\d+(\.\d+)?$/.test(watch)) throw new UsageError('--watch takes seconds');
+    const memory = str('memory');
+    if (memory !== undefined && !/^[1-9]\d*$/.test(memory)) throw new UsageError('--memory takes MiB');
+    const consoleFile = str('console');
+    const serial: SerialTarget = consoleFile ? { kind: 'file', path: path.resolve(consoleFile) } : { kind: 'stdio' };
+    let args: string[];
+    try {
+      args = qemuArgs({
+        kernel: str('kernel') ?? path.join(guestDir as string, 'vmlinuz'),
+        initrd: str('initrd') ?? path.join(guestDir as string, 'initrd.img'),
+        append:
+          str('append') ??
+          guestAppend({ bug: bug as Bug, scenario: scenario as 'single' | 'fork' | 'split', watchSeconds: watch === undefined ? undefined : Number(watch) }),
+        socket: socket ? path.resolve(socket) : undefined,
+        qmp: str('qmp') ? path.resolve(str('qmp') as string) : undefined,
+        serial,
+        logFile: str('log') ? path.resolve(str('log') as string) : undefined,
+        logItems: str('log-items')?.split(',').filter(Boolean),
+        memoryMiB: memory === undefined ? undefined : Number(memory),
+        deviceId: str('device-id'),
+      });
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    let binary = str('qemu');
+    if (!binary) {
+      try {
+        binary = findQemu() ?? QEMU_BINARY;
+      } catch {
+        binary = QEMU_BINARY;
+      }
+    }
+    process.stdout.write(formatCommandLine(binary, args) + '\n');
+    return 0;
+  },
+};
