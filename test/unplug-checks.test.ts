@@ -31,6 +31,7 @@ function clean(): UnplugEvidence {
     deviceDeleted: { atMs: 1080 },
     pciGone: true,
     ibGone: true,
+    goneHow: 'test evidence',
     kernelLog: 'vrnic 0000:01:00.0: remove: done in 12 ms (device gone)\n',
     invalidMem: [],
   };

@@ -206,7 +206,10 @@ export function computeChecks(e: UnplugEvidence): Check[] {
     checks.push({
       name: 'device-removed',
       ok: problems.length === 0,
-      detail: problems.length === 0 ? `DEVICE_DELETED ${ms} ms after the vanish; gone from the guest's PCI tree and /sys/class/infiniband` : problems.join('; '),
+      detail:
+        problems.length === 0
+          ? `DEVICE_DELETED ${ms} ms after the vanish; gone from the guest's PCI tree and /sys/class/infiniband (${e.goneHow})`
+          : `${problems.join('; ')} (${e.goneHow})`,
     });
   }
 

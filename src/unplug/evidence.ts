@@ -67,6 +67,8 @@ export interface UnplugEvidence {
   /** After the run: the device's PCI function and ib device were gone from the guest. */
   readonly pciGone: boolean | null;
   readonly ibGone: boolean | null;
+  /** How pciGone and ibGone were found out (a guest listing, or inferred from the events). */
+  readonly goneHow: string;
   /** The guest kernel log (console), for warnings. */
   readonly kernelLog: string;
   /** QEMU's -d invalid_mem log lines. */

@@ -18,9 +18,17 @@ import type { MappingEvidence, PfnState, PhysRange, Stamp } from './evidence';
  *   no-device         (a later run with --wait-device 0, by the guest's init) pci_device_present, ib_devices
  */
 export const REPORT_MARK = 'VRNIC-TEST ';
+/**
+ * The guest's /init (qemu-config/image.ts) reports its steps as `VRNIC-INIT {"event":...}`:
+ * boot, module, modules-loaded, test-start, test-exit, dmesg-begin, dmesg-end, poweroff, and
+ * (when it has it) devices {"pci": [...], "ib": [...]} after the program.
+ */
+export const INIT_MARK = 'VRNIC-INIT ';
 const PAGE = 4096n;
 
 export interface ReportLine extends Stamp {
+  /** vrnic-test, or the guest's /init. */
+  readonly source: 'test' | 'init';
   readonly event: string;
   readonly pid: number;
   readonly label: string;
@@ -29,18 +37,25 @@ export interface ReportLine extends Stamp {
 
 /** Parses one console line; null for anything that is not a well-formed report. */
 export function parseReportLine(line: string, atMs: number): ReportLine | null {
-  const at = line.indexOf(REPORT_MARK);
+  let at = line.indexOf(REPORT_MARK);
+  let source: ReportLine['source'] = 'test';
+  let mark = REPORT_MARK;
+  if (at < 0) {
+    at = line.indexOf(INIT_MARK);
+    source = 'init';
+    mark = INIT_MARK;
+  }
   if (at < 0) return null;
   let obj: unknown;
   try {
-    obj = JSON.parse(line.slice(at + REPORT_MARK.length));
+    obj = JSON.parse(line.slice(at + mark.length));
   } catch {
     return null; // a line cut by other console output: the guest is not trusted to be tidy
   }
   if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) return null;
   const f = obj as Record<string, unknown>;
   if (typeof f.event !== 'string') return null;
-  return { event: f.event, pid: typeof f.pid === 'number' ? f.pid : -1, label: typeof f.label === 'string' ? f.label : 'main', fields: f, atMs };
+  return { source, event: f.event, pid: typeof f.pid === 'number' ? f.pid : -1, label: typeof f.label === 'string' ? f.label : 'main', fields: f, atMs };
 }
 
 /** A "0x..." string or a number as the guest prints it; null when it is neither. */
@@ -128,6 +143,11 @@ export class GuestConsole {
     return this.lines.join('\n');
   }
 
+  /** The kernel's lines: the console without the program's and /init's report lines. */
+  kernelLog(): string {
+    return this.lines.filter((l) => !l.includes(REPORT_MARK) && !l.includes(INIT_MARK)).join('\n');
+  }
+
   /**
    * Every watched mapping (by pid and label): where it pointed with the device alive (its
    * `frame` report) and after the removal (the `summary` at the end of the watch, or the last
@@ -137,7 +157,7 @@ export class GuestConsole {
     const key = (r: ReportLine) => `${r.pid}/${r.label}`;
     const byKey = new Map<string, { label: string; frame: ReportLine | null; last: ReportLine | null; summary: ReportLine | null }>();
     for (const r of this.reports) {
-      if (r.event !== 'frame' && r.event !== 'change' && r.event !== 'summary' && r.event !== 'watch-start') continue;
+      if (r.source !== 'test' || (r.event !== 'frame' && r.event !== 'change' && r.event !== 'summary' && r.event !== 'watch-start')) continue;
       const k = key(r);
       let m = byKey.get(k);
       if (!m) byKey.set(k, (m = { label: r.label, frame: null, last: null, summary: null }));

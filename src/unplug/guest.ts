@@ -1,0 +1,40 @@
+// The guest an unplug run boots: the guest kit's image (qemu-config/image.ts) and QEMU command line (args.ts).
+import type { Logger } from 'pino';
+import { qemuArgs } from '../../qemu-config/args';
+import { buildGuestImage, guestAppend, type GuestImage } from '../../qemu-config/image';
+import type { DriverBug } from './evidence';
+
+export interface GuestMachine {
+  readonly image: GuestImage;
+  /** QEMU arguments: guest RAM shareable, vrnic as `deviceId` on a hot-pluggable root port, console on stdio. */
+  qemuArgs(opts: { readonly socketPath: string; readonly deviceId: string }): string[];
+}
+
+export interface PrepareGuestOptions {
+  readonly driverBug: DriverBug;
+  /**
+   * How long vrnic-test keeps its mapping and context while waiting for the device to leave.
+   * Longer than the unplug bound, so a removal that waits for user space shows as one.
+   */
+  readonly watchSeconds?: number;
+  readonly log: Logger;
+}
+
+/** Builds (or reuses, by input hash) the guest image and says how to boot it for one run. */
+export async function prepareGuest(opts: PrepareGuestOptions): Promise<GuestMachine> {
+  const image = await buildGuestImage({ progress: (line) => opts.log.info({ step: line }, 'guest image') });
+  const append = guestAppend({
+    bug: opts.driverBug,
+    scenario: 'single',
+    watchSeconds: opts.watchSeconds ?? 20,
+    waitDeviceSeconds: 60,
+    settleMs: 2000,
+    intervalMs: 20,
+    // The program's exit, the kernel log dump and poweroff follow; nothing to linger for.
+    lingerSeconds: 0,
+  });
+  return {
+    image,
+    qemuArgs: ({ socketPath, deviceId }) => qemuArgs({ kernel: image.kernel, initrd: image.initrd, append, socket: socketPath, deviceId, serial: { kind: 'stdio' } }),
+  };
+}

@@ -1,0 +1,284 @@
+// The unplug scenario end to end: daemon, guest, QEMU, vanish, the guest's report, and the verdict.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { ControlClient } from '../control/client';
+import { controlPathFor } from '../control/server';
+import type { VanishMode } from '../control/protocol';
+import { moduleLogger } from '../log';
+import { flattenPci, QmpClient, type QmpEvent } from '../qmp/client';
+import type { TransportChoice } from '../transports/index';
+import { computeChecks } from './checks';
+import type { DriverBug, PhysRange, UnplugEvidence } from './evidence';
+import { prepareGuest, type GuestMachine } from './guest';
+import { GuestConsole, guestBar2, parseNumber, type ReportLine } from './guest-report';
+import { spawnChild, type Child } from './processes';
+import { timingsFrom, type UnplugReport } from './report';
+
+export interface UnplugTestOptions {
+  readonly mode: VanishMode;
+  readonly driverBug?: DriverBug;
+  /** QEMU >= 10.1 with vfio-user-pci; default $VRNIC_QEMU. */
+  readonly qemu?: string;
+  readonly transport?: TransportChoice;
+  /** Where the run's files go; default a new private directory under the OS temp dir. */
+  readonly workDir?: string;
+  /** Keep the work directory (console, logs) after a PASS too; a FAIL always keeps it. */
+  readonly keep?: boolean;
+  /** Boot to the program's ready line (default 300 s: TCG on a busy 2-core host). */
+  readonly bootTimeoutMs?: number;
+  /** Vanish to the guest's final report (default 90 s). */
+  readonly reportTimeoutMs?: number;
+  readonly log?: Logger;
+}
+
+/** The QEMU device id the runner gives the vfio-user-pci device. */
+export const DEVICE_ID = 'nic0';
+
+const CLI = path.resolve(__dirname, '..', 'cli.js');
+
+class RunError extends Error {}
+
+/**
+ * Runs one unplug scenario and returns its report. Never throws for what the guest or driver
+ * did (that is the verdict); a broken setup (no QEMU, no image, daemon not starting) ends in a
+ * FAIL report with `error` set.
+ */
+export async function runUnplugTest(opts: UnplugTestOptions): Promise<UnplugReport> {
+  const log = opts.log ?? moduleLogger('unplug');
+  const mode = opts.mode;
+  const driverBug = opts.driverBug ?? 'none';
+  const startedAtMs = Date.now();
+  const workDir = opts.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'vrnic-unplug-'));
+  fs.mkdirSync(workDir, { recursive: true, mode: 0o700 });
+  const files = {
+    socket: path.join(workDir, 'vrnic.sock'),
+    qmpRunner: path.join(workDir, 'qmp.sock'),
+    qmpDaemon: path.join(workDir, 'qmp-daemon.sock'),
+    console: path.join(workDir, 'console.log'),
+    invalidMem: path.join(workDir, 'qemu-invalid-mem.log'),
+    qemuLog: path.join(workDir, 'qemu.log'),
+    daemonLog: path.join(workDir, 'daemon.log'),
+  };
+  const artifacts = { workDir, console: files.console, invalidMem: files.invalidMem, daemonLog: files.daemonLog };
+  const guest = new GuestConsole();
+  const consoleOut = fs.createWriteStream(files.console, { mode: 0o600 });
+  const children: Child[] = [];
+  let qmp: QmpClient | null = null;
+  let control: ControlClient | null = null;
+  let readyAtMs: number | null = null;
+  let vanishAtMs: number | null = null;
+  let deviceDelSentAtMs: number | null = null;
+  let deviceDeleted: QmpEvent | null = null;
+  let bars: PhysRange[] = [];
+
+  const fail = (error: string): UnplugReport => {
+    const e = evidence(guest, { mode, driverBug, vanishAtMs: vanishAtMs ?? Date.now(), deviceDelSentAtMs, deviceDeleted, invalidMem: readLines(files.invalidMem), qemuBars: bars });
+    return { verdict: 'FAIL', mode, driverBug, checks: computeChecks(e), timings: timingsFrom(e, startedAtMs, readyAtMs, Date.now()), artifacts, error };
+  };
+
+  try {
+    const qemu = opts.qemu ?? process.env.VRNIC_QEMU;
+    if (!qemu) throw new RunError('no QEMU: set VRNIC_QEMU to a qemu-system-x86_64 >= 10.1 with vfio-user-pci');
+    let machine: GuestMachine;
+    try {
+      machine = await prepareGuest({ driverBug, log });
+    } catch (err) {
+      throw new RunError(`guest image: ${(err as Error).message}`);
+    }
+
+    // The daemon runs as a child: the crash mode kills it with SIGKILL.
+    const daemonArgs = [CLI, 'serve', '--socket', files.socket, '--qmp', files.qmpDaemon, '--log-level', 'info'];
+    if (opts.transport) daemonArgs.push('--transport', opts.transport);
+    const daemon = spawnChild('daemon', process.execPath, daemonArgs, { logFile: files.daemonLog });
+    children.push(daemon);
+    control = await Promise.race([
+      ControlClient.connect(controlPathFor(files.socket), { timeoutMs: 30_000 }),
+      daemon.exited.then(() => {
+        throw new RunError(`the daemon exited before serving; see ${files.daemonLog}`);
+      }),
+    ]);
+    log.info({ socket: files.socket }, 'daemon serving');
+
+    // Two monitors: the daemon's (it issues device_del on orderly/surprise) and ours (events, crash's device_del).
+    const qemuArgs = [
+      ...machine.qemuArgs({ socketPath: files.socket, deviceId: DEVICE_ID }),
+      '-qmp', `unix:${files.qmpRunner},server=on,wait=off`,
+      '-qmp', `unix:${files.qmpDaemon},server=on,wait=off`,
+      '-d', 'invalid_mem', '-D', files.invalidMem,
+    ];
+    fs.writeFileSync(path.join(workDir, 'qemu-cmdline'), [qemu, ...qemuArgs].map((a) => JSON.stringify(a)).join(' ') + '\n');
+    const vm = spawnChild('qemu', qemu, qemuArgs, {
+      logFile: files.qemuLog,
+      onStdoutLine: (line, at) => {
+        consoleOut.write(line + '\n');
+        guest.push(line, at);
+      },
+    });
+    children.push(vm);
+    qmp = await QmpClient.connect(files.qmpRunner, { timeoutMs: 30_000 });
+    qmp.on('event', (e: QmpEvent) => {
+      if (e.event === 'DEVICE_DELETED' && e.data.device === DEVICE_ID && !deviceDeleted) deviceDeleted = e;
+    });
+
+    const vmGone = vm.exited.then(() => null);
+    // Ready: context open, UAR mapped and written; watch-start: the probe loop reads it.
+    const bootMs = opts.bootTimeoutMs ?? 300_000;
+    const failed = guest.wait('exit', bootMs, vmGone);
+    const ready = await Promise.race([guest.wait('ready', bootMs, vmGone), failed.then(() => null)]);
+    const watching = ready ? await Promise.race([guest.wait('watch-start', 30_000, vmGone), failed.then(() => null)]) : null;
+    if (!ready || !watching) {
+      const why = guest.last('error') ?? guest.last('no-device') ?? guest.last('exit');
+      throw new RunError(
+        why
+          ? `the guest program stopped before watching its mapping: ${JSON.stringify(why.fields)}`
+          : vm.hasExited()
+            ? `QEMU exited before the guest program was ready; see ${files.qemuLog} and ${files.console}`
+            : 'the guest program never reported ready (boot timeout)',
+      );
+    }
+    readyAtMs = ready.atMs;
+    bars = await qemuBars(qmp, DEVICE_ID);
+    log.info({ bars: bars.map((b) => `${b.name} 0x${b.start.toString(16)}`) }, 'guest program watching its UAR mapping; vanishing');
+
+    vanishAtMs = Date.now();
+    const ctl = control;
+    if (mode === 'crash') {
+      await ctl.vanish('crash');
+      // The daemon said no goodbye: the platform's removal is ours to ask for.
+      deviceDelSentAtMs = Date.now();
+      await qmp.deviceDel(DEVICE_ID).catch((err: Error) => log.error({ err }, 'device_del failed'));
+    } else {
+      // The daemon issues device_del itself; its reply comes after DEVICE_DELETED (orderly) or
+      // after it stopped serving and QEMU removed the device (surprise).
+      void ctl.vanish(mode).then(
+        (r) => {
+          if (r?.deviceDelSentAtMs) deviceDelSentAtMs = r.deviceDelSentAtMs;
+        },
+        (err: Error) => log.error({ err }, 'vanish request failed'),
+      );
+    }
+
+    // The program's exit, then /init's kernel log dump (warnings are judged on it), then poweroff.
+    const reportMs = opts.reportTimeoutMs ?? 90_000;
+    const exited = await guest.wait('exit', reportMs, vmGone);
+    const dmesg = await guest.wait('dmesg-end', 60_000, vmGone);
+    if (!exited || !dmesg) log.warn({ programExited: exited !== null, kernelLog: dmesg !== null, vmExited: vm.hasExited() }, 'the guest did not finish its report');
+    if (!deviceDeleted) await qmp.waitEvent('DEVICE_DELETED', (ev) => ev.data.device === DEVICE_ID, 5000, vanishAtMs).then((ev) => (deviceDeleted ??= ev), () => undefined);
+    await Promise.race([vm.exited, new Promise((r) => setTimeout(r, 30_000))]);
+    await qmp.quit().catch(() => undefined);
+    await vm.stop(5000);
+    await daemon.stop(3000);
+    const done = exited !== null && dmesg !== null;
+
+    const e = evidence(guest, { mode, driverBug, vanishAtMs, deviceDelSentAtMs, deviceDeleted, invalidMem: readLines(files.invalidMem), qemuBars: bars });
+    const checks = computeChecks(e);
+    const verdict = checks.every((c) => c.ok) ? 'PASS' : 'FAIL';
+    return {
+      verdict,
+      mode,
+      driverBug,
+      checks,
+      timings: timingsFrom(e, startedAtMs, readyAtMs, Date.now()),
+      artifacts,
+      ...(done ? {} : { error: exited ? 'the guest never dumped its kernel log; no-kernel-warnings judged on the console alone' : 'the guest program never exited; checks judged on what it printed' }),
+    };
+  } catch (err) {
+    log.error({ err }, 'unplug run broke');
+    return fail(err instanceof RunError ? err.message : (err as Error).stack ?? String(err));
+  } finally {
+    control?.close();
+    qmp?.close();
+    for (const c of children.reverse()) await c.stop(2000);
+    consoleOut.end();
+  }
+}
+
+function readLines(file: string): string[] {
+  try {
+    return fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.length > 0);
+  } catch {
+    return [];
+  }
+}
+
+interface HostSide {
+  readonly mode: VanishMode;
+  readonly driverBug: DriverBug;
+  readonly vanishAtMs: number;
+  readonly deviceDelSentAtMs: number | null;
+  readonly deviceDeleted: QmpEvent | null;
+  readonly invalidMem: readonly string[];
+  /** The device's memory BARs as QEMU placed them (query-pci before the vanish). */
+  readonly qemuBars: readonly PhysRange[];
+}
+
+/** Turns the guest's report lines and the host's observations into the checks' evidence. */
+export function evidence(g: GuestConsole, h: HostSide): UnplugEvidence {
+  const stamp = (l: ReportLine | null) => (l ? { atMs: l.atMs } : null);
+  const bar2 = guestBar2(g.first('device'));
+  const bars = [...h.qemuBars];
+  if (bar2 && !bars.some((b) => b.start === bar2.start)) bars.push(bar2);
+  const gone = g.first('device-gone');
+  const closed = g.first('closed');
+  const exit = g.first('exit', (r) => r.source === 'test');
+  const signal = g.first('signal');
+  const zapped = g.first('change', (r) => r.fields.frame_before === 'bar' && r.fields.frame !== 'bar');
+  const devices = g.last('devices', (r) => r.source === 'init');
+  const code = exit ? parseNumber(exit.fields.code) : null;
+  return {
+    mode: h.mode,
+    driverBug: h.driverBug,
+    bars,
+    mappings: g.mappings(),
+    programEnd: signal
+      ? { kind: 'signal', signal: String(signal.fields.signal), addr: String(signal.fields.addr) }
+      : code !== null
+        ? { kind: 'exit', code: Number(code) }
+        : { kind: 'unknown' },
+    vanishAtMs: h.vanishAtMs,
+    guestRemoved: gone ? { atMs: gone.atMs, contextOpen: closed === null || closed.atMs > gone.atMs } : null,
+    mappingZapped: stamp(zapped),
+    contextClosed: stamp(closed),
+    deviceDelSent: h.deviceDelSentAtMs !== null ? { atMs: h.deviceDelSentAtMs } : null,
+    deviceDeleted: h.deviceDeleted ? { atMs: h.deviceDeleted.receivedAtMs } : null,
+    ...leftInGuest(devices, gone, h.deviceDeleted),
+    kernelLog: g.kernelLog(),
+    invalidMem: h.invalidMem,
+  };
+}
+
+/**
+ * Whether the device left the guest's PCI tree and /sys/class/infiniband. Read from /init's
+ * `devices` report after the program when the guest kit prints one; otherwise inferred: the
+ * program saw the ib device leave (device-gone), and with q35's ACPI hotplug QEMU only deletes
+ * the device (DEVICE_DELETED) once the guest has removed the function and ejected the slot.
+ */
+function leftInGuest(devices: ReportLine | null, gone: ReportLine | null, deleted: QmpEvent | null): Pick<UnplugEvidence, 'pciGone' | 'ibGone' | 'goneHow'> {
+  if (devices) {
+    const pci = devices.fields.pci;
+    const ib = devices.fields.ib;
+    return {
+      pciGone: Array.isArray(pci) ? !pci.some((d) => d === '0000:01:00.0') : null,
+      ibGone: Array.isArray(ib) ? !ib.some((d) => typeof d === 'string' && d.startsWith('vrnic')) : null,
+      goneHow: "the guest's /init listed its PCI functions and ib devices after the program",
+    };
+  }
+  return {
+    pciGone: deleted ? true : null,
+    ibGone: gone || deleted ? true : null,
+    goneHow: gone
+      ? 'vrnic-test saw /sys/class/infiniband/<dev> go; the PCI function inferred from ACPI eject (DEVICE_DELETED)'
+      : 'inferred from ACPI eject (DEVICE_DELETED): the guest removes the function, and with it the ib device, before it ejects',
+  };
+}
+
+/** The memory BARs of device `id` from query-pci. */
+export async function qemuBars(qmp: QmpClient, id: string): Promise<PhysRange[]> {
+  const dev = flattenPci(await qmp.queryPci()).find((d) => d.qdev_id === id);
+  if (!dev) return [];
+  return dev.regions
+    .filter((r) => r.type === 'memory' && r.address > 0 && r.size > 0)
+    .map((r) => ({ name: `BAR${r.bar}`, start: BigInt(r.address), end: BigInt(r.address) + BigInt(r.size) }));
+}
