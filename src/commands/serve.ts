@@ -1,0 +1,118 @@
+// `vrnic serve`: runs the emulator until SIGTERM/SIGINT.
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { configureLogging, type LogLevel } from '../log';
+import { Daemon } from '../daemon';
+import { defaultSocketPath, SocketPathError } from '../socket-path';
+import type { TransportChoice } from '../transports/index';
+import { loadDeviceConfig, type DeviceConfigResult } from '../device-config';
+import { createNic, TraceFile } from '../../emulator/nic/index';
+import { type Command, UsageError } from './command';
+
+const LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+const TRANSPORTS: readonly TransportChoice[] = ['auto', 'libvfio-user', 'native'];
+
+const help = `Usage: vrnic serve [flags]
+
+Runs the emulated RDMA NIC and serves it over vfio-user until SIGTERM or SIGINT
+(exit 0; the socket is removed). Logs are JSON lines on stderr.
+
+Flags:
+  --socket PATH         vfio-user socket to listen on
+                        (default ${defaultSocketPath()}, in a private directory)
+  --transport T         auto | libvfio-user | native (default auto: libvfio-user
+                        when it loads, else the built-in TypeScript transport)
+  --config FILE         device configuration, JSON (see docs/device.md, "Configuration")
+  --trace FILE          write every register access, admin command, doorbell and
+                        interrupt as ndjson with timestamps to FILE
+  --log-level L         fatal | error | warn | info | debug | trace | silent (default info)
+  --pretty              human-readable logs (default only when stderr is a TTY)
+  --socket-mode MODE    octal file mode of the socket (default 0600)
+  --force               accept a socket directory that others can write to
+  -h, --help            this text
+
+Exit codes: 0 stopped by signal; 1 a host failure; 2 bad flags, a bad config file, or a
+socket path that is taken (live server, or not a socket).`;
+
+function parseMode(text: string): number {
+  if (!/^0?[0-7]{3}$/.test(text)) throw new UsageError(`--socket-mode: '${text}' is not an octal mode like 0600`);
+  return parseInt(text, 8);
+}
+
+export const serveCommand: Command = {
+  name: 'serve',
+  summary: 'run the emulator on a vfio-user socket',
+  help,
+  async run(argv) {
+    let values;
+    try {
+      ({ values } = parseArgs({
+        args: argv,
+        options: {
+          socket: { type: 'string' },
+          transport: { type: 'string', default: 'auto' },
+          config: { type: 'string' },
+          trace: { type: 'string' },
+          'log-level': { type: 'string', default: 'info' },
+          pretty: { type: 'boolean' },
+          'socket-mode': { type: 'string' },
+          force: { type: 'boolean', default: false },
+        },
+        strict: true,
+        allowPositionals: false,
+      }));
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    const level = values['log-level'] as LogLevel;
+    if (!LEVELS.includes(level)) throw new UsageError(`--log-level: '${level}' is not one of ${LEVELS.join(', ')}`);
+    const transport = values.transport as TransportChoice;
+    if (!TRANSPORTS.includes(transport)) throw new UsageError(`--transport: '${transport}' is not one of ${TRANSPORTS.join(', ')}`);
+    const socketMode = values['socket-mode'] !== undefined ? parseMode(values['socket-mode']) : undefined;
+
+    let config: DeviceConfigResult;
+    try {
+      config = loadDeviceConfig(values.config);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    if (values.trace !== undefined) {
+      try {
+        fs.writeFileSync(values.trace, '', { flag: 'a' });
+      } catch (err) {
+        throw new UsageError(`--trace ${values.trace}: cannot write it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      }
+    }
+
+    const log = configureLogging({ level, pretty: values.pretty });
+    const trace = values.trace !== undefined ? new TraceFile(values.trace) : undefined;
+    const device = createNic(config.nic, { log, trace });
+    log.info({ config: config.source }, 'device configured');
+    let daemon: Daemon;
+    try {
+      daemon = await Daemon.start({ socketPath: values.socket, transport, device, socketMode, force: values.force, log: log.child({ module: 'daemon' }) });
+    } catch (err) {
+      device.close();
+      trace?.close();
+      if (err instanceof SocketPathError) throw new UsageError(err.message);
+      throw err;
+    }
+    const code = await new Promise<number>((resolve) => {
+      const onSignal = (signal: NodeJS.Signals) => {
+        log.info({ signal }, 'signal received; stopping');
+        daemon.stop().then(
+          () => resolve(0),
+          (err) => {
+            log.error({ err }, 'stop failed');
+            resolve(1);
+          },
+        );
+      };
+      process.once('SIGTERM', onSignal);
+      process.once('SIGINT', onSignal);
+      daemon.once('stopped', () => resolve(daemon.failure ? 1 : 0));
+    });
+    trace?.close();
+    return code;
+  },
+};

@@ -1,0 +1,203 @@
+// `vrnic serve` as a user runs it: flags, config files, socket paths and signals.
+import test from 'ava';
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+const CLI = path.resolve(__dirname, '../src/cli.js');
+
+interface Run {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+function privateDir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'vrnic-serve-'));
+}
+
+function runCli(args: string[], timeoutMs = 30_000): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`vrnic ${args.join(' ')} did not exit; stderr: ${stderr}`));
+    }, timeoutMs);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+/** Starts `vrnic serve` and resolves once its socket accepts a connection. */
+async function startServe(args: string[], socket: string): Promise<{ child: ChildProcess; stderr: () => string }> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--socket', socket, '--transport', 'native', ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`serve exited ${child.exitCode}: ${stderr}`);
+    if (fs.existsSync(socket)) {
+      const ok = await new Promise<boolean>((resolve) => {
+        const s = net.connect(socket, () => {
+          s.destroy();
+          resolve(true);
+        });
+        s.on('error', () => resolve(false));
+      });
+      if (ok) return { child, stderr: () => stderr };
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`serve never accepted on ${socket}: ${stderr}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function exited(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve({ code: child.exitCode, signal: child.signalCode });
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+}
+
+test('vrnic --help lists serve and the exit codes', async (t) => {
+  const r = await runCli(['--help']);
+  t.is(r.code, 0);
+  t.regex(r.stdout, /serve/);
+  t.regex(r.stdout, /Exit codes/);
+});
+
+test('serve --help documents every flag', async (t) => {
+  const r = await runCli(['serve', '--help']);
+  t.is(r.code, 0);
+  for (const flag of ['--socket', '--transport', '--config', '--trace', '--log-level', '--pretty', '--socket-mode', '--force']) {
+    t.true(r.stdout.includes(flag), `help mentions ${flag}`);
+  }
+});
+
+test('an unknown flag is refused with exit code 2', async (t) => {
+  const r = await runCli(['serve', '--no-such-flag']);
+  t.is(r.code, 2);
+  t.regex(r.stderr, /no-such-flag/);
+});
+
+test('a config file that is not JSON is refused with a clear error and exit code 2', async (t) => {
+  const dir = privateDir();
+  const config = path.join(dir, 'bad.json');
+  fs.writeFileSync(config, '{ "numUars": 16, ');
+  const r = await runCli(['serve', '--socket', path.join(dir, 's.sock'), '--config', config]);
+  t.is(r.code, 2);
+  t.regex(r.stderr, /bad\.json/);
+  t.false(r.stderr.includes('    at '), 'no stack trace for a bad file');
+  t.false(fs.existsSync(path.join(dir, 's.sock')));
+});
+
+test('a config file with a bad value names the field and exits 2', async (t) => {
+  const dir = privateDir();
+  const config = path.join(dir, 'bad-value.json');
+  fs.writeFileSync(config, JSON.stringify({ numUars: 3 }));
+  const r = await runCli(['serve', '--socket', path.join(dir, 's.sock'), '--config', config]);
+  t.is(r.code, 2);
+  t.regex(r.stderr, /numUars: 3 is not a power of two/);
+});
+
+test('a missing config file is refused with exit code 2', async (t) => {
+  const dir = privateDir();
+  const r = await runCli(['serve', '--socket', path.join(dir, 's.sock'), '--config', path.join(dir, 'nope.json')]);
+  t.is(r.code, 2);
+  t.regex(r.stderr, /nope\.json/);
+});
+
+test('serve logs the exact QEMU -device argument that attaches it', async (t) => {
+  const dir = privateDir();
+  const socket = path.join(dir, 'vrnic.sock');
+  const s = await startServe([], socket);
+  s.child.kill('SIGTERM');
+  await exited(s.child);
+  const line = s.stderr().split('\n').find((l) => l.includes('qemuDevice'));
+  t.truthy(line, 'a startup line carries qemuDevice');
+  const rec = JSON.parse(line!);
+  t.is(rec.qemuDevice, `-device '${JSON.stringify({ driver: 'vfio-user-pci', id: 'nic0', bus: 'rp1', socket: { type: 'unix', path: socket } })}'`);
+});
+
+test('SIGTERM stops serve with exit code 0 and removes its socket', async (t) => {
+  const dir = privateDir();
+  const socket = path.join(dir, 'vrnic.sock');
+  const s = await startServe([], socket);
+  s.child.kill('SIGTERM');
+  const { code } = await exited(s.child);
+  t.is(code, 0);
+  t.false(fs.existsSync(socket));
+});
+
+test('a socket held by a live server is refused with a clear error', async (t) => {
+  const dir = privateDir();
+  const socket = path.join(dir, 'vrnic.sock');
+  const first = await startServe([], socket);
+  try {
+    const r = await runCli(['serve', '--socket', socket, '--transport', 'native']);
+    t.is(r.code, 2);
+    t.regex(r.stderr, /live server/);
+    t.true(fs.existsSync(socket), 'the live server keeps its socket');
+  } finally {
+    first.child.kill('SIGTERM');
+    await exited(first.child);
+  }
+});
+
+test('a stale socket left by a dead server is replaced', async (t) => {
+  const dir = privateDir();
+  const socket = path.join(dir, 'vrnic.sock');
+  const first = await startServe([], socket);
+  first.child.kill('SIGKILL');
+  await exited(first.child);
+  t.true(fs.existsSync(socket), 'SIGKILL leaves the socket behind');
+  const second = await startServe([], socket);
+  second.child.kill('SIGTERM');
+  t.is((await exited(second.child)).code, 0);
+});
+
+test('a path that is not a socket is refused and left alone', async (t) => {
+  const dir = privateDir();
+  const file = path.join(dir, 'precious.txt');
+  fs.writeFileSync(file, 'keep me');
+  const r = await runCli(['serve', '--socket', file, '--transport', 'native']);
+  t.is(r.code, 2);
+  t.regex(r.stderr, /not a socket/);
+  t.is(fs.readFileSync(file, 'utf8'), 'keep me');
+});
+
+test('the socket is created with mode 0600 by default', async (t) => {
+  const dir = privateDir();
+  const socket = path.join(dir, 'vrnic.sock');
+  const s = await startServe([], socket);
+  try {
+    t.is(fs.statSync(socket).mode & 0o777, 0o600);
+  } finally {
+    s.child.kill('SIGTERM');
+    await exited(s.child);
+  }
+});
+
+test('a socket directory writable by others is refused unless forced', async (t) => {
+  const dir = privateDir();
+  fs.chmodSync(dir, 0o777);
+  const r = await runCli(['serve', '--socket', path.join(dir, 'vrnic.sock'), '--transport', 'native']);
+  t.is(r.code, 2);
+  t.regex(r.stderr, /writable by others/);
+  const s = await startServe(['--force'], path.join(dir, 'forced.sock'));
+  s.child.kill('SIGTERM');
+  t.is((await exited(s.child)).code, 0);
+});
