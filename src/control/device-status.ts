@@ -2,17 +2,28 @@
 import type { PciDevice } from '../../emulator/framework/device';
 
 /**
- * What a device model may offer (emulator/nic does): `status()` returning its state, the UAR
- * pages handed out and its counters. The framework contract does not require it, so it is read
- * defensively and anything missing shows as null.
+ * What a device model may offer: `status()` returning its state, the UAR pages handed out and
+ * its counters. emulator/nic's Nic says `ready`/`fatal` and `objects.uarPages`; a model may
+ * instead say `state` and `uarPagesInUse`. The framework contract does not require the hook, so
+ * it is read defensively and anything missing shows as null.
  */
 export interface DeviceStatusHook {
   status(): {
     readonly state?: string;
+    readonly ready?: boolean;
+    readonly fatal?: boolean;
     readonly uarPagesInUse?: number;
+    readonly objects?: Readonly<Record<string, number>>;
     readonly counters?: Readonly<Record<string, number | bigint>>;
     readonly [key: string]: unknown;
   };
+}
+
+function stateOf(raw: ReturnType<DeviceStatusHook['status']>): string | null {
+  if (typeof raw.state === 'string') return raw.state;
+  if (raw.fatal === true) return 'fatal';
+  if (typeof raw.ready === 'boolean') return raw.ready ? 'ready' : 'not ready (reset or not enabled)';
+  return null;
 }
 
 export interface DeviceStatusView {
@@ -48,7 +59,9 @@ export function deviceStatus(device: PciDevice): DeviceStatusView {
   } catch (err) {
     return { name: device.name, state: null, uarPagesInUse: null, counters: {}, extra: { statusError: (err as Error).message } };
   }
-  const { state, uarPagesInUse, counters, ...rest } = raw;
+  const { counters, ...rest } = raw;
+  const state = stateOf(raw);
+  const uarPagesInUse = typeof raw.uarPagesInUse === 'number' ? raw.uarPagesInUse : raw.objects?.uarPages;
   const outCounters: Record<string, number> = {};
   if (counters && typeof counters === 'object') {
     for (const [k, v] of Object.entries(counters)) {
@@ -57,7 +70,7 @@ export function deviceStatus(device: PciDevice): DeviceStatusView {
   }
   return {
     name: device.name,
-    state: typeof state === 'string' ? state : null,
+    state,
     uarPagesInUse: typeof uarPagesInUse === 'number' ? uarPagesInUse : null,
     counters: outCounters,
     extra: jsonSafe(rest) as Record<string, unknown>,

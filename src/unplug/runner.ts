@@ -46,6 +46,15 @@ class RunError extends Error {}
  * FAIL report with `error` set.
  */
 export async function runUnplugTest(opts: UnplugTestOptions): Promise<UnplugReport> {
+  const report = await runOnce(opts);
+  if (report.verdict === 'PASS' && !opts.keep && opts.workDir === undefined && report.artifacts.workDir) {
+    fs.rmSync(report.artifacts.workDir, { recursive: true, force: true });
+    return { ...report, artifacts: {} };
+  }
+  return report;
+}
+
+async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
   const log = opts.log ?? moduleLogger('unplug');
   const mode = opts.mode;
   const driverBug = opts.driverBug ?? 'none';
