@@ -89,7 +89,8 @@ export class ConfigSpace {
     b.writeUInt16LE(identity.subsystemVendorId, Cfg.SubsystemVendorId);
     b.writeUInt16LE(identity.subsystemId, Cfg.SubsystemId);
     b.writeUInt8(0x01, Cfg.InterruptPin); // INTA#, matching the INTx count of 1 in IRQ info
-    this.setW(Cfg.Command, 2, CommandBit.Io | CommandBit.Memory | CommandBit.BusMaster | CommandBit.Parity | CommandBit.Serr | CommandBit.IntxDisable);
+    // No I/O BARs, so I/O space enable is hardwired to 0.
+    this.setW(Cfg.Command, 2, CommandBit.Memory | CommandBit.BusMaster | CommandBit.Parity | CommandBit.Serr | CommandBit.IntxDisable);
     this.setW1c(Cfg.Status, 2, 0xf900); // parity, target/master aborts, SERR, parity error
     this.setW(Cfg.CacheLineSize, 1, 0xff);
     this.setW(Cfg.InterruptLine, 1, 0xff);
