@@ -8,6 +8,7 @@ import type { TransportChoice } from '../transports/index';
 import { loadDeviceConfig, type DeviceConfigResult } from '../device-config';
 import { createNic, TraceFile } from '../../emulator/nic/index';
 import { type Command, UsageError } from './command';
+import { startControlServer, type ControlServer } from '../control/server';
 
 const LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 const TRANSPORTS: readonly TransportChoice[] = ['auto', 'libvfio-user', 'native'];
@@ -29,6 +30,9 @@ Flags:
   --pretty              human-readable logs (default only when stderr is a TTY)
   --socket-mode MODE    octal file mode of the socket (default 0600)
   --force               accept a socket directory that others can write to
+  --qmp PATH            QEMU's QMP socket: lets \`vrnic vanish\` ask QEMU to device_del
+                        (orderly, surprise). The control socket is the socket path + .ctl;
+                        SIGUSR1 means \`vrnic vanish --mode surprise\`
   -h, --help            this text
 
 Exit codes: 0 stopped by signal; 1 a host failure; 2 bad flags, a bad config file, or a
@@ -57,6 +61,7 @@ export const serveCommand: Command = {
           pretty: { type: 'boolean' },
           'socket-mode': { type: 'string' },
           force: { type: 'boolean', default: false },
+          qmp: { type: 'string' },
         },
         strict: true,
         allowPositionals: false,
@@ -88,6 +93,15 @@ export const serveCommand: Command = {
     const trace = values.trace !== undefined ? new TraceFile(values.trace) : undefined;
     const device = createNic(config.nic, { log, trace });
     log.info({ config: config.source }, 'device configured');
+    // Handlers go in before the socket exists: a SIGTERM that lands while we start must still stop us cleanly.
+    let signalled: NodeJS.Signals | null = null;
+    let onSignal: (signal: NodeJS.Signals) => void = (signal) => {
+      signalled = signal;
+    };
+    const handler = (signal: NodeJS.Signals) => onSignal(signal);
+    process.once('SIGTERM', handler);
+    process.once('SIGINT', handler);
+
     let daemon: Daemon;
     try {
       daemon = await Daemon.start({ socketPath: values.socket, transport, device, socketMode, force: values.force, log: log.child({ module: 'daemon' }) });
@@ -97,8 +111,18 @@ export const serveCommand: Command = {
       if (err instanceof SocketPathError) throw new UsageError(err.message);
       throw err;
     }
+    let control: ControlServer;
+    try {
+      control = await startControlServer(daemon, { qmpPath: values.qmp, exitAfterVanish: true, force: values.force, log: log.child({ module: 'control' }) });
+    } catch (err) {
+      await daemon.stop();
+      trace?.close();
+      if (err instanceof SocketPathError) throw new UsageError(`control socket: ${err.message}`);
+      throw err;
+    }
+    void control.vanished;
     const code = await new Promise<number>((resolve) => {
-      const onSignal = (signal: NodeJS.Signals) => {
+      onSignal = (signal) => {
         log.info({ signal }, 'signal received; stopping');
         daemon.stop().then(
           () => resolve(0),
@@ -108,9 +132,8 @@ export const serveCommand: Command = {
           },
         );
       };
-      process.once('SIGTERM', onSignal);
-      process.once('SIGINT', onSignal);
       daemon.once('stopped', () => resolve(daemon.failure ? 1 : 0));
+      if (signalled !== null) onSignal(signalled);
     });
     trace?.close();
     return code;
