@@ -227,3 +227,29 @@ qtest('surprise vanish stops serving before it asks QEMU to device_del', async (
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('SIGUSR1 to `vrnic serve` makes the device vanish in surprise mode and the process exits', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vrnic-usr1-'));
+  const sock = path.join(dir, 'v.sock');
+  const cli = path.join(__dirname, '..', 'src', 'cli.js');
+  const proc = spawn(process.execPath, [cli, 'serve', '--socket', sock, '--log-level', 'info'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let log = '';
+  proc.stderr?.on('data', (b: Buffer) => (log += b.toString()));
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  try {
+    const c = await ControlClient.connect(`${sock}.ctl`, { timeoutMs: 30_000 });
+    t.is((await c.status()).state, 'serving');
+    c.close();
+    proc.kill('SIGUSR1');
+    t.is(await exited, 0);
+    t.regex(log, /SIGUSR1/);
+    t.regex(log, /"mode":"surprise"/);
+    t.false(fs.existsSync(sock));
+    t.false(fs.existsSync(`${sock}.ctl`));
+  } finally {
+    proc.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -50,6 +50,8 @@ export interface ControlServerOptions {
   readonly exitAfterVanish?: boolean;
   readonly deviceDeletedTimeoutMs?: number;
   readonly armer?: VanishArmer;
+  /** Accept a socket directory others can write to (as the daemon's --force). */
+  readonly force?: boolean;
   readonly log?: Logger;
 }
 
@@ -90,7 +92,7 @@ export interface ControlServer {
  */
 export async function startControlServer(daemon: Daemon, opts: ControlServerOptions = {}): Promise<ControlServer> {
   const log = opts.log ?? moduleLogger('control');
-  const path = await claimSocketPath(opts.controlPath ?? controlPathFor(daemon.socketPath));
+  const path = await claimSocketPath(opts.controlPath ?? controlPathFor(daemon.socketPath), { force: opts.force });
   const sockets = new Set<net.Socket>();
   let current: VanishState | null = null;
   let armed: { disarm(): void } | null = null;
