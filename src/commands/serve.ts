@@ -113,7 +113,7 @@ export const serveCommand: Command = {
     }
     let control: ControlServer;
     try {
-      control = await startControlServer(daemon, { qmpPath: values.qmp, exitAfterVanish: true, force: values.force, force: values.force, log: log.child({ module: 'control' }) });
+      control = await startControlServer(daemon, { qmpPath: values.qmp, exitAfterVanish: true, force: values.force, log: log.child({ module: 'control' }) });
     } catch (err) {
       await daemon.stop();
       trace?.close();
