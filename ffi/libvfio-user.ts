@@ -302,6 +302,8 @@ export class VfuContext {
   /** Every ffi.Callback given to C for this context, keyed by what it is for; kept until destroy returns. */
   private readonly callbacks = new Map<string, Buffer>();
   private configSize = 0;
+  /** View of libvfio-user's config space; never handed out, only copied from or into. */
+  private config: Buffer | null = null;
   private readonly sg: Buffer;
   private busy = 0;
   private readonly onCallbackError: VfuCallbackErrorReporter;
@@ -393,14 +395,24 @@ export class VfuContext {
     data.copy(this.configView(offset, data.length));
   }
 
+  /** A 16-bit config space register, little-endian (cheap: no FFI call once the view exists). */
+  readConfigWord(offset: number): number {
+    return this.configView(offset, 2).readUInt16LE(0);
+  }
+
   private configView(offset: number, length: number): Buffer {
     if (this.configSize === 0) throw new Error('vfu_pci_init has not been called');
     if (!Number.isInteger(offset) || !Number.isInteger(length) || offset < 0 || length < 0 || offset + length > this.configSize) {
       throw new RangeError(`config space access [${offset}, +${length}) outside ${this.configSize} bytes`);
     }
-    const base = vfu().vfu_pci_get_config_space(this.p());
-    if (ref.isNull(base)) throw new Error('vfu_pci_get_config_space returned NULL');
-    return ref.reinterpret(base, length, offset);
+    if (this.config === null) {
+      // allocated by vfu_pci_init and freed only by vfu_destroy_ctx, which drops this view first
+      const base = vfu().vfu_pci_get_config_space(this.p());
+      if (ref.isNull(base)) throw new Error('vfu_pci_get_config_space returned NULL');
+      this.config = ref.reinterpret(base, this.configSize, 0);
+    }
+    this.p();
+    return this.config.subarray(offset, offset + length);
   }
 
   /** vfu_pci_add_capability: returns the offset the capability was placed at. */
@@ -599,6 +611,7 @@ export class VfuContext {
     } finally {
       this.busy--;
       this.ctx = null;
+      this.config = null;
       // C holds none of them any more
       this.callbacks.clear();
     }

@@ -9,9 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import pino from 'pino';
+import { ConfigSpace } from '../emulator/framework/config-space';
 import {
   DmaError, type DeviceContext, type MemoryBar, type PciDevice, type TrappedBar,
 } from '../emulator/framework/device';
+import { VfioUserClient } from '../src/client/index';
+import { GuestMemory } from '../src/client/guest-memory';
+import { IrqIndex } from '../src/protocol/constants';
 import { SysError } from '../ffi/errors';
 import { pollAsync, POLLIN, SharedMemory } from '../ffi/libc';
 import * as vfu from '../ffi/libvfio-user';
@@ -158,6 +162,13 @@ class Client {
   async write(region: number, offset: number, data: Buffer): Promise<void> {
     const r = await this.call('write', { region, offset, data });
     if (r.errno !== 0) throw new Error(`REGION_WRITE failed with errno ${r.errno}`);
+  }
+
+  /** Connects and turns on memory decoding and bus mastering, as a guest driver's probe does. */
+  async connectEnabled(path: string): Promise<void> {
+    const r = await this.connect(path);
+    if (r.errno !== 0) throw new Error(`VERSION failed with errno ${r.errno}`);
+    await this.write(7, 0x04, Buffer.from([0x06, 0x00]));
   }
 
   async dispose(): Promise<void> {
@@ -417,9 +428,30 @@ withLib('capabilities sit at 0x40 (PM), 0x50 (MSI-X), 0x60 (PCIe endpoint v2) an
   });
 });
 
-withLib('a BAR0 write reaches the device and a read returns what the device holds', async (t) => {
+withLib('power-on config space is the framework model\'s, all 4096 bytes', async (t) => {
   await withTransport(async (_t, device, client, path) => {
     await client.connect(path);
+    const cfg = await client.read(vfu.VFU_PCI_DEV_CFG_REGION_IDX, 0, 4096);
+    const shapes = device.bars.map((b) => ({ index: b.index, size: b.size }));
+    shapes.push({ index: 4, size: 4096 });
+    const model = new ConfigSpace(device.identity, device.capabilities, shapes).powerOnBytes();
+    t.deepEqual(cfg, model);
+  });
+});
+
+withLib('a BAR read while memory decoding is off reads all-ones and never reaches the device', async (t) => {
+  await withTransport(async (_t, device, client, path) => {
+    await client.connect(path);
+    device.registers.writeUInt32LE(0x12345678, 0);
+    t.is((await client.read(0, 0, 4)).readUInt32LE(0), 0xffffffff);
+    await client.write(0, 0, Buffer.from([1, 2, 3, 4]));
+    t.is(device.registers.readUInt32LE(0), 0x12345678);
+  });
+});
+
+withLib('a BAR0 write reaches the device and a read returns what the device holds', async (t) => {
+  await withTransport(async (_t, device, client, path) => {
+    await client.connectEnabled(path);
     await client.write(0, 0x20, Buffer.from([0xde, 0xad, 0xbe, 0xef]));
     t.is(device.registers.readUInt32BE(0x20), 0xdeadbeef);
     device.registers.writeUInt32LE(0x12345678, 0x40);
@@ -429,7 +461,7 @@ withLib('a BAR0 write reaches the device and a read returns what the device hold
 
 withLib('a REGION_READ past the end of BAR0 gets EINVAL and the connection goes on', async (t) => {
   await withTransport(async (transport, _device, client, path) => {
-    await client.connect(path);
+    await client.connectEnabled(path);
     t.is(await client.readErrno(0, 4094, 4), vfu.EINVAL);
     t.is(await client.readErrno(0, 2 ** 40, 4), vfu.EINVAL);
     t.is((await client.read(0, 0, 4)).length, 4);
@@ -439,7 +471,7 @@ withLib('a REGION_READ past the end of BAR0 gets EINVAL and the connection goes 
 
 withLib('a memory BAR read through REGION_READ shows its shared memory, and a write lands in it', async (t) => {
   await withTransport(async (_t, device, client, path) => {
-    await client.connect(path);
+    await client.connectEnabled(path);
     device.memory.buffer.write('doorbell', 0x100);
     t.is((await client.read(2, 0x100, 8)).toString(), 'doorbell');
     await client.write(2, 0x200, Buffer.from('uar'));
@@ -449,7 +481,7 @@ withLib('a memory BAR read through REGION_READ shows its shared memory, and a wr
 
 withLib('the MSI-X BAR reads back a table entry written to it, with every vector masked at power-on', async (t) => {
   await withTransport(async (_t, _device, client, path) => {
-    await client.connect(path);
+    await client.connectEnabled(path);
     t.is((await client.read(4, 16 + 12, 4)).readUInt32LE(0), 1, 'vector 1 masked');
     await client.write(4, 16, Buffer.from([0x00, 0x10, 0xe0, 0xfe]));
     t.is((await client.read(4, 16, 4)).readUInt32LE(0), 0xfee01000);
@@ -507,6 +539,60 @@ withLib('DMA outside every mapped region, or to a region without an fd, rejects 
     await t.throwsAsync(dma.write(0x100000n, Buffer.alloc(4)), { instanceOf: DmaError, message: /no fd/ });
     await t.throwsAsync(dma.read(0x10f000n, 0x2000), { instanceOf: DmaError });
     await t.throwsAsync(dma.read(-1n, 4), { instanceOf: DmaError });
+  });
+});
+
+/** A transport with an in-process VfioUserClient (it sends VERSION before yielding, so attach never waits). */
+async function withFdClient(body: (t: LibvfioUserTransport, device: TinyDevice, client: VfioUserClient) => Promise<void>): Promise<void> {
+  const { dir, path } = socketPath();
+  const device = new TinyDevice();
+  const transport = new LibvfioUserTransport({ socketPath: path, device, log: silent });
+  let client: VfioUserClient | null = null;
+  try {
+    await transport.start();
+    client = await VfioUserClient.connect(path);
+    await client.enableDevice();
+    await body(transport, device, client);
+  } finally {
+    await client?.close();
+    await transport.stop();
+    device.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+withLib('the device DMA-reads and DMA-writes guest memory the client mapped with an fd', async (t) => {
+  await withFdClient(async (transport, device, client) => {
+    const ram = new GuestMemory(64 * 1024, 0x40000000n);
+    try {
+      await client.dmaMap(ram);
+      await until(() => transport.stats().dmaRegions === 1);
+      ram.write(0x40001000n, Buffer.from('completion queue'));
+      const dma = device.ctx!.dma;
+      t.true(dma.isMapped(0x40001000n, 16, true));
+      t.is((await dma.read(0x40001000n, 16)).toString(), 'completion queue');
+      await dma.write(0x4000fff0n, Buffer.from('last 16 bytes!!!'));
+      t.is(ram.read(0x4000fff0n, 16).toString(), 'last 16 bytes!!!');
+      await t.throwsAsync(dma.read(0x4000fff0n, 17), { instanceOf: DmaError }, 'one byte past the region');
+    } finally {
+      await client.dmaUnmap(0n, 0, true);
+      ram.close();
+    }
+  });
+});
+
+withLib('an MSI-X vector reaches the client eventfd once MSI-X is on, and waits in the PBA until then', async (t) => {
+  await withFdClient(async (_transport, device, client) => {
+    await client.setIrqEventfds(IrqIndex.Msix, 0, 4);
+    const irq = device.ctx!.irq;
+    t.false(irq.trigger(2), 'MSI-X is still disabled');
+    t.is((await client.barRead32(4, 0x800)) & 0x4, 0x4, 'vector 2 pending in the PBA');
+    const control = await client.configRead(0x52, 2);
+    await client.configWrite(0x52, control | 0x8000, 2);
+    t.true((await client.waitIrq(IrqIndex.Msix, 2)) >= 1n, 'the pending vector is delivered once MSI-X is enabled');
+    t.true(irq.trigger(3));
+    t.is(await client.waitIrq(IrqIndex.Msix, 3), 1n);
+    t.false(irq.trigger(4), 'no such vector');
   });
 });
 

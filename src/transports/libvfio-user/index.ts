@@ -11,10 +11,14 @@
 // Between clients: when the client goes (vfu_run_ctx fails with ENOTCONN/ESHUTDOWN), libvfio-user
 // has already detached it (vfu_reset_ctx: DMA regions unregistered, eventfds closed, connection
 // closed) and keeps its listening socket, so vfu_attach_ctx accepts the next client on the same
-// context. libvfio-user does not reset config space then, so we write back the snapshot taken
-// after realize: every client starts from power-on config space. dropClient() has no such
+// context. libvfio-user does not reset config space then, so we write the power-on bytes back:
+// every client starts from power-on config space. dropClient() has no such
 // library call to use, so it destroys the context (closing the connection, QEMU sees the server
 // gone) and builds an identical one on the same path.
+//
+// Config space is libvfio-user's (its header and capability handlers serve every access), seeded
+// with the power-on bytes of the framework's model so it starts identical to the native
+// transport's. MSI-X table and PBA are the framework's MsixTable behind a trapped BAR.
 import { chmodSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
@@ -29,9 +33,13 @@ import {
   VfuContext, libvfioUserUnavailable as ffiUnavailable, type DmaRegionInfo, type RegionAccessHandler,
 } from '../../../ffi/libvfio-user';
 import type { Transport, TransportOptions, TransportStats } from '../transport';
-import { capabilityLayout, msixBarSize, PCI_BASE_ADDRESS_0, PCI_REVISION_ID, validateDeclaration } from './capabilities';
+import { ConfigSpace, MSIX_CAP } from '../../../emulator/framework/config-space';
+import { MsixTable } from '../../../emulator/framework/msix';
+import {
+  capabilityLayout, PCI_COMMAND, PCI_COMMAND_MEMORY, PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, PCI_MSIX_FLAGS_MASKALL,
+  validateDeclaration,
+} from './capabilities';
 import { VfuDma } from './dma';
-import { MsixStore } from './msix-store';
 
 /** Requests handled per turn of the event loop before yielding to it. */
 const RUN_BUDGET = 64;
@@ -52,12 +60,15 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
   private readonly vfuLog: Logger;
   private readonly device: PciDevice;
   private readonly dma = new VfuDma();
-  private readonly msix: MsixStore | null;
-  /** Per MSI-X vector: masked through SET_IRQS (the client does the masking). */
+  private readonly msix: MsixTable | null;
+  /** Per MSI-X vector: masked through SET_IRQS. */
   private readonly vectorMasked: Uint8Array;
+  /** The framework model's power-on config space: what every client starts from. */
+  private readonly powerOn: Buffer;
+  /** MSI-X Message Control as last seen, to notice an unmask done through config space. */
+  private msixControl = 0;
 
   private ctx: VfuContext | null = null;
-  private configSnapshot: Buffer | null = null;
   private attached = false;
   /** Bumped whenever the context is replaced, so a poll result for an old fd is ignored. */
   private generation = 0;
@@ -80,14 +91,18 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     this.log = opts.log.child({ transport: 'libvfio-user' });
     this.vfuLog = this.log.child({ lib: 'libvfio-user' });
     const msix = this.device.capabilities.msix;
-    this.msix = msix ? new MsixStore(msix) : null;
+    validateDeclaration(this.device.bars, this.device.capabilities);
+    this.msix = msix ? new MsixTable(msix) : null;
+    if (this.msix) this.msix.onUnmask = () => this.deliverPending();
     this.vectorMasked = new Uint8Array(msix?.vectors ?? 0);
+    const shapes = this.device.bars.map((b) => ({ index: b.index, size: b.size }));
+    if (this.msix) shapes.push({ index: this.msix.decl.bar, size: this.msix.size });
+    this.powerOn = new ConfigSpace(this.device.identity, this.device.capabilities, shapes).powerOnBytes();
   }
 
   async start(): Promise<void> {
     if (this.started) throw new Error('libvfio-user transport already started');
     this.started = true;
-    validateDeclaration(this.device.bars, this.device.capabilities);
     const why = libvfioUserUnavailable();
     if (why !== null) throw new LibraryMissingError(why);
     this.wakeFd = eventfd();
@@ -98,7 +113,6 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       this.wakeFd = -1;
       throw err;
     }
-    this.configSnapshot = this.ctx.readConfigSpace();
     const irq: InterruptSink = { trigger: (vector) => this.trigger(vector) };
     const ctx: DeviceContext = { dma: this.dma, irq, log: this.opts.log.child({ device: this.device.name }) };
     this.device.attach(ctx);
@@ -147,25 +161,16 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       ctx.pciInit(VFU_PCI_TYPE_EXPRESS, PCI_HEADER_TYPE_NORMAL);
       ctx.pciSetId(id.vendorId, id.deviceId, id.subsystemVendorId, id.subsystemId);
       ctx.pciSetClass((id.classCode >> 16) & 0xff, (id.classCode >> 8) & 0xff, id.classCode & 0xff);
-      // vfu_pci_init ignores its revision argument
-      ctx.writeConfigSpace(PCI_REVISION_ID, Buffer.from([id.revision & 0xff]));
 
-      for (const cap of capabilityLayout(device.capabilities)) {
+      for (const cap of capabilityLayout(device.capabilities, this.powerOn)) {
         const at = ctx.pciAddCapability(cap.offset, 0, cap.bytes);
         if (at !== cap.offset) throw new Error(`capability ${cap.name} placed at 0x${at.toString(16)}, wanted 0x${cap.offset.toString(16)}`);
       }
 
       for (const bar of device.bars) this.setupBar(ctx, bar);
-      const msix = device.capabilities.msix;
-      if (msix && this.msix) {
-        const size = msixBarSize(msix);
-        const store = this.msix;
-        ctx.setupRegion(msix.bar, size, this.boundedAccess(`BAR${msix.bar}`, size, (off, data, isWrite) => {
-          if (isWrite) store.write(off, data);
-          else store.read(off, data);
-        }), VFU_REGION_FLAG_RW | VFU_REGION_FLAG_MEM);
-      }
+      if (this.msix) this.setupBar(ctx, this.msix.bar());
 
+      const msix = device.capabilities.msix;
       ctx.setupDeviceNrIrqs(VFU_DEV_INTX_IRQ, 1);
       if (msix) {
         ctx.setupDeviceNrIrqs(VFU_DEV_MSIX_IRQ, msix.vectors);
@@ -178,13 +183,9 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       ctx.setupDeviceResetCb((type) => this.resetRequested(type));
       ctx.realize();
 
-      // vfu_realize_ctx marks every BAR without a memory region as an I/O BAR (value 1); an
-      // absent BAR reads 0 on the native transport and on hardware.
-      const used = new Set<number>(device.bars.map((b) => b.index));
-      if (msix) used.add(msix.bar);
-      for (let i = 0; i < 6; i++) {
-        if (!used.has(i)) ctx.writeConfigSpace(PCI_BASE_ADDRESS_0 + 4 * i, Buffer.alloc(4));
-      }
+      // The model's bytes win over what vfu_realize_ctx wrote (it marks every BAR without a
+      // memory region as an I/O BAR, value 1; the model and hardware read 0 there).
+      ctx.writeConfigSpace(0, this.powerOn);
       chmodSync(this.opts.socketPath, this.opts.socketMode ?? 0o600);
     } catch (err) {
       ctx.destroy();
@@ -196,7 +197,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
   private setupBar(ctx: VfuContext, bar: BarDecl): void {
     const flags = VFU_REGION_FLAG_RW | VFU_REGION_FLAG_MEM;
     if (bar.kind === 'trapped') {
-      ctx.setupRegion(bar.index, bar.size, this.boundedAccess(`BAR${bar.index}`, bar.size, (off, data, isWrite) => {
+      ctx.setupRegion(bar.index, bar.size, this.boundedAccess(ctx, bar.index, bar.size, (off, data, isWrite) => {
         if (isWrite) bar.write(off, data);
         else bar.read(off, data);
       }), flags);
@@ -205,7 +206,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     const memory = bar.memory;
     ctx.setupRegion(
       bar.index, bar.size,
-      this.boundedAccess(`BAR${bar.index}`, bar.size, (off, data, isWrite) => {
+      this.boundedAccess(ctx, bar.index, bar.size, (off, data, isWrite) => {
         const mem = memory.buffer;
         if (isWrite) data.copy(mem, off);
         else mem.copy(data, 0, off, off + data.length);
@@ -215,18 +216,27 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
   }
 
   /** A region access handler that refuses anything outside [0, size) before the device sees it. */
-  private boundedAccess(region: string, size: number, access: (offset: number, data: Buffer, isWrite: boolean) => void): RegionAccessHandler {
+  private boundedAccess(
+    ctx: VfuContext, bar: number, size: number, access: (offset: number, data: Buffer, isWrite: boolean) => void,
+  ): RegionAccessHandler {
+    const region = `BAR${bar}`;
     return (buf, offset, isWrite) => {
       if (offset < 0 || buf.length > size || offset > size - buf.length) {
         this.errors++;
-        this.log.warn({ guestError: true, region, offset, length: buf.length, isWrite }, 'region access outside the BAR');
+        this.log.warn({ guestError: true, bar, offset, length: buf.length, isWrite }, 'region access outside the BAR');
         throw new SysError(`${region} access`, EINVAL);
+      }
+      if ((ctx.readConfigWord(PCI_COMMAND) & PCI_COMMAND_MEMORY) === 0) {
+        // a function with memory decoding off does not claim the access, as on the native transport
+        this.log.warn({ guestError: true, bar, offset, length: buf.length, isWrite }, 'BAR access while memory decoding is disabled');
+        if (!isWrite) buf.fill(0xff);
+        return buf.length;
       }
       try {
         access(offset, buf, isWrite);
       } catch (err) {
         this.errors++;
-        this.log.error({ err, region, offset, length: buf.length, isWrite }, 'device handler threw');
+        this.log.error({ err, bar, offset, length: buf.length, isWrite }, 'device handler threw');
         throw new SysError(`${region} access`, EIO);
       }
       return buf.length;
@@ -252,6 +262,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     const end = Math.min(start + count, this.vectorMasked.length);
     for (let v = start; v < end; v++) this.vectorMasked[v] = mask ? 1 : 0;
     this.log.debug({ start, count, mask }, 'MSI-X vectors masked state');
+    if (!mask) this.deliverPending();
   }
 
   private dmaRegistered(info: DmaRegionInfo): void {
@@ -270,27 +281,63 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     this.log.info({ type }, 'device reset');
     this.msix?.reset();
     this.device.reset();
+    // config space back to power-on, as the native transport does (libvfio-user leaves it alone)
+    this.ctx?.writeConfigSpace(0, this.powerOn);
+    this.msixControl = 0;
   }
 
+  /** InterruptSink.trigger: delivers now, or leaves the vector pending in the PBA while it cannot be. */
   private trigger(vector: number): boolean {
-    if (!Number.isInteger(vector) || vector < 0 || vector >= this.vectorMasked.length) {
+    const msix = this.msix;
+    if (msix === null || !Number.isInteger(vector) || vector < 0 || vector >= msix.decl.vectors) {
       this.irqsDropped++;
       this.log.warn({ vector }, 'interrupt for a vector the device does not have');
       return false;
     }
+    return this.raise(msix, vector);
+  }
+
+  private raise(msix: MsixTable, vector: number): boolean {
     const ctx = this.ctx;
-    if (!this.attached || ctx === null || this.vectorMasked[vector]) {
+    // MSI-X must be enabled in config space: libvfio-user keeps one eventfd per vector index
+    // shared by INTx, MSI and MSI-X, so vfu_irq_trigger(0) with MSI-X off would raise INTx, and
+    // QEMU then traps the mmaped BARs until the guest acknowledges an interrupt nobody handles.
+    if (!this.attached || ctx === null || this.vectorMasked[vector] || !this.msixDeliverable(ctx) || msix.vectorMasked(vector)) {
+      msix.setPending(vector, true);
       this.irqsDropped++;
       return false;
     }
     try {
       ctx.irqTrigger(vector);
+      msix.setPending(vector, false);
       return true;
     } catch (err) {
+      msix.setPending(vector, true);
       this.irqsDropped++;
       if (!(err instanceof SysError && err.errno === ENOENT)) this.log.warn({ err, vector }, 'vfu_irq_trigger failed');
       return false;
     }
+  }
+
+  private msixDeliverable(ctx: VfuContext): boolean {
+    const control = ctx.readConfigWord(MSIX_CAP + PCI_MSIX_FLAGS);
+    return (control & PCI_MSIX_FLAGS_ENABLE) !== 0 && (control & PCI_MSIX_FLAGS_MASKALL) === 0;
+  }
+
+  /** After an unmask anywhere: pending vectors that can now be delivered are. */
+  private deliverPending(): void {
+    const msix = this.msix;
+    if (msix === null) return;
+    for (let v = 0; v < msix.decl.vectors; v++) if (msix.isPending(v)) this.raise(msix, v);
+  }
+
+  /** Notices MSI-X enable / function mask changes made through libvfio-user's config space. */
+  private checkMsixControl(ctx: VfuContext): void {
+    if (this.msix === null || ctx.destroyed) return;
+    const control = ctx.readConfigWord(MSIX_CAP + PCI_MSIX_FLAGS);
+    if (control === this.msixControl) return;
+    this.msixControl = control;
+    if (this.msixDeliverable(ctx)) this.deliverPending();
   }
 
   // ---- the run loop ----
@@ -343,6 +390,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       }
       this.afterLibraryCall();
       if (ctx !== this.ctx || !this.attached) return true;
+      this.checkMsixControl(ctx);
       if (handled === 0) return true;
       this.messages += handled;
     }
@@ -382,9 +430,8 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     this.dmaRegions.clear();
     this.vectorMasked.fill(0);
     this.msix?.reset();
-    if (this.ctx !== null && !this.ctx.destroyed && this.configSnapshot !== null) {
-      this.ctx.writeConfigSpace(0, this.configSnapshot);
-    }
+    this.msixControl = 0;
+    if (this.ctx !== null && !this.ctx.destroyed) this.ctx.writeConfigSpace(0, this.powerOn);
     this.log.info(why);
     this.emit('client', false);
     this.notifyDevice(false);
