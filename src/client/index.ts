@@ -345,7 +345,7 @@ export class VfioUserClient {
   /** Writes a 1-, 2- or 4-byte config register. */
   async configWrite(offset: number, value: number, size: 1 | 2 | 4 = 4): Promise<void> {
     const b = Buffer.alloc(size);
-    b.writeUIntLE(value >>> 0 & (size === 4 ? 0xffffffff : (1 << (size * 8)) - 1), 0, size);
+    b.writeUIntLE(size === 4 ? value >>> 0 : value & ((1 << (size * 8)) - 1), 0, size);
     await this.regionWrite(RegionIndex.Config, offset, b);
   }
 
