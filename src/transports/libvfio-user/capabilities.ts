@@ -1,9 +1,9 @@
 // Where the libvfio-user transport puts capabilities, and the declaration checks it makes before calling C.
 //
 // Config space content comes from the framework's model (emulator/framework/config-space.ts), so
-// both transports show the same power-on bytes: PM at 0x40, MSI-X at 0x50, PCI Express v2
-// endpoint at 0x60, nothing in extended space. The capabilities are still registered with
-// vfu_pci_add_capability at those explicit offsets, so libvfio-user's own handlers serve them.
+// both transports show the same bytes: PM at 0x40, MSI-X at 0x50, PCI Express v2 endpoint at 0x60,
+// nothing in extended space. The capabilities are also registered with vfu_pci_add_capability at
+// those explicit offsets, so libvfio-user's own copy (vfu_pci_get_config_space) agrees.
 import type { BarDecl, CapabilityDecl } from '../../../emulator/framework/device';
 import { MSIX_CAP, PCIE_CAP, PCIE_CAP_SIZE, PM_CAP } from '../../../emulator/framework/config-space';
 
@@ -12,11 +12,6 @@ export const PCI_PM_SIZEOF = 8;
 export const PCI_CAP_MSIX_SIZEOF = 12;
 export const VFIO_USER_PCI_CAP_EXP_SIZEOF = 0x3c;
 
-export const PCI_COMMAND = 0x04;
-export const PCI_COMMAND_MEMORY = 0x2;
-export const PCI_MSIX_FLAGS = 2;
-export const PCI_MSIX_FLAGS_MASKALL = 0x4000;
-export const PCI_MSIX_FLAGS_ENABLE = 0x8000;
 
 /** A capability to register: its offset and its power-on bytes (libvfio-user links the next pointers). */
 export interface CapabilityPlacement {

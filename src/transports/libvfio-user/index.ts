@@ -16,9 +16,14 @@
 // library call to use, so it destroys the context (closing the connection, QEMU sees the server
 // gone) and builds an identical one on the same path.
 //
-// Config space is libvfio-user's (its header and capability handlers serve every access), seeded
-// with the power-on bytes of the framework's model so it starts identical to the native
-// transport's. MSI-X table and PBA are the framework's MsixTable behind a trapped BAR.
+// Config space: the framework's model (emulator/framework/config-space.ts) answers every access,
+// through a config-region callback with VFU_REGION_FLAG_ALWAYS_CB, so the bytes a client sees
+// after any sequence of writes are the native transport's. libvfio-user's own config handling
+// rejects or mishandles ordinary writes (EINVAL for a 4-byte write at 0x00, status writes
+// ignored instead of RW1C, PMCSR replaced whole). Its copy is still seeded (vfu_pci_init,
+// vfu_pci_set_id, vfu_pci_set_class, vfu_pci_add_capability at 0x40/0x50/0x60) and kept equal to
+// the model, for anything that reads it through vfu_pci_get_config_space.
+// MSI-X table and PBA are the framework's MsixTable behind a trapped BAR.
 import { chmodSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
@@ -29,16 +34,14 @@ import {
   ECONNRESET, EINVAL, EIO, ENOENT, ENOTCONN, ESHUTDOWN,
   LIBVFIO_USER_FLAG_ATTACH_NB, LIBVFIO_USER_MAX_DMA_REGIONS, LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_WARNING,
   PCI_HEADER_TYPE_NORMAL, VFU_DEV_ERR_IRQ, VFU_DEV_INTX_IRQ, VFU_DEV_MSIX_IRQ, VFU_DEV_REQ_IRQ,
-  VFU_PCI_TYPE_EXPRESS, VFU_REGION_FLAG_MEM, VFU_REGION_FLAG_RW, VFU_RESET_LOST_CONN,
+  VFU_PCI_DEV_CFG_REGION_IDX, VFU_PCI_TYPE_EXPRESS, VFU_REGION_FLAG_ALWAYS_CB, VFU_REGION_FLAG_MEM, VFU_REGION_FLAG_RW,
+  VFU_RESET_LOST_CONN,
   VfuContext, libvfioUserUnavailable as ffiUnavailable, type DmaRegionInfo, type RegionAccessHandler,
 } from '../../../ffi/libvfio-user';
 import type { Transport, TransportOptions, TransportStats } from '../transport';
-import { ConfigSpace, MSIX_CAP } from '../../../emulator/framework/config-space';
+import { CONFIG_SPACE_SIZE, ConfigSpace } from '../../../emulator/framework/config-space';
 import { MsixTable } from '../../../emulator/framework/msix';
-import {
-  capabilityLayout, PCI_COMMAND, PCI_COMMAND_MEMORY, PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, PCI_MSIX_FLAGS_MASKALL,
-  validateDeclaration,
-} from './capabilities';
+import { capabilityLayout, validateDeclaration } from './capabilities';
 import { VfuDma } from './dma';
 
 /** Requests handled per turn of the event loop before yielding to it. */
@@ -63,10 +66,8 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
   private readonly msix: MsixTable | null;
   /** Per MSI-X vector: masked through SET_IRQS. */
   private readonly vectorMasked: Uint8Array;
-  /** The framework model's power-on config space: what every client starts from. */
-  private readonly powerOn: Buffer;
-  /** MSI-X Message Control as last seen, to notice an unmask done through config space. */
-  private msixControl = 0;
+  /** The framework's config space model: what the client reads and writes. */
+  private readonly config: ConfigSpace;
 
   private ctx: VfuContext | null = null;
   private attached = false;
@@ -97,7 +98,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     this.vectorMasked = new Uint8Array(msix?.vectors ?? 0);
     const shapes = this.device.bars.map((b) => ({ index: b.index, size: b.size }));
     if (this.msix) shapes.push({ index: this.msix.decl.bar, size: this.msix.size });
-    this.powerOn = new ConfigSpace(this.device.identity, this.device.capabilities, shapes).powerOnBytes();
+    this.config = new ConfigSpace(this.device.identity, this.device.capabilities, shapes);
   }
 
   async start(): Promise<void> {
@@ -162,11 +163,14 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       ctx.pciSetId(id.vendorId, id.deviceId, id.subsystemVendorId, id.subsystemId);
       ctx.pciSetClass((id.classCode >> 16) & 0xff, (id.classCode >> 8) & 0xff, id.classCode & 0xff);
 
-      for (const cap of capabilityLayout(device.capabilities, this.powerOn)) {
+      const powerOn = this.config.powerOnBytes();
+      for (const cap of capabilityLayout(device.capabilities, powerOn)) {
         const at = ctx.pciAddCapability(cap.offset, 0, cap.bytes);
         if (at !== cap.offset) throw new Error(`capability ${cap.name} placed at 0x${at.toString(16)}, wanted 0x${cap.offset.toString(16)}`);
       }
 
+      ctx.setupRegion(VFU_PCI_DEV_CFG_REGION_IDX, CONFIG_SPACE_SIZE, (buf, offset, isWrite) => this.configAccess(ctx, buf, offset, isWrite),
+        VFU_REGION_FLAG_RW | VFU_REGION_FLAG_ALWAYS_CB);
       for (const bar of device.bars) this.setupBar(ctx, bar);
       if (this.msix) this.setupBar(ctx, this.msix.bar());
 
@@ -183,9 +187,9 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       ctx.setupDeviceResetCb((type) => this.resetRequested(type));
       ctx.realize();
 
-      // The model's bytes win over what vfu_realize_ctx wrote (it marks every BAR without a
-      // memory region as an I/O BAR, value 1; the model and hardware read 0 there).
-      ctx.writeConfigSpace(0, this.powerOn);
+      // libvfio-user's copy follows the model (vfu_realize_ctx marks every BAR without a memory
+      // region as an I/O BAR, value 1, where the model and hardware read 0)
+      ctx.writeConfigSpace(0, this.config.snapshot());
       chmodSync(this.opts.socketPath, this.opts.socketMode ?? 0o600);
     } catch (err) {
       ctx.destroy();
@@ -226,7 +230,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
         this.log.warn({ guestError: true, bar, offset, length: buf.length, isWrite }, 'region access outside the BAR');
         throw new SysError(`${region} access`, EINVAL);
       }
-      if ((ctx.readConfigWord(PCI_COMMAND) & PCI_COMMAND_MEMORY) === 0) {
+      if (!this.config.memoryEnabled) {
         // a function with memory decoding off does not claim the access, as on the native transport
         this.log.warn({ guestError: true, bar, offset, length: buf.length, isWrite }, 'BAR access while memory decoding is disabled');
         if (!isWrite) buf.fill(0xff);
@@ -281,9 +285,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     this.log.info({ type }, 'device reset');
     this.msix?.reset();
     this.device.reset();
-    // config space back to power-on, as the native transport does (libvfio-user leaves it alone)
-    this.ctx?.writeConfigSpace(0, this.powerOn);
-    this.msixControl = 0;
+    this.resetConfig();
   }
 
   /** InterruptSink.trigger: delivers now, or leaves the vector pending in the PBA while it cannot be. */
@@ -302,7 +304,8 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     // MSI-X must be enabled in config space: libvfio-user keeps one eventfd per vector index
     // shared by INTx, MSI and MSI-X, so vfu_irq_trigger(0) with MSI-X off would raise INTx, and
     // QEMU then traps the mmaped BARs until the guest acknowledges an interrupt nobody handles.
-    if (!this.attached || ctx === null || this.vectorMasked[vector] || !this.msixDeliverable(ctx) || msix.vectorMasked(vector)) {
+    const cfg = this.config;
+    if (!this.attached || ctx === null || this.vectorMasked[vector] || !cfg.msixEnabled || cfg.msixFunctionMasked || msix.vectorMasked(vector)) {
       msix.setPending(vector, true);
       this.irqsDropped++;
       return false;
@@ -319,11 +322,6 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     }
   }
 
-  private msixDeliverable(ctx: VfuContext): boolean {
-    const control = ctx.readConfigWord(MSIX_CAP + PCI_MSIX_FLAGS);
-    return (control & PCI_MSIX_FLAGS_ENABLE) !== 0 && (control & PCI_MSIX_FLAGS_MASKALL) === 0;
-  }
-
   /** After an unmask anywhere: pending vectors that can now be delivered are. */
   private deliverPending(): void {
     const msix = this.msix;
@@ -331,13 +329,29 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     for (let v = 0; v < msix.decl.vectors; v++) if (msix.isPending(v)) this.raise(msix, v);
   }
 
-  /** Notices MSI-X enable / function mask changes made through libvfio-user's config space. */
-  private checkMsixControl(ctx: VfuContext): void {
-    if (this.msix === null || ctx.destroyed) return;
-    const control = ctx.readConfigWord(MSIX_CAP + PCI_MSIX_FLAGS);
-    if (control === this.msixControl) return;
-    this.msixControl = control;
-    if (this.msixDeliverable(ctx)) this.deliverPending();
+  /** Config region callback: the model answers; libvfio-user's copy follows each write. */
+  private configAccess(ctx: VfuContext, buf: Buffer, offset: number, isWrite: boolean): number {
+    if (offset < 0 || buf.length > CONFIG_SPACE_SIZE || offset > CONFIG_SPACE_SIZE - buf.length) {
+      this.errors++;
+      this.log.warn({ guestError: true, offset, length: buf.length, isWrite }, 'config space access outside 4096 bytes');
+      throw new SysError('config space access', EINVAL);
+    }
+    if (!isWrite) {
+      this.config.read(offset, buf);
+      return buf.length;
+    }
+    const effect = this.config.write(offset, buf);
+    const now = Buffer.alloc(buf.length);
+    this.config.read(offset, now);
+    ctx.writeConfigSpace(offset, now);
+    if (effect.msixControlChanged) this.deliverPending();
+    return buf.length;
+  }
+
+  /** Config space back to power-on (device reset, a new client), in the model and in libvfio-user's copy. */
+  private resetConfig(): void {
+    this.config.reset();
+    if (this.ctx !== null && !this.ctx.destroyed) this.ctx.writeConfigSpace(0, this.config.snapshot());
   }
 
   // ---- the run loop ----
@@ -390,7 +404,6 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       }
       this.afterLibraryCall();
       if (ctx !== this.ctx || !this.attached) return true;
-      this.checkMsixControl(ctx);
       if (handled === 0) return true;
       this.messages += handled;
     }
@@ -430,8 +443,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     this.dmaRegions.clear();
     this.vectorMasked.fill(0);
     this.msix?.reset();
-    this.msixControl = 0;
-    if (this.ctx !== null && !this.ctx.destroyed) this.ctx.writeConfigSpace(0, this.powerOn);
+    this.resetConfig();
     this.log.info(why);
     this.emit('client', false);
     this.notifyDevice(false);
