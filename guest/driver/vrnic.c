@@ -15,7 +15,6 @@
 #include <linux/mm.h>
 #include <linux/slab.h>
 #include <rdma/ib_verbs.h>
-#include <rdma/ib_mad.h>
 
 #include "vrnic-hw.h"
 #include "vrnic-abi.h"
@@ -494,8 +493,12 @@ static int vrnic_get_port_immutable(struct ib_device *ibdev, u32 port,
 		return -EINVAL;
 	immutable->pkey_tbl_len = 1;
 	immutable->gid_tbl_len = 1;
-	immutable->core_cap_flags = RDMA_CORE_PORT_IBA_IB;
-	immutable->max_mad_size = IB_MGMT_MAD_SIZE;
+	/*
+	 * InfiniBand protocol without MAD/SMI/CM/SA: the device has no QP0/QP1, so the core's MAD
+	 * layer must not try to open the port (it would need a DMA MR we cannot give).
+	 */
+	immutable->core_cap_flags = RDMA_CORE_CAP_PROT_IB;
+	immutable->max_mad_size = 0;
 	return 0;
 }
 

@@ -1,0 +1,131 @@
+// The guest kit against the real emulator: QEMU >= 10.1 (VRNIC_QEMU) attaches `vrnic serve`'s device to the guest.
+import test from 'ava';
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { bootGuest, type BootResult } from '../qemu-config/boot';
+import { guestEvents, kernelProblems, type GuestEvent } from '../qemu-config/guest-log';
+import { buildGuestImage, guestAppend } from '../qemu-config/image';
+import { requireVfioUserQemu } from '../qemu-config/qemu';
+
+const CLI = path.resolve(__dirname, '..', 'src', 'cli.js');
+const qemuPath = process.env.VRNIC_QEMU;
+if (!qemuPath) console.log('guest-e2e tests skipped: VRNIC_QEMU is not set (needs QEMU >= 10.1 with vfio-user-pci)');
+const maybe = qemuPath ? test : test.skip;
+
+interface Run {
+  readonly dir: string;
+  readonly boot: BootResult;
+  readonly events: GuestEvent[];
+  readonly trace: Record<string, unknown>[];
+  readonly serveLog: string;
+}
+
+/** Starts `vrnic serve` and resolves once it says it is serving (no probe connection: that would be a client). */
+async function startServe(socket: string, trace: string): Promise<{ child: ChildProcess; log: () => string }> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--socket', socket, '--trace', trace, '--log-level', 'info'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let log = '';
+  child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+  const deadline = Date.now() + 30_000;
+  while (!(fs.existsSync(socket) && /"msg":"serving/.test(log))) {
+    if (child.exitCode !== null) throw new Error(`vrnic serve exited ${child.exitCode}: ${log}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`vrnic serve did not start serving on ${socket}: ${log}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { child, log: () => log };
+}
+
+let shared: Promise<Run> | undefined;
+function run(): Promise<Run> {
+  shared ??= (async () => {
+    const qemu = await requireVfioUserQemu();
+    const image = await buildGuestImage({ progress: (l) => console.log(l) });
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vrnic-e2e-'));
+    const socket = path.join(dir, 'vrnic.sock');
+    const tracePath = path.join(dir, 'trace.ndjson');
+    const serve = await startServe(socket, tracePath);
+    let boot: BootResult;
+    try {
+      boot = await bootGuest({
+        qemu: qemu.binary,
+        kernel: image.kernel,
+        initrd: image.initrd,
+        // loglevel 7: the driver's probe lines reach the console as they happen, not only in the final dump.
+        append: guestAppend({ loglevel: 7, watchSeconds: 1 }),
+        socket,
+        qmp: path.join(dir, 'qmp.sock'),
+        logItems: ['invalid_mem'],
+        logFile: path.join(dir, 'qemu.log'),
+        consoleFile: path.join(dir, 'console.log'),
+        timeoutMs: 240_000,
+      });
+    } finally {
+      serve.child.kill('SIGTERM');
+      await new Promise((r) => (serve.child.exitCode !== null ? r(null) : serve.child.once('exit', r)));
+    }
+    const trace = fs
+      .readFileSync(tracePath, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    console.log(`guest-e2e artifacts in ${dir} (QEMU ran ${(boot.elapsedMs / 1000).toFixed(1)} s)`);
+    return { dir, boot, events: guestEvents(boot.console), trace, serveLog: serve.log() };
+  })();
+  return shared;
+}
+
+function testEvent(r: Run, event: string, label?: string): GuestEvent | undefined {
+  return r.events.find((e) => e.source === 'test' && e.event === event && (label === undefined || e.fields.label === label));
+}
+
+maybe('the driver probes the vrnic device and uverbs0 appears for vrnic0', async (t) => {
+  t.timeout(600_000);
+  const r = await run();
+  t.false(r.boot.timedOut);
+  t.regex(r.boot.console, /vrnic 0000:01:00\.0: vrnic0: version 0x00010000, 16 UAR pages at 0x[0-9a-f]+, 4 vectors, bug=none/);
+  const loaded = r.events.find((e) => e.source === 'init' && e.event === 'modules-loaded');
+  t.regex(String(loaded?.fields.uverbs), /\buverbs0\b/);
+  t.regex(String(loaded?.fields.ib), /\bvrnic0\b/);
+});
+
+maybe('the test program gets a context and its UAR mapping points into BAR2', async (t) => {
+  t.timeout(600_000);
+  const r = await run();
+  const ctx = testEvent(r, 'context');
+  t.truthy(ctx, 'no context report');
+  t.is(ctx?.fields.num_uars, 1);
+  t.is(ctx?.fields.uar_page_size, 4096);
+  const bar2 = (ctx?.fields.bar2 as string[]).map((s) => BigInt(s));
+  const frame = testEvent(r, 'frame', 'uar0');
+  t.is(frame?.fields.frame, 'bar');
+  const phys = BigInt(String(frame?.fields.pfn)) * 4096n;
+  t.is(phys, bar2[0] + BigInt(Number(ctx?.fields.uar_index)) * 4096n);
+  t.is(testEvent(r, 'doorbells', 'uar0')?.fields.scratch_read_back_ok, true);
+  t.is(r.events.find((e) => e.source === 'init' && e.event === 'test-exit')?.fields.code, 0);
+});
+
+maybe("the emulator sees the guest's doorbell writes on the context's UAR page", async (t) => {
+  t.timeout(600_000);
+  const r = await run();
+  const ctx = testEvent(r, 'context');
+  const count = Number(testEvent(r, 'doorbells', 'uar0')?.fields.count);
+  // vrnic-test writes qpn 1 << 16 | i for i = 1..count at 0x000 (and the same at 0x008).
+  const written = new Set(Array.from({ length: count }, (_, i) => (0x10000 | (i + 1)) >>> 0));
+  const seen = r.trace.filter((rec) => rec.kind === 'doorbell' && rec.uar === ctx?.fields.uar_index && rec.offset === '0x0');
+  t.true(seen.length > 0, 'no doorbell in the trace');
+  t.true(seen.every((rec) => written.has(Number(rec.value))), JSON.stringify(seen));
+});
+
+maybe('the guest kernel log stays clean through probe, context and teardown', async (t) => {
+  t.timeout(600_000);
+  const r = await run();
+  t.deepEqual(kernelProblems(r.boot.console), []);
+  t.notRegex(r.boot.console, /vrnic [0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]: .*(timed out|failed)|Couldn't/);
+  t.true(r.boot.console.includes('VRNIC-INIT {"event":"poweroff"}'));
+});
