@@ -149,6 +149,7 @@ export class VfioUserClient {
   private readonly dmaRegions: ClientDmaRegion[] = [];
   private readonly irqs = new Map<string, IrqSlot>();
   private closedReason: string | null = null;
+  private released = false;
   private loopDone: Promise<void> = Promise.resolve();
   private readonly timeoutMs: number;
   private disconnectedResolve!: (reason: string) => void;
@@ -527,7 +528,13 @@ export class VfioUserClient {
           reqs.push({ fd: s.fd, events: POLLIN });
         }
       }
-      const rev = await pollAsync(reqs, -1);
+      let rev: number[];
+      try {
+        rev = await pollAsync(reqs, -1);
+      } catch (err) {
+        this.shutdown(`poll failed: ${(err as Error).message}`);
+        return;
+      }
       if (this.closedReason !== null) return;
       if (rev[0]) eventfdConsume(this.wakeFd);
       slots.forEach((s, i) => {
@@ -643,6 +650,8 @@ export class VfioUserClient {
    * Guest memory objects belong to the caller.
    */
   async close(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
     this.shutdown('closed by the client');
     await this.loopDone;
     this.stream.sock.free();
