@@ -99,8 +99,9 @@ export class DoorbellPoller {
   private schedule(): void {
     if (!this.running) return;
     if (performance.now() - this.lastActivity < this.busyWindowMs) {
+      // Not unref'd: an unref'd immediate does not stop libuv from blocking in its poll phase,
+      // so the "busy" poll would only run when some other event woke the loop.
       this.immediate = setImmediate(this.tick);
-      this.immediate.unref();
       return;
     }
     this.timer = setTimeout(this.tick, this.sleepMs);
