@@ -180,6 +180,8 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
     await vm.stop(5000);
     await daemon.stop(3000);
     const done = exited !== null && dmesg !== null;
+    const vmEnd = await vm.exited;
+    const qemuAbort = vmEnd.signal !== null && vmEnd.signal !== 'SIGTERM' && vmEnd.signal !== 'SIGKILL' ? qemuDiagnosis(files.qemuLog, vmEnd.signal) : null;
 
     const e = evidence(guest, { mode, driverBug, vanishAtMs, deviceDelSentAtMs, deviceDeleted, invalidMem: readLines(files.invalidMem), qemuBars: bars });
     const checks = computeChecks(e);
@@ -191,7 +193,7 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
       checks,
       timings: timingsFrom(e, startedAtMs, readyAtMs, Date.now()),
       artifacts,
-      ...(done ? {} : { error: exited ? 'the guest never dumped its kernel log; no-kernel-warnings judged on the console alone' : 'the guest program never exited; checks judged on what it printed' }),
+      ...(qemuAbort ? { error: qemuAbort } : done ? {} : { error: exited ? 'the guest never dumped its kernel log; no-kernel-warnings judged on the console alone' : 'the guest program never exited; checks judged on what it printed' }),
     };
   } catch (err) {
     log.error({ err }, 'unplug run broke');
@@ -202,6 +204,18 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
     for (const c of children.reverse()) await c.stop(2000);
     consoleOut.end();
   }
+}
+
+/**
+ * QEMU died by a signal of its own (an assertion's SIGABRT): say so with its last words. QEMU
+ * 10.1's vfio-user-pci aborts on hot-unplug of any device with MSI-X
+ * (vfio_user_msix_teardown: "memory_region_del_subregion: Assertion `subregion->container == mr'"),
+ * before it sends DEVICE_DELETED; the guest has removed the device by then.
+ */
+function qemuDiagnosis(logFile: string, signal: NodeJS.Signals): string {
+  const last = readLines(logFile).filter((l) => /Assertion|abort|error/i.test(l)).slice(-1)[0];
+  const known = last?.includes('memory_region_del_subregion') ? ' (QEMU vfio-user-pci bug on hot-unplug with MSI-X: see docs/unplug.md)' : '';
+  return `QEMU died by ${signal} during the run${last ? `: ${last.trim()}` : ''}${known}`;
 }
 
 function readLines(file: string): string[] {
