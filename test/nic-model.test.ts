@@ -162,3 +162,61 @@ for (const [title, body] of NIC_CASES) {
     }
   });
 }
+
+test('with the ACQ full the device waits for ACQ_HEAD instead of overwriting completions', async (t) => {
+  const nic = createNic({});
+  const { access, heap } = localAccess(nic);
+  const drv = new TestDriver(access, heap, 16, 2, 16);
+  try {
+    await drv.bringUp();
+    for (let i = 0; i < 3; i++) drv.dev.memWrite(drv.asq + BigInt(64 * i), command(OP.CREATE_PD, 100 + i));
+    await access.writeReg(Reg.AsqTail, 3);
+    await until(() => nic.admin.acqTail === 2, 'two completions');
+    // The third waits: ASQ_HEAD stays at 2 until the driver frees an ACQ slot.
+    t.is(await access.readReg(Reg.AsqHead), 2);
+    t.is(await access.readReg(Reg.AcqTail), 2);
+    await access.writeReg(Reg.AcqHead, 1);
+    // Second pass over the 2-entry ring: slot 0 again, phase 0.
+    await until(() => (drv.dev.memRead(drv.acq + 6n, 2).readUInt16LE(0) & 1) === 0, 'the third completion');
+    t.is(drv.dev.memRead(drv.acq, 16).readUInt32LE(0), 102);
+    t.is(nic.status().objects.pds, 3);
+  } finally {
+    nic.close();
+  }
+});
+
+test('a completion on a full CQ puts the CQ in error and posts CQ_ERROR', async (t) => {
+  const { nic, drv } = setup();
+  try {
+    await drv.bringUp();
+    t.is((await drv.nextEvent()).type, 1);
+    const uar = await drv.allocUar();
+    const pd = await drv.createPd();
+    const cq = await drv.createCq(uar, 2);
+    const qp = await drv.createQp(pd, cq);
+    for (const s of [1, 2, 3]) await drv.modifyQp(qp.qpn, s);
+    for (let i = 0; i < 3; i++) drv.postNop(qp, i, BigInt(i));
+    drv.ringSq(qp, 3);
+    t.deepEqual(await drv.nextEvent(), { type: 3, data0: cq.cqn, data1: 1 });
+    t.not(drv.cqe(cq, 1), null);
+  } finally {
+    nic.close();
+  }
+});
+
+test('an SQ doorbell claiming more WQEs than the SQ holds moves the QP to ERR with QP_FATAL', async (t) => {
+  const { nic, drv } = setup();
+  try {
+    await drv.bringUp();
+    await drv.nextEvent();
+    const uar = await drv.allocUar();
+    const pd = await drv.createPd();
+    const cq = await drv.createCq(uar);
+    const qp = await drv.createQp(pd, cq, 16);
+    drv.ringSq(qp, 17);
+    t.deepEqual(await drv.nextEvent(), { type: 4, data0: qp.qpn, data1: 2 });
+    t.is(nic.objects.qps.get(qp.qpn)?.state, 6);
+  } finally {
+    nic.close();
+  }
+});
