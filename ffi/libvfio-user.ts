@@ -115,6 +115,10 @@ const VFU_DMA_INFO_PROT = 48;
 // ---- the library ----
 
 type Ptr = Buffer;
+/** A foreign function that can also run on libuv's threadpool (ffi-napi's .async). */
+type AsyncCapable<F extends (...args: never[]) => unknown> = F & {
+  async(...args: [...Parameters<F>, (err: unknown, value: ReturnType<F>) => void]): void;
+};
 /** uint64 arguments accept a number or a decimal string (for values past 2^53). */
 type U64 = number | string;
 
@@ -136,7 +140,7 @@ interface VfuLib {
   vfu_setup_device_dma(ctx: Ptr, maxRegions: U64, reg: Ptr | null, unreg: Ptr | null): number;
   vfu_setup_device_reset_cb(ctx: Ptr, cb: Ptr): number;
   vfu_realize_ctx(ctx: Ptr): number;
-  vfu_attach_ctx(ctx: Ptr): number;
+  vfu_attach_ctx: AsyncCapable<(ctx: Ptr) => number>;
   vfu_get_poll_fd(ctx: Ptr): number;
   vfu_run_ctx(ctx: Ptr): number;
   vfu_irq_trigger(ctx: Ptr, subindex: number): number;
@@ -541,6 +545,26 @@ export class VfuContext {
     const e = lastErrno();
     if (e === EAGAIN || e === EINTR) return false;
     throw new SysError('vfu_attach_ctx', e);
+  }
+
+  /**
+   * vfu_attach_ctx on a libuv worker thread: accept plus VERSION negotiation, whose recv blocks
+   * until the client speaks, never hold the main thread. Resolves true once a client is attached,
+   * false otherwise (no client waiting, or negotiation failed: libvfio-user logs why; errno is
+   * not carried back from the worker). libvfio-user's log callback may run meanwhile; ffi-napi
+   * hands it to the main thread. No other call on this context may be made until it settles.
+   */
+  attachAsync(): Promise<boolean> {
+    const l = vfu();
+    const ctx = this.p();
+    this.busy++;
+    return new Promise((resolve, reject) => {
+      l.vfu_attach_ctx.async(ctx, (err: unknown, ret: number) => {
+        this.busy--;
+        if (err) reject(err instanceof Error ? err : new Error(String(err)));
+        else resolve(ret === 0);
+      });
+    });
   }
 
   /** vfu_get_poll_fd: the listening socket before attach, the client connection after. */

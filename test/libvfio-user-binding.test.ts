@@ -1,10 +1,12 @@
 // The libvfio-user bindings and transport against the real library, driven by a real vfio-user client.
 //
-// The client runs in a worker thread: vfu_attach_ctx negotiates with a blocking recv on the main
-// thread, so a client on the main thread could never send its VERSION message.
+// The binding-level tests call vfu_attach_ctx synchronously, which reads the client's VERSION with
+// a blocking recv on the main thread; their client therefore runs in a worker thread. The
+// transport attaches on a libuv worker, so VfioUserClient can also share its thread.
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -193,7 +195,7 @@ class TinyDevice implements PciDevice {
   readonly capabilities = { pm: true, pcie: true, msix: { vectors: 4, bar: 4 as const, tableOffset: 0, pbaOffset: 0x800 } };
   readonly registers = Buffer.alloc(4096);
   readonly memory = new SharedMemory('tiny-bar2', 4096);
-  readonly bars: readonly (TrappedBar | MemoryBar)[];
+  readonly bars: (TrappedBar | MemoryBar)[];
   ctx: DeviceContext | null = null;
   resets = 0;
   readonly clientEvents: boolean[] = [];
@@ -528,6 +530,39 @@ withLib('dropClient closes the connection at once and the transport keeps listen
   });
 });
 
+withLib('dropClient from inside a BAR write handler ends the connection after that request', async (t) => {
+  await withTransport(async (transport, device, client, path) => {
+    await client.connectEnabled(path);
+    const bar0 = device.bars[0] as TrappedBar;
+    const write = bar0.write;
+    (bar0 as { write: TrappedBar['write'] }).write = (off, data) => {
+      write(off, data);
+      if (off === 0x80) transport.dropClient();
+    };
+    await client.call('write', { region: 0, offset: 0x80, data: Buffer.from([1, 0, 0, 0]) });
+    await client.call('waitClosed');
+    await until(() => !transport.stats().clientConnected);
+    t.is(device.registers[0x80], 1);
+    t.deepEqual(device.clientEvents, [true, false]);
+    t.is((await client.connect(path)).errno, 0, 'the next client attaches');
+  });
+});
+
+withLib('a client that connects and never sends VERSION is let go, and the next client is served', async (t) => {
+  await withTransport(async (transport, _device, client, path) => {
+    const silentClient = await new Promise<import('node:net').Socket>((resolve, reject) => {
+      const sock = connect(path, () => resolve(sock));
+      sock.once('error', reject);
+    });
+    const closed = new Promise<void>((resolve) => silentClient.once('close', () => resolve()));
+    silentClient.on('error', () => {});
+    await closed; // libvfio-user gave up on negotiation after the receive timeout and closed it
+    t.is(transport.stats().clients, 0);
+    t.is((await client.connect(path)).errno, 0);
+    t.is(transport.stats().clients, 1);
+  });
+});
+
 withLib('DMA outside every mapped region, or to a region without an fd, rejects with DmaError', async (t) => {
   await withTransport(async (transport, device, client, path) => {
     await client.connect(path);
@@ -542,7 +577,7 @@ withLib('DMA outside every mapped region, or to a region without an fd, rejects 
   });
 });
 
-/** A transport with an in-process VfioUserClient (it sends VERSION before yielding, so attach never waits). */
+/** A transport with an in-process VfioUserClient (fd passing, eventfds), on the test's own thread. */
 async function withFdClient(body: (t: LibvfioUserTransport, device: TinyDevice, client: VfioUserClient) => Promise<void>): Promise<void> {
   const { dir, path } = socketPath();
   const device = new TinyDevice();

@@ -2,8 +2,10 @@
 //
 // Run loop (see docs/architecture.md, "Run loop"): the context is created with
 // LIBVFIO_USER_FLAG_ATTACH_NB. While no client is attached we wait with pollAsync (poll(2) on a
-// libuv worker thread) for the listening socket or the wake-up eventfd, then retry
-// vfu_attach_ctx. Once attached we call vfu_run_ctx on the main thread until it has nothing left
+// libuv worker thread) for the listening socket or the wake-up eventfd, then run vfu_attach_ctx
+// on a libuv worker too: it accepts and then reads the client's VERSION with a blocking recv, which
+// a client that connects and says nothing would otherwise stretch forever on the main thread. If
+// negotiation takes longer than SOCKET_TIMEOUT_MS we shut that connection down. Once attached we call vfu_run_ctx on the main thread until it has nothing left
 // (it handles one request per call in non-blocking mode), in bursts of at most RUN_BUDGET so
 // timers and sockets get a turn, then poll the connection again. Every libvfio-user callback
 // therefore runs synchronously on Node's main thread, where the device model lives.
@@ -12,9 +14,15 @@
 // has already detached it (vfu_reset_ctx: DMA regions unregistered, eventfds closed, connection
 // closed) and keeps its listening socket, so vfu_attach_ctx accepts the next client on the same
 // context. libvfio-user does not reset config space then, so we write the power-on bytes back:
-// every client starts from power-on config space. dropClient() has no such
-// library call to use, so it destroys the context (closing the connection, QEMU sees the server
-// gone) and builds an identical one on the same path.
+// every client starts from power-on config space. dropClient() has no library call to use:
+// it shuts the connection down (shutdown(2) on the fd vfu_get_poll_fd returns once attached; QEMU
+// sees the server gone at once) and runs vfu_run_ctx, which then finds the end of the stream and
+// detaches the client exactly as for a disconnect. The listening socket stays.
+//
+// Once attached, libvfio-user still reads the rest of a message after its header with a blocking
+// recv and sends replies with a blocking sendmsg; the connection gets SO_RCVTIMEO and SO_SNDTIMEO
+// (AF_UNIX accepted sockets do not inherit them from the listener), so a client that stalls
+// mid-message or stops reading holds the main thread for at most SOCKET_TIMEOUT_MS per call.
 //
 // Config space: the framework's model (emulator/framework/config-space.ts) answers every access,
 // through a config-region callback with VFU_REGION_FLAG_ALWAYS_CB, so the bytes a client sees
@@ -29,7 +37,9 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { BarDecl, DeviceContext, InterruptSink, PciDevice } from '../../../emulator/framework/device';
 import { LibraryMissingError, SysError } from '../../../ffi/errors';
-import { closeQuietly, eventfd, eventfdConsume, eventfdSignal, pollAsync, POLLIN } from '../../../ffi/libc';
+import {
+  closeQuietly, eventfd, eventfdConsume, eventfdSignal, pollAsync, POLLIN, setSocketTimeout, shutdownSocket, SO_RCVTIMEO, SO_SNDTIMEO,
+} from '../../../ffi/libc';
 import {
   ECONNRESET, EINVAL, EIO, ENOENT, ENOTCONN, ESHUTDOWN,
   LIBVFIO_USER_FLAG_ATTACH_NB, LIBVFIO_USER_MAX_DMA_REGIONS, LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_WARNING,
@@ -46,6 +56,8 @@ import { VfuDma } from './dma';
 
 /** Requests handled per turn of the event loop before yielding to it. */
 const RUN_BUDGET = 64;
+/** Longest a blocking recv/send inside libvfio-user may hold the main thread. */
+export const SOCKET_TIMEOUT_MS = 2000;
 
 /** Why libvfio-user cannot be used here (one line saying how to get it), or null when it loads. */
 export function libvfioUserUnavailable(): string | null {
@@ -79,6 +91,9 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
   private stopped: Promise<void> | null = null;
   private loopDone: Promise<void> = Promise.resolve();
   private dropPending = false;
+  /** vfu_get_poll_fd before attach: tells the listening socket from a connection being negotiated. */
+  private listenFd = -1;
+  private attachInFlight = false;
 
   private clients = 0;
   private messages = 0;
@@ -122,9 +137,11 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
   }
 
   dropClient(): void {
-    if (!this.attached || this.ctx === null) return;
-    if (this.ctx.inLibrary) {
-      // called from a device callback: the context cannot be destroyed under libvfio-user's feet
+    const ctx = this.ctx;
+    if (!this.attached || ctx === null) return;
+    this.shutdownConnection(ctx);
+    if (ctx.inLibrary) {
+      // called from a device callback: libvfio-user finishes the current request first
       this.dropPending = true;
       return;
     }
@@ -190,6 +207,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       // libvfio-user's copy follows the model (vfu_realize_ctx marks every BAR without a memory
       // region as an I/O BAR, value 1, where the model and hardware read 0)
       ctx.writeConfigSpace(0, this.config.snapshot());
+      this.listenFd = ctx.pollFd();
       chmodSync(this.opts.socketPath, this.opts.socketMode ?? 0o600);
     } catch (err) {
       ctx.destroy();
@@ -362,38 +380,34 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       if (ctx === null) return;
       const gen = this.generation;
       if (!this.attached) {
-        let connected = false;
-        try {
-          connected = ctx.attach();
-        } catch (err) {
-          this.errors++;
-          this.log.warn({ err, guestError: true }, 'a client connected but negotiation failed');
-        }
+        await this.waitReadable(ctx.pollFd());
+        if (this.generation !== gen || this.stopping) continue;
+        const connected = await this.attach(ctx);
         this.afterLibraryCall();
         if (this.generation !== gen || this.stopping) continue;
-        if (connected) {
-          this.clientConnected(ctx);
-          continue;
-        }
-        await this.waitReadable(ctx.pollFd());
+        if (connected) this.clientConnected(ctx);
         continue;
       }
-      const idle = this.drain(ctx);
+      const idle = await this.drain(ctx);
       if (this.generation !== gen || this.stopping || !this.attached) continue;
       if (idle) await this.waitReadable(ctx.pollFd());
       else await new Promise<void>((resolve) => setImmediate(resolve));
     }
   }
 
-  /** Runs vfu_run_ctx until nothing is ready (true) or the budget is spent (false). */
-  private drain(ctx: VfuContext): boolean {
+  /**
+   * Runs vfu_run_ctx until nothing is ready (true) or the budget is spent (false). Between two
+   * requests the microtask queue runs, so what a device chained on a DMA promise during one
+   * request is done before the next request is read.
+   */
+  private async drain(ctx: VfuContext): Promise<boolean> {
     for (let i = 0; i < RUN_BUDGET; i++) {
       let handled: number;
       try {
         handled = ctx.run();
       } catch (err) {
         this.afterLibraryCall();
-        if (ctx !== this.ctx) return true;
+        if (ctx !== this.ctx || !this.attached) return true;
         if (isDisconnect(err)) {
           this.clientGone('client disconnected');
         } else {
@@ -406,8 +420,44 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       if (ctx !== this.ctx || !this.attached) return true;
       if (handled === 0) return true;
       this.messages += handled;
+      await undefined;
+      if (ctx !== this.ctx || !this.attached || this.stopping) return true;
     }
     return false;
+  }
+
+  /** vfu_attach_ctx on a worker thread, with negotiation cut short after SOCKET_TIMEOUT_MS. */
+  private async attach(ctx: VfuContext): Promise<boolean> {
+    this.attachInFlight = true;
+    const deadline = setTimeout(() => this.cutNegotiation(ctx, 'the client did not negotiate in time'), SOCKET_TIMEOUT_MS);
+    try {
+      return await ctx.attachAsync();
+    } catch (err) {
+      this.errors++;
+      this.log.warn({ err }, 'vfu_attach_ctx failed');
+      return false;
+    } finally {
+      clearTimeout(deadline);
+      this.attachInFlight = false;
+    }
+  }
+
+  /**
+   * While vfu_attach_ctx negotiates on a worker, the poll fd is the accepted connection: shutting
+   * it down makes the worker's recv return and the attach fail. (A tiny race remains: the worker
+   * may close that fd between our read of its number and the shutdown.)
+   */
+  private cutNegotiation(ctx: VfuContext, why: string): void {
+    if (!this.attachInFlight || ctx.destroyed) return;
+    const fd = ctx.pollFd();
+    if (fd === this.listenFd) return;
+    this.errors++;
+    this.log.warn({ guestError: true, timeoutMs: SOCKET_TIMEOUT_MS }, why);
+    try {
+      shutdownSocket(fd);
+    } catch {
+      // already gone: the attach is failing anyway
+    }
   }
 
   /** Waits on a libuv worker until fd is readable or the wake-up eventfd fires. */
@@ -428,6 +478,13 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
   }
 
   private clientConnected(ctx: VfuContext): void {
+    const conn = ctx.pollFd();
+    try {
+      setSocketTimeout(conn, SO_RCVTIMEO, SOCKET_TIMEOUT_MS);
+      setSocketTimeout(conn, SO_SNDTIMEO, SOCKET_TIMEOUT_MS);
+    } catch (err) {
+      this.log.warn({ err }, 'could not bound socket waits on the client connection');
+    }
     this.attached = true;
     this.clients++;
     this.dma.ctx = ctx;
@@ -457,19 +514,41 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     }
   }
 
-  private dropNow(): void {
-    const old = this.ctx;
-    if (old === null) return;
-    this.generation++;
-    this.ctx = null;
-    this.dma.ctx = null;
-    old.destroy();
-    this.clientGone('client dropped');
+  /** The client sees the server gone now; libvfio-user notices at its next read. */
+  private shutdownConnection(ctx: VfuContext): void {
     try {
-      this.ctx = this.buildContext();
+      shutdownSocket(ctx.pollFd());
     } catch (err) {
-      this.fail(err);
-      return;
+      this.log.warn({ err }, 'shutdown of the client connection failed');
+    }
+  }
+
+  /** After shutdownConnection: lets libvfio-user find the end of the stream and detach the client. */
+  private dropNow(): void {
+    const ctx = this.ctx;
+    if (ctx === null || !this.attached) return;
+    // requests the client sent before the shutdown are still read (their replies fail); the
+    // stream then ends, so this takes at most as many calls as there were queued requests
+    for (let i = 0; i <= RUN_BUDGET && this.attached; i++) {
+      try {
+        this.messages += ctx.run();
+      } catch (err) {
+        if (isDisconnect(err)) this.clientGone('client dropped');
+        else this.log.warn({ err }, 'vfu_run_ctx failed while dropping the client');
+      }
+    }
+    if (this.attached) {
+      // a client that keeps the shut-down socket busy: replace the whole context instead
+      this.generation++;
+      this.ctx = null;
+      ctx.destroy();
+      this.clientGone('client dropped');
+      try {
+        this.ctx = this.buildContext();
+      } catch (err) {
+        this.fail(err);
+        return;
+      }
     }
     this.wake();
   }
@@ -477,6 +556,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
   private async stopNow(): Promise<void> {
     this.stopping = true;
     this.wake();
+    if (this.ctx !== null) this.cutNegotiation(this.ctx, 'stopping while a client negotiates');
     await this.loopDone;
     const ctx = this.ctx;
     this.ctx = null;
