@@ -6,6 +6,7 @@
 // libvfio-user itself is bound with ffi-napi, as the design card asks (ffi/libvfio-user.ts).
 // The two never exchange pointers, only file descriptors and numbers.
 import koffi from 'koffi';
+import { constants as bufferConstants } from 'node:buffer';
 import { SysError } from './errors';
 
 const libc = koffi.load('libc.so.6');
@@ -175,6 +176,9 @@ const reaper = new FinalizationRegistry<{ addr: unknown; length: number }>((m) =
   c.munmap(m.addr, m.length);
 });
 
+/** The largest mapping a Buffer can view (buffer.constants.MAX_LENGTH, 4 GiB on 64-bit Node 20). */
+const MAX_VIEW_LENGTH = bufferConstants.MAX_LENGTH;
+
 export class Mapping {
   private addr: unknown;
   private view: Buffer | null;
@@ -192,6 +196,8 @@ export class Mapping {
   static map(fd: number, offset: number, length: number, writable = true): Mapping {
     if (!Number.isSafeInteger(length) || length <= 0) throw new SysError('mmap', 22);
     if (!Number.isSafeInteger(offset) || offset < 0 || offset % 4096 !== 0) throw new SysError('mmap', 22);
+    // A Buffer cannot view more than this; V8 aborts the process when asked to, so refuse before mmap.
+    if (length > MAX_VIEW_LENGTH) throw new SysError('mmap', 12 /* ENOMEM */);
     const prot = writable ? PROT_READ | PROT_WRITE : PROT_READ;
     const addr = c.mmap(null, length, prot, MAP_SHARED, fd, offset);
     if (koffi.address(addr) === 0xffffffffffffffffn) throw new SysError('mmap', koffi.errno());
