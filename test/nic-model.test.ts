@@ -220,3 +220,30 @@ test('an SQ doorbell claiming more WQEs than the SQ holds moves the QP to ERR wi
     nic.close();
   }
 });
+
+test('a command submitted right after a reset that interrupted another command still completes', async (t) => {
+  const nic = createNic({});
+  const { access, heap } = localAccess(nic);
+  const drv = new TestDriver(access, heap);
+  try {
+    await drv.bringUp();
+    drv.dev.memWrite(drv.asq, command(OP.CREATE_PD, 1));
+    // No awaits between these writes: the first command's loop is parked on its DMA read while
+    // the device is reset, re-enabled and rung again.
+    void access.writeReg(Reg.AsqTail, 1);
+    void access.writeReg(Reg.Ctrl, 2);
+    drv.dev.memWrite(drv.acq, Buffer.alloc(16 * drv.acqSize));
+    void drv.writeBase(Reg.AsqBaseLo, drv.asq);
+    void access.writeReg(Reg.AsqSize, drv.asqSize);
+    void drv.writeBase(Reg.AcqBaseLo, drv.acq);
+    void access.writeReg(Reg.AcqSize, drv.acqSize);
+    void access.writeReg(Reg.Ctrl, 1);
+    drv.dev.memWrite(drv.asq, command(OP.CREATE_PD, 2));
+    void access.writeReg(Reg.AsqTail, 1);
+    await until(() => (drv.dev.memRead(drv.acq + 6n, 2).readUInt16LE(0) & 1) === 1, 'the completion after the reset');
+    t.is(drv.dev.memRead(drv.acq, 4).readUInt32LE(0), 2);
+    t.is(nic.status().objects.pds, 1);
+  } finally {
+    nic.close();
+  }
+});

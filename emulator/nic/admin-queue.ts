@@ -152,8 +152,9 @@ export class AdminQueue {
       this.running = false;
     }
     if (posted > 0 && epoch === this.nic.epoch) this.nic.raise(ADMIN_VECTOR, 'admin-completion', { completions: posted });
-    // A doorbell or an ACQ_HEAD that arrived while the last command ran.
-    if (epoch === this.nic.epoch && this.active && this.head !== this.tail && ((this.acqTail - this.acqHead) >>> 0) < this.acqSize) {
+    // A doorbell or an ACQ_HEAD that arrived while the last command ran, possibly after a reset and
+    // re-enable under a newer epoch (kick() refused to start a second loop while this one ran).
+    if (this.active && this.head !== this.tail && ((this.acqTail - this.acqHead) >>> 0) < this.acqSize) {
       this.kick();
     }
   }

@@ -104,7 +104,8 @@ export class DataPath {
     } finally {
       this.running = false;
     }
-    if (this.pending.size > 0 && epoch !== this.nic.epoch) this.pending.clear();
+    // Work scheduled under a newer epoch (after a reset or re-enable) while this loop was draining.
+    if (this.pending.size > 0) void this.run();
   }
 
   private live(qp: Qp, epoch: number): boolean {
