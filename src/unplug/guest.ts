@@ -26,7 +26,7 @@ export async function prepareGuest(opts: PrepareGuestOptions): Promise<GuestMach
   const append = guestAppend({
     bug: opts.driverBug,
     scenario: 'single',
-    watchSeconds: opts.watchSeconds ?? 20,
+    watchSeconds: opts.watchSeconds ?? 15,
     waitDeviceSeconds: 60,
     settleMs: 2000,
     intervalMs: 20,
