@@ -8,6 +8,7 @@
 import ffi from '@2060.io/ffi-napi';
 import ref from '@2060.io/ref-napi';
 import koffi from 'koffi';
+import { closeQuietly, eventfd, eventfdSignal, poll, pollAsync, POLLIN } from '../ffi/libc';
 import { median, nowNs, round } from './common';
 
 export interface FfiCostOptions {
@@ -30,8 +31,21 @@ export interface FfiCostRow {
   readonly callbacksPerSort: number;
 }
 
+/**
+ * What waiting for a message costs both transports: ffi/libc.ts's pollAsync runs poll(2) on a
+ * libuv worker thread and resolves on the main thread; here on an eventfd that is always
+ * readable, so the figure is the hop there and back, not any waiting.
+ */
+export interface PollHop {
+  /** One `await pollAsync(...)` on a readable fd. */
+  readonly pollAsyncUs: number;
+  /** The same poll(2), called synchronously through koffi. */
+  readonly pollSyncUs: number;
+}
+
 export interface FfiCostResult {
   readonly rows: readonly FfiCostRow[];
+  readonly pollHop: PollHop;
   /** ffi-napi / koffi for each measure. */
   readonly ratios: { readonly call: number; readonly syscall: number; readonly callback: number };
 }
@@ -119,11 +133,31 @@ function ffiNapiRow(opts: FfiCostOptions): FfiCostRow {
   return { library: 'ffi-napi', callUs, syscallUs, callbackUs, callbacksPerSort: perSort };
 }
 
-export function runFfiCost(opts: FfiCostOptions): FfiCostResult {
+async function pollHop(opts: FfiCostOptions): Promise<PollHop> {
+  const efd = eventfd();
+  try {
+    eventfdSignal(efd);
+    const req = [{ fd: efd, events: POLLIN }];
+    const n = Math.max(200, Math.floor(opts.ffiNapiCalls / 4));
+    const asyncRuns: number[] = [];
+    for (let r = 0; r <= opts.repeats; r++) {
+      const t0 = nowNs();
+      for (let i = 0; i < n; i++) await pollAsync(req, -1);
+      if (r > 0) asyncRuns.push(Number(nowNs() - t0) / n / 1000);
+    }
+    const pollSyncUs = measure(opts.repeats, () => perCallUs(() => poll(req, 0), opts.koffiCalls / 10));
+    return { pollAsyncUs: round(median(asyncRuns), 2), pollSyncUs };
+  } finally {
+    closeQuietly(efd);
+  }
+}
+
+export async function runFfiCost(opts: FfiCostOptions): Promise<FfiCostResult> {
   const k = koffiRow(opts);
   const f = ffiNapiRow(opts);
   return {
     rows: [k, f],
+    pollHop: await pollHop(opts),
     ratios: { call: round(f.callUs / k.callUs, 1), syscall: round(f.syscallUs / k.syscallUs, 1), callback: round(f.callbackUs / k.callbackUs, 1) },
   };
 }

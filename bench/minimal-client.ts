@@ -14,17 +14,31 @@ const c = {
   read: libc.func('long read(int fd, _Out_ uint8_t *buf, size_t count)'),
   write: libc.func('long write(int fd, const uint8_t *buf, size_t count)'),
   close: libc.func('int close(int fd)'),
+  setsockopt: libc.func('int setsockopt(int fd, int level, int name, const uint8_t *value, uint32_t len)'),
 };
+
+const SOL_SOCKET = 1;
+const SO_RCVTIMEO = 20;
+const SO_SNDTIMEO = 21;
+/** A server that stops answering must fail the benchmark, not hang it (the client blocks). */
+const REPLY_TIMEOUT_S = 10;
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
 const SOCK_CLOEXEC = 0o2000000;
 const EINTR = 4;
+const EAGAIN = 11;
 
 const enum Command {
   Version = 1,
   RegionRead = 9,
+  RegionWrite = 10,
 }
+/** vfio-user's region index of PCI config space. */
+const CONFIG_REGION = 7;
+/** PCI command register: memory space decoding. */
+const PCI_COMMAND = 0x04;
+const PCI_COMMAND_MEMORY = 0x2;
 const HEADER_SIZE = 16;
 const FLAG_REPLY = 0x1;
 const FLAG_ERROR = 0x20;
@@ -49,10 +63,14 @@ export class MinimalClient {
     this.fd = fd;
   }
 
-  /** Connects to a vfio-user socket; resolves false-y by throwing when nobody accepts. */
+  /** Connects to a vfio-user socket, negotiates and turns memory decoding on; throws when nobody accepts or answers. */
   static connect(path: string): MinimalClient {
     const fd = Number(c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (fd < 0) throw new Error(`socket: errno ${koffi.errno()}`);
+    const timeval = Buffer.alloc(16);
+    timeval.writeBigInt64LE(BigInt(REPLY_TIMEOUT_S), 0);
+    c.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, timeval, 16);
+    c.setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, timeval, 16);
     const addr = sockaddrUn(path);
     if (Number(c.connect(fd, addr, addr.length)) < 0) {
       const e = koffi.errno();
@@ -61,6 +79,8 @@ export class MinimalClient {
     }
     const client = new MinimalClient(fd);
     client.negotiate();
+    // vrnic answers BAR accesses only while memory decoding is on, as a PCI device does.
+    client.write16(CONFIG_REGION, PCI_COMMAND, PCI_COMMAND_MEMORY);
     return client;
   }
 
@@ -93,8 +113,10 @@ export class MinimalClient {
     while (have < want) {
       const n = Number(c.read(this.fd, have === 0 ? this.reply : this.reply.subarray(have), this.reply.length - have));
       if (n < 0) {
-        if (koffi.errno() === EINTR) continue;
-        throw new Error(`read: errno ${koffi.errno()}`);
+        const e = koffi.errno();
+        if (e === EINTR) continue;
+        if (e === EAGAIN) throw new Error(`no reply within ${REPLY_TIMEOUT_S} s`);
+        throw new Error(`read: errno ${e}`);
       }
       if (n === 0) throw new Error('server closed the connection');
       have += n;
@@ -137,6 +159,20 @@ export class MinimalClient {
     const size = this.readMessage();
     if (size !== HEADER_SIZE + 16 + 4) throw new Error(`REGION_READ reply of ${size} bytes`);
     return this.reply.readUInt32LE(HEADER_SIZE + 16);
+  }
+
+  /** One 2-byte REGION_WRITE. */
+  write16(region: number, offset: number, value: number): void {
+    const msg = Buffer.alloc(HEADER_SIZE + 16 + 2);
+    msg.writeUInt16LE(this.msgId++ & 0xffff, 0);
+    msg.writeUInt16LE(Command.RegionWrite, 2);
+    msg.writeUInt32LE(msg.length, 4);
+    msg.writeBigUInt64LE(BigInt(offset), 16);
+    msg.writeUInt32LE(region, 24);
+    msg.writeUInt32LE(2, 28);
+    msg.writeUInt16LE(value, 32);
+    this.writeAll(msg);
+    this.readMessage();
   }
 
   close(): void {

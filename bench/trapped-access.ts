@@ -26,7 +26,7 @@ import {
 } from './common';
 import { summarizeProfileDir, type ProfileSummary } from './profile';
 
-export type ServerName = 'c' | 'native' | 'libvfio-user';
+export type ServerName = 'c' | 'node-floor' | 'native' | 'libvfio-user';
 export type VrnicTransport = 'native' | 'libvfio-user';
 
 export interface TrappedAccessOptions {
@@ -144,6 +144,19 @@ export async function startCServer(binary: string, dir: string): Promise<Running
   }
 }
 
+/** The Node floor: a net-module server that only answers REGION_READ (bench/node-floor-server.ts). */
+export async function startNodeFloorServer(dir: string): Promise<RunningServer> {
+  const socket = path.join(dir, 'node-floor.sock');
+  const server = spawnServer('node-floor', [process.execPath, path.join(__dirname, 'node-floor-server.js'), socket], socket);
+  try {
+    const client = await connectWhenReady(server);
+    return { name: 'node-floor', via: 'bench/node-floor-server.js (Node net module, fixed replies: not a device)', server, client };
+  } catch (err) {
+    await stopServer(server);
+    throw err;
+  }
+}
+
 function firstLine(err: unknown): string {
   const text = err instanceof Error ? err.message : String(err);
   const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '');
@@ -179,6 +192,11 @@ export async function runTrappedAccess(opts: TrappedAccessOptions): Promise<Trap
       } catch (err) {
         skipped.push({ name: 'c', reason: firstLine(err) });
       }
+    }
+    try {
+      running.push(await startNodeFloorServer(dir));
+    } catch (err) {
+      skipped.push({ name: 'node-floor', reason: firstLine(err) });
     }
     const plan = vrnicTransportsToTry();
     skipped.push(...plan.skipped);
@@ -228,9 +246,9 @@ export async function runTrappedAccess(opts: TrappedAccessOptions): Promise<Trap
     const profileSkipped: { name: ServerName; reason: string }[] = [];
     if (opts.profileReads > 0) {
       for (const s of servers) {
-        if (s.name === 'c') continue;
+        if (s.name !== 'native' && s.name !== 'libvfio-user') continue;
         try {
-          profiles.push(await profileServer(s.name, dir, opts.profileReads, opts.log));
+          profiles.push(await profileServer(s.name as VrnicTransport, dir, opts.profileReads, opts.log));
         } catch (err) {
           profileSkipped.push({ name: s.name, reason: firstLine(err) });
           opts.log(`  profile of ${s.name} failed: ${firstLine(err)}`);

@@ -1,0 +1,280 @@
+// `npm run bench`: runs every benchmark, prints a table with the project's goals (MET/MISSED), and writes the results as JSON.
+//
+// Usage: node dist/bench/run.js [--out FILE] [--quick] [--only trapped,ffi,doorbell,startup]
+// Env: VRNIC_LIBVFIO_USER (libvfio-user.so.0: the libvfio-user transport and the C server),
+//      VRNIC_LIBVFIO_USER_INCLUDE (libvfio-user.h's directory, when not at <prefix>/include/vfio-user), CC.
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { machineInfo, repoRoot, round, type MachineInfo } from './common';
+import { runFfiCost, type FfiCostResult } from './ffi-cost';
+import type { ProfileSummary } from './profile';
+import { runStartup, type StartupResult } from './startup';
+import { runTrappedAccess, vrnicTransportsToTry, type TrappedAccessResult, type VrnicTransport } from './trapped-access';
+
+type Section = 'trapped' | 'ffi' | 'doorbell' | 'startup';
+const SECTIONS: readonly Section[] = ['trapped', 'ffi', 'doorbell', 'startup'];
+
+export type GoalStatus = 'MET' | 'MISSED' | 'NOT MEASURED';
+
+export interface GoalResult {
+  readonly goal: string;
+  readonly transport: VrnicTransport;
+  readonly limit: string;
+  readonly measured: string;
+  readonly status: GoalStatus;
+  readonly note?: string;
+}
+
+/** What bench/doorbell.ts's runDoorbellBench gives back, as far as run.ts reads it. */
+export interface DoorbellFigures {
+  readonly p50Us: number;
+  readonly p99Us: number;
+  readonly idleCpuPct: number;
+}
+
+export interface DoorbellSection {
+  readonly rows: readonly ({ transport: VrnicTransport; raw: unknown } & DoorbellFigures)[];
+  readonly skipped: readonly { transport: VrnicTransport | 'all'; reason: string }[];
+}
+
+export interface BenchReport {
+  readonly machine: MachineInfo;
+  readonly env: { readonly VRNIC_LIBVFIO_USER: string | null; readonly quick: boolean };
+  readonly trappedAccess?: TrappedAccessResult;
+  readonly ffiCost?: FfiCostResult;
+  readonly doorbell?: DoorbellSection;
+  readonly startup?: StartupResult;
+  readonly goals: readonly GoalResult[];
+}
+
+const log = (line: string) => process.stderr.write(line + '\n');
+
+async function runDoorbell(transports: readonly VrnicTransport[], quick: boolean): Promise<DoorbellSection> {
+  const modPath = path.join(__dirname, 'doorbell.js');
+  if (!fs.existsSync(modPath)) return { rows: [], skipped: [{ transport: 'all', reason: 'bench/doorbell.ts is not there yet (the NIC model provides it)' }] };
+  const mod = require(modPath) as { runDoorbellBench?: (opts: Record<string, unknown>) => Promise<unknown> };
+  if (typeof mod.runDoorbellBench !== 'function') return { rows: [], skipped: [{ transport: 'all', reason: 'bench/doorbell.ts exports no runDoorbellBench' }] };
+  const rows: DoorbellSection['rows'][number][] = [];
+  const skipped: DoorbellSection['skipped'][number][] = [];
+  for (const transport of transports) {
+    try {
+      const raw = await mod.runDoorbellBench({ transport, quick, log });
+      const figures = doorbellFigures(raw);
+      rows.push({ transport, raw, ...figures });
+    } catch (err) {
+      const reason = (err as Error).message.split('\n')[0].slice(0, 300);
+      skipped.push({ transport, reason });
+      log(`  doorbell: ${transport} skipped: ${reason}`);
+    }
+  }
+  return { rows, skipped };
+}
+
+/** Picks p50, p99 and idle CPU out of runDoorbellBench's result. */
+function doorbellFigures(raw: unknown): DoorbellFigures {
+  const r = raw as Record<string, unknown>;
+  const num = (...keys: string[]): number => {
+    for (const k of keys) if (typeof r[k] === 'number') return r[k] as number;
+    throw new Error(`runDoorbellBench result has none of ${keys.join('/')}: ${JSON.stringify(raw).slice(0, 200)}`);
+  };
+  return { p50Us: num('p50Us'), p99Us: num('p99Us'), idleCpuPct: num('idleCpuPct') };
+}
+
+function evaluateGoals(report: Omit<BenchReport, 'goals'>, transports: readonly VrnicTransport[]): GoalResult[] {
+  const goals: GoalResult[] = [];
+  const status = (ok: boolean): GoalStatus => (ok ? 'MET' : 'MISSED');
+  for (const t of transports) {
+    const trap = report.trappedAccess?.servers.find((s) => s.name === t);
+    goals.push(
+      trap && trap.ratioToC !== null
+        ? { goal: 'trapped access vs C server', transport: t, limit: '<= 1.3x', measured: `${trap.ratioToC}x (${trap.medianUs} us vs ${report.trappedAccess!.servers.find((s) => s.name === 'c')!.medianUs} us)`, status: status(trap.ratioToC <= 1.3) }
+        : { goal: 'trapped access vs C server', transport: t, limit: '<= 1.3x', measured: '-', status: 'NOT MEASURED', note: notMeasured(report, t, 'trapped') },
+    );
+    const door = report.doorbell?.rows.find((r) => r.transport === t);
+    goals.push(
+      door
+        ? { goal: 'doorbell-to-completion p50', transport: t, limit: '<= 50 us', measured: `${round(door.p50Us, 1)} us (p99 ${round(door.p99Us, 1)} us)`, status: status(door.p50Us <= 50) }
+        : { goal: 'doorbell-to-completion p50', transport: t, limit: '<= 50 us', measured: '-', status: 'NOT MEASURED', note: notMeasured(report, t, 'doorbell') },
+    );
+    goals.push(
+      door
+        ? { goal: 'idle CPU', transport: t, limit: '<= 2% of a core', measured: `${round(door.idleCpuPct, 2)}%`, status: status(door.idleCpuPct <= 2) }
+        : { goal: 'idle CPU', transport: t, limit: '<= 2% of a core', measured: '-', status: 'NOT MEASURED', note: notMeasured(report, t, 'doorbell') },
+    );
+    const st = report.startup?.rows.find((r) => r.transport === t);
+    goals.push(
+      st
+        ? { goal: 'start to accepting socket', transport: t, limit: '<= 500 ms', measured: `${st.startMs.median} ms`, status: status(st.startMs.median <= 500) }
+        : { goal: 'start to accepting socket', transport: t, limit: '<= 500 ms', measured: '-', status: 'NOT MEASURED', note: notMeasured(report, t, 'startup') },
+    );
+    goals.push(
+      st
+        ? { goal: 'resident memory, 1 device', transport: t, limit: '<= 100 MB', measured: `${st.rss1MB} MB`, status: status(st.rss1MB <= 100) }
+        : { goal: 'resident memory, 1 device', transport: t, limit: '<= 100 MB', measured: '-', status: 'NOT MEASURED', note: notMeasured(report, t, 'startup') },
+    );
+  }
+  return goals;
+}
+
+function notMeasured(report: Omit<BenchReport, 'goals'>, t: VrnicTransport, section: Section): string {
+  if (section === 'trapped') {
+    if (!report.trappedAccess) return 'section not run';
+    const s = report.trappedAccess.skipped.find((x) => x.name === t) ?? report.trappedAccess.skipped.find((x) => x.name === 'c');
+    return s ? `${s.name}: ${s.reason}` : 'not run';
+  }
+  if (section === 'doorbell') {
+    if (!report.doorbell) return 'section not run';
+    return report.doorbell.skipped.find((x) => x.transport === t || x.transport === 'all')?.reason ?? 'not run';
+  }
+  if (!report.startup) return 'section not run';
+  return report.startup.skipped.find((x) => x.transport === t)?.reason ?? 'not run';
+}
+
+// ---- the printed table ----
+
+function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]) => '| ' + cells.map((c, i) => c.padEnd(widths[i])).join(' | ') + ' |';
+  return [line(header), '|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|', ...rows.map(line)].join('\n');
+}
+
+function profileFootnote(p: ProfileSummary): string {
+  const top = p.top
+    .slice(0, 8)
+    .map((e) => `    ${e.busyPct.toFixed(1).padStart(5)}%  ${e.fn}  (${e.where})`)
+    .join('\n');
+  const layers = Object.entries(p.layers)
+    .map(([k, v]) => `${k} ${round((100 * v) / Math.max(p.busyMs, 0.001), 1)}%`)
+    .join(', ');
+  return `  ${p.label}\n  busy ${p.busyMs} ms of ${p.totalMs} ms sampled = ${p.busyUsPerAccess} us of server CPU per read\n  by layer: ${layers}\n  top self time:\n${top}`;
+}
+
+export function renderReport(r: BenchReport): string {
+  const out: string[] = [];
+  const m = r.machine;
+  out.push(`vrnic bench, ${m.date}: ${m.cpuModel} x${m.cpus}, ${m.memTotalMiB} MiB, ${m.kernel}, node ${m.node}, load ${m.loadAvg.join(' ')}`);
+  if (r.trappedAccess) {
+    const ta = r.trappedAccess;
+    out.push('', `1. Trapped register access: 4-byte REGION_READ of BAR0 offset 0, round trip (${ta.rounds} interleaved rounds x ${ta.readsPerRound} reads; client: ${ta.client})`);
+    out.push(
+      table(
+        ['server', 'median us/read', 'p10', 'p90', 'ratio to C', 'value read', 'started as'],
+        ta.servers.map((s) => [s.name, s.medianUs.toFixed(2), s.p10Us.toFixed(2), s.p90Us.toFixed(2), s.ratioToC === null ? '-' : `${s.ratioToC.toFixed(2)}x`, s.valueAtOffset0, s.via]),
+      ),
+    );
+    for (const s of ta.skipped) out.push(`  skipped ${s.name}: ${s.reason}`);
+    if (ta.profiles.length > 0) {
+      out.push('  Where a trapped access spends its time in the server (node --cpu-prof, 50 us sampling, read loop only):');
+      for (const p of ta.profiles) out.push(profileFootnote(p));
+    }
+    for (const s of ta.profileSkipped) out.push(`  no profile for ${s.name}: ${s.reason}`);
+  }
+  if (r.ffiCost) {
+    const f = r.ffiCost;
+    out.push('', '2. FFI cost per call and per callback (median of repeats)');
+    out.push(
+      table(
+        ['library', 'abs(int) us/call', 'getpid() us/call', 'qsort comparator us/callback'],
+        f.rows.map((x) => [x.library, x.callUs.toFixed(3), x.syscallUs.toFixed(3), x.callbackUs.toFixed(3)]),
+      ),
+    );
+    out.push(`  ffi-napi / koffi: call ${f.ratios.call}x, syscall ${f.ratios.syscall}x, callback ${f.ratios.callback}x`);
+    out.push(`  waiting for a message (ffi/libc.ts pollAsync: poll(2) on a libuv worker, result on the main thread), fd already readable: ${f.pollHop.pollAsyncUs} us per wait; the same poll(2) called synchronously: ${f.pollHop.pollSyncUs} us`);
+  }
+  if (r.doorbell) {
+    out.push('', '3. Doorbell to completion (UAR doorbell write -> CQE in guest memory and MSI-X eventfd), and idle CPU');
+    if (r.doorbell.rows.length > 0) {
+      out.push(table(['transport', 'p50 us', 'p99 us', 'idle CPU % of a core'], r.doorbell.rows.map((d) => [d.transport, d.p50Us.toFixed(1), d.p99Us.toFixed(1), d.idleCpuPct.toFixed(2)])));
+    }
+    for (const s of r.doorbell.skipped) out.push(`  skipped ${s.transport}: ${s.reason}`);
+  }
+  if (r.startup) {
+    out.push('', '4. Start time (spawn -> connect succeeds, median) and resident memory (VmRSS after a client read registers)');
+    out.push(
+      table(
+        ['transport', 'start ms (median)', 'min..max', 'RSS 1 device', 'RSS N processes (sum; per device)', 'RSS 1 process, N devices (total; per device)'],
+        r.startup.rows.map((s) => [
+          s.transport,
+          s.startMs.median.toFixed(1),
+          `${s.startMs.min}..${s.startMs.max}`,
+          `${s.rss1MB} MB`,
+          s.rssManyProcessesMB ? `N=${s.rssManyProcessesMB.devices}: ${s.rssManyProcessesMB.total} MB; ${s.rssManyProcessesMB.perDevice} MB` : '-',
+          s.rssOneProcessMB ? `N=${s.rssOneProcessMB.devices}: ${s.rssOneProcessMB.total} MB; ${s.rssOneProcessMB.perDevice} MB` : '-',
+        ]),
+      ),
+    );
+    for (const s of r.startup.rows) out.push(`  ${s.transport} started as: ${s.via}`);
+    for (const s of r.startup.skipped) out.push(`  skipped ${s.transport}: ${s.reason}`);
+  }
+  out.push('', 'Goals');
+  out.push(table(['goal', 'transport', 'limit', 'measured', 'status'], r.goals.map((g) => [g.goal, g.transport, g.limit, g.measured, g.status + (g.note ? ` (${g.note.slice(0, 120)})` : '')])));
+  return out.join('\n');
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      out: { type: 'string' },
+      quick: { type: 'boolean', default: false },
+      only: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write('Usage: npm run bench -- [--out FILE] [--quick] [--only trapped,ffi,doorbell,startup]\n');
+    return 0;
+  }
+  const only = values.only ? (values.only.split(',') as Section[]) : SECTIONS;
+  for (const s of only) if (!SECTIONS.includes(s)) throw new Error(`--only: unknown section '${s}' (${SECTIONS.join(', ')})`);
+  const quick = values.quick ?? false;
+  const transports = vrnicTransportsToTry().try;
+
+  const partial: { -readonly [K in keyof Omit<BenchReport, 'goals'>]: Omit<BenchReport, 'goals'>[K] } = {
+    machine: machineInfo(),
+    env: { VRNIC_LIBVFIO_USER: process.env.VRNIC_LIBVFIO_USER ?? null, quick },
+  };
+  if (only.includes('trapped')) {
+    log('trapped register access...');
+    partial.trappedAccess = await runTrappedAccess({
+      rounds: quick ? 5 : 21,
+      readsPerRound: quick ? 500 : 2000,
+      warmupReads: quick ? 200 : 2000,
+      profileReads: quick ? 3000 : 20000,
+      log,
+    });
+  }
+  if (only.includes('ffi')) {
+    log('FFI cost...');
+    partial.ffiCost = await runFfiCost({ repeats: quick ? 3 : 9, koffiCalls: quick ? 50000 : 200000, ffiNapiCalls: quick ? 5000 : 20000, sortElements: 1000 });
+  }
+  if (only.includes('doorbell')) {
+    log('doorbell to completion...');
+    partial.doorbell = await runDoorbell(transports, quick);
+  }
+  if (only.includes('startup')) {
+    log('start time and memory...');
+    partial.startup = await runStartup({ runs: quick ? 3 : 7, transports, readsBeforeRss: 1000, manyDevices: 16, log });
+  }
+  const report: BenchReport = { ...partial, goals: evaluateGoals(partial, transports) };
+
+  process.stdout.write(renderReport(report) + '\n');
+  const outFile = values.out ?? path.join(repoRoot, 'bench', 'results', `bench-${report.machine.date.replace(/[:.]/g, '-')}.json`);
+  fs.mkdirSync(path.dirname(outFile), { recursive: true });
+  fs.writeFileSync(outFile, JSON.stringify(report, null, 2) + '\n');
+  process.stdout.write(`\nJSON written to ${path.relative(process.cwd(), outFile) || outFile}\n`);
+  return 0;
+}
+
+if (require.main === module) {
+  main().then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err) => {
+      process.stderr.write(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
