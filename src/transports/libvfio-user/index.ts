@@ -38,7 +38,7 @@ import type { Logger } from 'pino';
 import type { BarDecl, DeviceContext, InterruptSink, PciDevice } from '../../../emulator/framework/device';
 import { LibraryMissingError, SysError } from '../../../ffi/errors';
 import {
-  closeQuietly, eventfd, eventfdConsume, eventfdSignal, pollAsync, POLLIN, setSocketTimeout, shutdownSocket, SO_RCVTIMEO, SO_SNDTIMEO,
+  closeQuietly, eventfd, eventfdConsume, eventfdSignal, poll, pollAsync, POLLIN, setSocketTimeout, shutdownSocket, SO_RCVTIMEO, SO_SNDTIMEO,
 } from '../../../ffi/libc';
 import {
   ECONNRESET, EINVAL, EIO, ENOENT, ENOTCONN, ESHUTDOWN,
@@ -93,6 +93,8 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
   private dropPending = false;
   /** vfu_get_poll_fd before attach: tells the listening socket from a connection being negotiated. */
   private listenFd = -1;
+  /** vfu_get_poll_fd once attached (asking again costs an ffi-napi call per request). */
+  private connFd = -1;
   private attachInFlight = false;
 
   private clients = 0;
@@ -390,7 +392,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       }
       const idle = await this.drain(ctx);
       if (this.generation !== gen || this.stopping || !this.attached) continue;
-      if (idle) await this.waitReadable(ctx.pollFd());
+      if (idle) await this.waitReadable(this.connFd);
       else await new Promise<void>((resolve) => setImmediate(resolve));
     }
   }
@@ -422,6 +424,8 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       this.messages += handled;
       await undefined;
       if (ctx !== this.ctx || !this.attached || this.stopping) return true;
+      // a koffi poll costs ~0.1 µs, another vfu_run_ctx through ffi-napi tens of µs
+      if (!this.readableNow(this.connFd)) return true;
     }
     return false;
   }
@@ -460,6 +464,10 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     }
   }
 
+  private readableNow(fd: number): boolean {
+    return poll([{ fd, events: POLLIN }], 0)[0] !== 0;
+  }
+
   /** Waits on a libuv worker until fd is readable or the wake-up eventfd fires. */
   private async waitReadable(fd: number): Promise<void> {
     const [, wake] = await pollAsync([{ fd, events: POLLIN }, { fd: this.wakeFd, events: POLLIN }], -1);
@@ -479,6 +487,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
 
   private clientConnected(ctx: VfuContext): void {
     const conn = ctx.pollFd();
+    this.connFd = conn;
     try {
       setSocketTimeout(conn, SO_RCVTIMEO, SOCKET_TIMEOUT_MS);
       setSocketTimeout(conn, SO_SNDTIMEO, SOCKET_TIMEOUT_MS);
@@ -496,6 +505,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
   /** The client left or was dropped: libvfio-user has already unregistered its DMA regions. */
   private clientGone(why: string): void {
     this.attached = false;
+    this.connFd = -1;
     this.dma.ctx = null;
     this.dmaRegions.clear();
     this.vectorMasked.fill(0);
