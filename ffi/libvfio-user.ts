@@ -107,7 +107,7 @@ const SIZEOF_VFU_DMA_INFO = 56;
 const VFU_DMA_INFO_IOVA_BASE = 0;
 const VFU_DMA_INFO_IOVA_LEN = 8;
 const VFU_DMA_INFO_VADDR = 16;
-const VFU_DMA_INFO_MAPPING_BASE = 24;
+// mapping.iov_base (offset 24) is the start of libvfio-user's own mmap: nothing outside C needs it
 const VFU_DMA_INFO_MAPPING_LEN = 32;
 const VFU_DMA_INFO_PAGE_SIZE = 40;
 const VFU_DMA_INFO_PROT = 48;
@@ -293,8 +293,6 @@ function readDmaInfo(ptr: Buffer): DmaRegionInfo {
     prot: info.readUInt32LE(VFU_DMA_INFO_PROT),
   };
 }
-// (mapping.iov_base is the start of libvfio-user's own mmap; nothing outside C needs it)
-void VFU_DMA_INFO_MAPPING_BASE;
 
 /**
  * One vfu_ctx_t. Owns the context pointer and every callback given to C for it.
