@@ -17,6 +17,8 @@ export interface QemuOptions {
   readonly socket?: string;
   /** QEMU id of the device (what QMP device_del names). Default nic0. */
   readonly deviceId?: string;
+  /** Extra vfio-user-pci properties (e.g. {"x-msix-relocation": "bar5"}). */
+  readonly deviceProperties?: Readonly<Record<string, string | number | boolean>>;
   /** QEMU id of the root port carrying it. Default rp1. */
   readonly rootPortId?: string;
   /** PCIe slot number of the root port. Default 1. */
@@ -96,7 +98,10 @@ export function qemuArgs(opts: QemuOptions): string[] {
   if (opts.nativeHotplug) args.push('-global', 'ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off');
   args.push('-device', `pcie-root-port,id=${rootPortId},slot=${slot}`);
   if (opts.socket) {
-    args.push('-device', JSON.stringify({ driver: 'vfio-user-pci', id: deviceId, bus: rootPortId, socket: { type: 'unix', path: opts.socket } }));
+    args.push(
+      '-device',
+      JSON.stringify({ driver: 'vfio-user-pci', id: deviceId, bus: rootPortId, socket: { type: 'unix', path: opts.socket }, ...opts.deviceProperties }),
+    );
   }
   if (opts.logItems && opts.logItems.length) args.push('-d', opts.logItems.join(','));
   if (opts.logFile) args.push('-D', opts.logFile);

@@ -1075,6 +1075,14 @@ static void vrnic_remove(struct pci_dev *pdev)
 	dev->registered = false;
 	ib_unregister_device(&dev->ibdev);
 	vrnic_hw_reset(dev);
+	if (READ_ONCE(dev->gone)) {
+		/*
+		 * As pciehp does for a surprise removal: the function is gone, so config space is not
+		 * touched again (MSI-X teardown, disable). Each such access would otherwise wait for a
+		 * device that cannot answer (under QEMU, a vfio-user reply timeout of seconds).
+		 */
+		pdev->error_state = pci_channel_io_perm_failure;
+	}
 	vrnic_teardown_irqs(dev);
 	vrnic_free_queues(dev);
 	pci_iounmap(pdev, dev->regs);
