@@ -300,6 +300,7 @@ static void report_no_device(double waited)
 /* ---- uverbs write() ABI ------------------------------------------------------------------- */
 
 struct context {
+	pid_t owner;	/* the process that opened the fd: the only one that may write() to it */
 	int fd;
 	int async_fd;
 	struct vrnic_alloc_ucontext_resp resp;
@@ -336,6 +337,7 @@ static int get_context(const struct device *d, unsigned int num_uars, struct con
 	}
 	c->async_fd = resp.core.async_fd;
 	c->resp = resp.drv;
+	c->owner = getpid();
 	return 0;
 }
 
@@ -415,8 +417,14 @@ struct mapping {
 	char label[32];
 	volatile uint32_t *page;	/* the page this entry watches */
 	bool writable;
+	/*
+	 * Each mapping (and each process of a fork) owns its own scratch word: after the zap all
+	 * mappings of one uverbs file share the core's one dummy page, and a shared word would
+	 * show one mapping's writes as foreign data in another.
+	 */
+	unsigned int scratch_off;
 	uint32_t doorbell;		/* what we last wrote at OFF_SQ_DB (what the device page holds) */
-	uint32_t scratch;		/* what we last wrote at OFF_SCRATCH */
+	uint32_t scratch;		/* what we last wrote at scratch_off */
 	char view[16];			/* device, zero, own-writes, other */
 	struct frame frame;
 	uint64_t reads, writes, changes;
@@ -448,7 +456,7 @@ static void probe(const struct device *d, struct mapping *m, bool gone, bool fir
 
 	cur_label = m->label;
 	db = m->page[OFF_SQ_DB / 4];
-	scratch = m->page[OFF_SCRATCH / 4];
+	scratch = m->page[m->scratch_off / 4];
 	m->reads += 2;
 	view = classify(m, db, scratch);
 	m->last_db = db;
@@ -463,14 +471,14 @@ static void probe(const struct device *d, struct mapping *m, bool gone, bool fir
 		       "\"view\":\"%s\",\"view_before\":\"%s\",\"frame\":\"%s\",\"pfn\":\"0x%" PRIx64
 		       "\",\"frame_before\":\"%s\",\"pfn_before\":\"0x%" PRIx64
 		       "\",\"read_doorbell\":\"0x%08x\",\"read_scratch\":\"0x%08x\",\"expect_doorbell\":\"0x%08x\",\"expect_scratch\":\"0x%08x\",\"device_gone\":%s",
-		       view, first ? "" : m->view, f.state, f.pfn, first ? "" : m->frame.state, m->frame.pfn,
+		       view, first ? "" : m->view, f.state, f.pfn, first ? "" : m->frame.state, first ? 0 : m->frame.pfn,
 		       db, scratch, m->doorbell, m->scratch, gone ? "true" : "false");
 		snprintf(m->view, sizeof(m->view), "%s", view);
 		m->frame = f;
 	}
 	if (m->writable) {
 		m->scratch = 0x5c000000u | (uint32_t)(m->writes & 0xffffff);
-		m->page[OFF_SCRATCH / 4] = m->scratch;
+		m->page[m->scratch_off / 4] = m->scratch;
 		m->writes++;
 	}
 	cur_label = "main";
@@ -499,8 +507,8 @@ static void write_doorbells(struct mapping *m)
 		m->page[OFF_SQ_DB / 4] = m->doorbell;
 		m->page[OFF_CQ_DB / 4] = (1u << 16) | (i & 0xffff);
 		m->scratch = 0xa5a50000u | i;
-		m->page[OFF_SCRATCH / 4] = m->scratch;
-		if (m->page[OFF_SCRATCH / 4] != m->scratch)
+		m->page[m->scratch_off / 4] = m->scratch;
+		if (m->page[m->scratch_off / 4] != m->scratch)
 			scratch_ok = false;
 		m->writes += 3;
 		m->reads++;
@@ -524,7 +532,19 @@ static int add_mapping(const char *label, volatile uint32_t *page, bool writable
 	snprintf(m->label, sizeof(m->label), "%s", label);
 	m->page = page;
 	m->writable = writable;
+	m->scratch_off = OFF_SCRATCH + 8 * (nmaps - 1);
 	return 0;
+}
+
+/* Moves a mapping's scratch word to another slot (a forked child) and writes it once. */
+static void claim_scratch(struct mapping *m, unsigned int slot)
+{
+	cur_label = m->label;
+	m->scratch_off = OFF_SCRATCH + 8 * slot;
+	m->scratch = 0xc1d00000u | slot;
+	m->page[m->scratch_off / 4] = m->scratch;
+	m->writes++;
+	cur_label = "main";
 }
 
 static int cmd_fd = -1;
@@ -601,7 +621,8 @@ static void watch(const struct device *d, struct context *c, bool auto_start)
 				gone = true;
 				gone_at = now_ms();
 				report(NULL, "device-gone", "\"ibdev\":\"%s\"", d->ibdev);
-				err = c && c->fd >= 0 ? query_device(c->fd, &qd) : -EBADF;
+				/* uverbs refuses write() from a process other than the opener (its creds differ). */
+				err = c && c->fd >= 0 && c->owner == getpid() ? query_device(c->fd, &qd) : -EBADF;
 				report(NULL, "uverbs-after-gone", "\"query_device_errno\":%d,\"errno_name\":\"%s\"",
 				       -err, err ? strerrorname_np(-err) ?: "?" : "none");
 			}
@@ -715,14 +736,16 @@ static int run(const struct device *d)
 
 		add_mapping("page0", base, true);
 		add_mapping("page2", base + 2 * UAR_PAGE / 4, true);
+		add_mapping("page3-ro", p3, true);
 		write_doorbells(&maps[0]);
 		write_doorbells(&maps[1]);
+		write_doorbells(&maps[2]);	/* while still writable, so it holds data to lose */
 		if (munmap((void *)(base + UAR_PAGE / 4), UAR_PAGE) ||
 		    mprotect((void *)p3, UAR_PAGE, PROT_READ)) {
 			report(NULL, "error", "\"op\":\"split\",\"errno\":%d,\"error\":\"%s\"", errno, strerror(errno));
 			return EXIT_FAIL;
 		}
-		add_mapping("page3-ro", p3, false);
+		maps[2].writable = false;
 		report(NULL, "split", "\"unmapped\":\"page1\",\"read_only\":\"page3\",\"pieces\":3");
 	} else {
 		add_mapping(fork_mode ? "parent" : "uar0", base, true);
@@ -742,6 +765,7 @@ static int run(const struct device *d)
 		if (child == 0) {
 			/* The child inherits the VMA (VM_DONTCOPY is not set): its own PTEs, same frame. */
 			snprintf(maps[0].label, sizeof(maps[0].label), "child");
+			claim_scratch(&maps[0], 1);
 			report_frames(d, "frame");
 			report(NULL, "ready", "\"role\":\"child\"");
 			watch(d, &c, true);
