@@ -52,13 +52,19 @@ interface Manifest {
   kernelModules: string[];
 }
 
+/** vrnic-test's scenarios (guest/README.md). */
+export const GUEST_SCENARIOS = ['single', 'fork', 'split', 'fd-passing', 'many', 'race-close'] as const;
+export type GuestScenario = (typeof GUEST_SCENARIOS)[number];
+
 /** Options the guest's /init reads from the kernel command line (all `vrnic.` keys). */
 export interface GuestRunOptions {
   /** Planted driver bug; the module's `bug=` parameter. */
   bug?: 'none' | 'legacy-mmap' | 'no-disassociate';
   /** Run vrnic-test after loading the modules (default true). */
   runTest?: boolean;
-  scenario?: 'single' | 'fork' | 'split';
+  scenario?: GuestScenario;
+  /** Processes for the many (default 32) and race-close (default 8) scenarios. */
+  procs?: number;
   /** Seconds vrnic-test keeps reading/writing the mapping (0: set up, report, exit). */
   watchSeconds?: number;
   uars?: number;
@@ -92,6 +98,7 @@ export function guestAppend(opts: GuestRunOptions = {}): string {
   add('bug', opts.bug);
   if (opts.runTest === false) add('test', 0);
   add('scenario', opts.scenario);
+  add('procs', opts.procs);
   add('watch', opts.watchSeconds);
   add('uars', opts.uars);
   add('settle', opts.settleMs);
@@ -144,6 +151,8 @@ say modules-loaded "\\"modules\\":\\"$(echo $loaded)\\",\\"bug\\":\\"$BUG\\",\\"
 if [ "$(param test 1)" != 0 ]; then
   set -- --wait-device "$(param wait 5)" --scenario "$(param scenario single)" --uars "$(param uars 1)" \\
     --watch "$(param watch 0)" --settle-ms "$(param settle 2000)" --interval-ms "$(param interval 20)"
+  procs=$(param procs "")
+  [ -n "$procs" ] && set -- "$@" --procs "$procs"
   out=$(param out "")
   [ -n "$out" ] && set -- "$@" --output "/dev/$out"
   cmd=$(param cmd "")

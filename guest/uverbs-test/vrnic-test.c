@@ -64,6 +64,7 @@ static struct {
 	const char *commands;
 	const char *output;
 	const char *pfn_dev;
+	unsigned int procs;
 } opt = {
 	.device = NULL,
 	.wait_device_s = 5,
@@ -77,6 +78,7 @@ static struct {
 	.commands = NULL,
 	.output = NULL,
 	.pfn_dev = "/dev/vrnic_pfn",
+	.procs = 0,	/* per scenario: many 32, race-close 8 */
 };
 
 /* ---- reporting ----------------------------------------------------------------------------- */
@@ -694,6 +696,363 @@ static void report_frames(const struct device *d, const char *event)
 	}
 }
 
+/* ---- scenarios with several processes ------------------------------------------------------ */
+
+/* Sends the uverbs fd and the context's driver data over a Unix socket (SCM_RIGHTS). */
+static int send_context(int sock, const struct context *c)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct iovec iov = { .iov_base = (void *)&c->resp, .iov_len = sizeof(c->resp) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+	struct cmsghdr *cm;
+
+	memset(&u, 0, sizeof(u));
+	cm = CMSG_FIRSTHDR(&msg);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &c->fd, sizeof(int));
+	return sendmsg(sock, &msg, 0) == (ssize_t)sizeof(c->resp) ? 0 : -errno;
+}
+
+static int recv_context(int sock, struct context *c)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct iovec iov = { .iov_base = &c->resp, .iov_len = sizeof(c->resp) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+	struct cmsghdr *cm;
+	ssize_t n;
+
+	memset(c, 0, sizeof(*c));
+	c->fd = c->async_fd = -1;
+	n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+	if (n != (ssize_t)sizeof(c->resp))
+		return n < 0 ? -errno : -EPROTO;
+	cm = CMSG_FIRSTHDR(&msg);
+	if (!cm || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS || cm->cmsg_len != CMSG_LEN(sizeof(int)))
+		return -EPROTO;
+	memcpy(&c->fd, CMSG_DATA(cm), sizeof(int));
+	return 0;
+}
+
+static void close_context(struct context *c)
+{
+	if (c->async_fd >= 0)
+		close(c->async_fd);
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = c->async_fd = -1;
+}
+
+static int report_child_status(pid_t child, int status)
+{
+	report(NULL, "child-exit", "\"child\":%d,\"exited\":%s,\"code\":%d,\"signal\":%d",
+	       (int)child, WIFEXITED(status) ? "true" : "false",
+	       WIFEXITED(status) ? WEXITSTATUS(status) : -1, WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+/*
+ * fd-passing: a process that never opened the device makes the mapping. The child is forked
+ * before the parent opens anything, so it holds no inherited fd; it gets the uverbs fd over a
+ * Unix socket, maps the UAR and watches it. The parent keeps the context open and watches for
+ * the device leaving.
+ */
+static int run_fd_passing(const struct device *d)
+{
+	int sv[2], status, ret = EXIT_OK;
+	struct context c;
+	pid_t child;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
+		report(NULL, "error", "\"op\":\"socketpair\",\"errno\":%d", errno);
+		return EXIT_FAIL;
+	}
+	fflush(NULL);
+	child = fork();
+	if (child < 0) {
+		report(NULL, "error", "\"op\":\"fork\",\"errno\":%d", errno);
+		return EXIT_FAIL;
+	}
+	if (child == 0) {
+		volatile uint32_t *base;
+
+		close(sv[0]);
+		ret = recv_context(sv[1], &c);
+		if (ret) {
+			report("receiver", "error", "\"op\":\"recv-fd\",\"errno\":%d", -ret);
+			_exit(EXIT_FAIL);
+		}
+		report("receiver", "fd-received", "\"fd\":%d,\"num_uars\":%u,\"mmap_offset\":\"0x%llx\"",
+		       c.fd, c.resp.num_uars, (unsigned long long)c.resp.uar_mmap_offset);
+		base = map_uars(d, &c, c.resp.num_uars);
+		if (!base)
+			_exit(EXIT_FAIL);
+		add_mapping("receiver", base, true);
+		write_doorbells(&maps[0]);
+		report_frames(d, "frame");
+		report(NULL, "ready", "\"role\":\"receiver\"");
+		watch(d, &c, true);
+		close_context(&c);
+		report(NULL, "closed", "\"role\":\"receiver\"");
+		_exit(EXIT_OK);
+	}
+	close(sv[1]);
+	ret = get_context(d, opt.uars, &c);
+	if (ret) {
+		report(NULL, "error", "\"op\":\"get-context\",\"errno\":%d,\"error\":\"%s\"", -ret, strerror(-ret));
+		kill(child, SIGKILL);
+		waitpid(child, &status, 0);
+		return EXIT_FAIL;
+	}
+	report(NULL, "context", "\"device\":\"%s\",\"ibdev\":\"%s\",\"num_uars\":%u,\"uar_index\":%u,\"uar_page_size\":%u,\"mmap_offset\":\"0x%llx\",\"driver_flags\":%u,\"bar2\":[\"0x%" PRIx64 "\",\"0x%" PRIx64 "\"]",
+	       d->path, d->ibdev, c.resp.num_uars, c.resp.uar_index, c.resp.uar_page_size,
+	       (unsigned long long)c.resp.uar_mmap_offset, c.resp.driver_flags, d->bar2_start, d->bar2_end);
+	ret = send_context(sv[0], &c);
+	close(sv[0]);
+	if (ret)
+		report(NULL, "error", "\"op\":\"send-fd\",\"errno\":%d", -ret);
+	else
+		report(NULL, "fd-sent", "\"to\":%d", (int)child);
+	report(NULL, "ready", "\"role\":\"opener\",\"child\":%d", (int)child);
+	watch(d, &c, true);
+	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+		;
+	close_context(&c);
+	report(NULL, "closed", "\"role\":\"opener\"");
+	return report_child_status(child, status) || ret ? EXIT_CHILD : EXIT_OK;
+}
+
+/* One process with its own context and one mapping, watched: what each of `many` runs. */
+static int single_process(const struct device *d, const char *label)
+{
+	struct context c;
+	volatile uint32_t *base;
+	int ret;
+
+	ret = get_context(d, opt.uars, &c);
+	if (ret) {
+		report(label, "error", "\"op\":\"get-context\",\"errno\":%d,\"error\":\"%s\"", -ret, strerror(-ret));
+		return EXIT_FAIL;
+	}
+	report(label, "context", "\"num_uars\":%u,\"uar_index\":%u,\"mmap_offset\":\"0x%llx\"",
+	       c.resp.num_uars, c.resp.uar_index, (unsigned long long)c.resp.uar_mmap_offset);
+	base = map_uars(d, &c, c.resp.num_uars);
+	if (!base)
+		return EXIT_FAIL;
+	add_mapping(label, base, true);
+	write_doorbells(&maps[0]);
+	report_frames(d, "frame");
+	report(label, "ready", "\"role\":\"worker\"");
+	watch(d, &c, true);
+	close_context(&c);
+	report(label, "closed", "");
+	return EXIT_OK;
+}
+
+/*
+ * many: --procs processes (default 32), each with its own context and mapping, plus this
+ * process with one context mapped three times (three VMAs on one mmap entry).
+ */
+static int run_many(const struct device *d)
+{
+	unsigned int n = opt.procs ? opt.procs : 32, i, ok = 0, failed = 0;
+	pid_t *kids = calloc(n, sizeof(pid_t));
+	struct context c;
+	int status, ret;
+
+	if (!kids)
+		return EXIT_FAIL;
+	fflush(NULL);
+	for (i = 0; i < n; i++) {
+		kids[i] = fork();
+		if (kids[i] == 0) {
+			char label[32];
+
+			snprintf(label, sizeof(label), "proc%u", i);
+			_exit(single_process(d, label));
+		}
+		if (kids[i] < 0)
+			report(NULL, "error", "\"op\":\"fork\",\"errno\":%d,\"index\":%u", errno, i);
+	}
+	report(NULL, "spawned", "\"procs\":%u", n);
+
+	ret = get_context(d, opt.uars, &c);
+	if (ret) {
+		report(NULL, "error", "\"op\":\"get-context\",\"errno\":%d,\"error\":\"%s\"", -ret, strerror(-ret));
+	} else {
+		report(NULL, "context", "\"num_uars\":%u,\"uar_index\":%u,\"mmap_offset\":\"0x%llx\",\"bar2\":[\"0x%" PRIx64 "\",\"0x%" PRIx64 "\"]",
+		       c.resp.num_uars, c.resp.uar_index, (unsigned long long)c.resp.uar_mmap_offset,
+		       d->bar2_start, d->bar2_end);
+		for (i = 0; i < 3; i++) {
+			char label[32];
+			volatile uint32_t *base = map_uars(d, &c, c.resp.num_uars);
+
+			if (!base)
+				break;
+			snprintf(label, sizeof(label), "multi%u", i);
+			add_mapping(label, base, true);
+		}
+		if (nmaps) {
+			/* One page behind every VMA: the doorbell pattern once, each its own scratch word. */
+			write_doorbells(&maps[0]);
+			for (i = 1; i < nmaps; i++) {
+				maps[i].doorbell = maps[0].doorbell;
+				claim_scratch(&maps[i], i);
+			}
+			report_frames(d, "frame");
+			report(NULL, "ready", "\"role\":\"multi-map\",\"mappings\":%u", nmaps);
+			watch(d, &c, true);
+		}
+		close_context(&c);
+	}
+	for (i = 0; i < n; i++) {
+		if (kids[i] <= 0)
+			continue;
+		while (waitpid(kids[i], &status, 0) < 0 && errno == EINTR)
+			;
+		if (report_child_status(kids[i], status))
+			failed++;
+		else
+			ok++;
+	}
+	free(kids);
+	report(NULL, "children", "\"procs\":%u,\"ok\":%u,\"failed\":%u", n, ok, failed);
+	return failed || ret ? EXIT_CHILD : EXIT_OK;
+}
+
+/*
+ * One race-close worker: open, get a context, map, touch, and tear down in a varying order
+ * (sometimes closing the fd while the mapping still exists), until it decides to exit, the
+ * device has been gone for settle_ms, or the watch time is up.
+ */
+static int race_worker(const struct device *d, unsigned int index, double deadline)
+{
+	unsigned int seed = (unsigned int)getpid() * 2654435761u, iters = 0, maps_made = 0;
+	unsigned int budget = 1 + rand_r(&seed) % 20;
+	unsigned int err_ctx = 0, err_map = 0, last_errno = 0;
+	double gone_at = 0;
+	char label[32];
+
+	snprintf(label, sizeof(label), "race%u", index);
+	cur_label = label;
+	while (iters < budget && now_ms() < deadline) {
+		struct context c;
+		void *p;
+		int ret;
+
+		if (!gone_at && !device_present(d))
+			gone_at = now_ms();
+		if (gone_at && now_ms() - gone_at >= opt.settle_ms)
+			break;
+		iters++;
+		ret = get_context(d, opt.uars, &c);
+		if (ret) {
+			err_ctx++;
+			last_errno = -ret;
+			usleep(opt.interval_ms * 1000);
+			continue;
+		}
+		p = mmap(NULL, (size_t)c.resp.num_uars * UAR_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, c.fd,
+			 (off_t)c.resp.uar_mmap_offset);
+		if (p == MAP_FAILED) {
+			err_map++;
+			last_errno = errno;
+			close_context(&c);
+			continue;
+		}
+		maps_made++;
+		((volatile uint32_t *)p)[(OFF_SCRATCH + 8 * (index % 64)) / 4] = 0x7ace0000u | iters;
+		(void)((volatile uint32_t *)p)[OFF_SQ_DB / 4];
+		switch (rand_r(&seed) % 3) {
+		case 0:		/* the usual order */
+			munmap(p, (size_t)c.resp.num_uars * UAR_PAGE);
+			close_context(&c);
+			break;
+		case 1:		/* close first: the mapping outlives the fd for a moment */
+			close_context(&c);
+			((volatile uint32_t *)p)[(OFF_SCRATCH + 8 * (index % 64)) / 4] = 0x7acf0000u | iters;
+			munmap(p, (size_t)c.resp.num_uars * UAR_PAGE);
+			break;
+		default:	/* leave both to exit() on the last round */
+			if (iters == budget) {
+				report(label, "worker-exit", "\"iterations\":%u,\"maps\":%u,\"context_errors\":%u,\"mmap_errors\":%u,\"last_errno\":%u,\"teardown\":\"exit\"",
+				       iters, maps_made, err_ctx, err_map, last_errno);
+				_exit(EXIT_OK);
+			}
+			munmap(p, (size_t)c.resp.num_uars * UAR_PAGE);
+			close_context(&c);
+			break;
+		}
+		usleep((rand_r(&seed) % (opt.interval_ms + 1)) * 1000);
+	}
+	report(label, "worker-exit", "\"iterations\":%u,\"maps\":%u,\"context_errors\":%u,\"mmap_errors\":%u,\"last_errno\":%u,\"teardown\":\"close\"",
+	       iters, maps_made, err_ctx, err_map, last_errno);
+	return EXIT_OK;
+}
+
+/*
+ * race-close: --procs workers (default 8) keep mapping and unmapping, and exit and are replaced,
+ * while the device vanishes. Nothing may hang, leak, warn or kill a worker.
+ */
+static int run_race_close(const struct device *d)
+{
+	unsigned int n = opt.procs ? opt.procs : 8, running = 0, spawned = 0, ok = 0, failed = 0, i;
+	double deadline = now_ms() + (opt.watch_s > 0 ? opt.watch_s : 10) * 1e3, gone_at = 0;
+	int status;
+	pid_t pid;
+
+	report(NULL, "ready", "\"role\":\"race-close\",\"workers\":%u", n);
+	fflush(NULL);
+	for (;;) {
+		bool gone;
+
+		if (!gone_at && !device_present(d)) {
+			gone_at = now_ms();
+			report(NULL, "device-gone", "\"ibdev\":\"%s\",\"running\":%u,\"spawned\":%u", d->ibdev, running, spawned);
+		}
+		gone = gone_at != 0;
+		/* Keep n workers alive until the device is gone or the time is up. */
+		while (!gone && running < n && now_ms() < deadline) {
+			pid = fork();
+			if (pid == 0)
+				_exit(race_worker(d, spawned % 1024, deadline));
+			if (pid < 0) {
+				report(NULL, "error", "\"op\":\"fork\",\"errno\":%d", errno);
+				break;
+			}
+			running++;
+			spawned++;
+		}
+		pid = waitpid(-1, &status, running ? 0 : WNOHANG);
+		if (pid > 0) {
+			running--;
+			if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+				ok++;
+			} else {
+				failed++;
+				report_child_status(pid, status);
+			}
+		} else if (!running) {
+			break;
+		}
+		if (!running && (gone || now_ms() >= deadline))
+			break;
+	}
+	for (i = 0; i < running; i++)
+		if (waitpid(-1, &status, 0) > 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+			failed++;
+	report(NULL, "race-summary", "\"workers\":%u,\"spawned\":%u,\"ok\":%u,\"failed\":%u,\"device_gone\":%s",
+	       n, spawned, ok, failed, gone_at ? "true" : "false");
+	return failed ? EXIT_CHILD : EXIT_OK;
+}
+
 static int run(const struct device *d)
 {
 	struct context c;
@@ -704,6 +1063,12 @@ static int run(const struct device *d)
 	bool fork_mode = !strcmp(opt.scenario, "fork");
 	int ret;
 
+	if (!strcmp(opt.scenario, "fd-passing"))
+		return run_fd_passing(d);
+	if (!strcmp(opt.scenario, "many"))
+		return run_many(d);
+	if (!strcmp(opt.scenario, "race-close"))
+		return run_race_close(d);
 	if (split && npages < 4)
 		npages = 4;
 	ret = get_context(d, npages, &c);
@@ -807,7 +1172,8 @@ static void usage(FILE *f)
 		"  --device PATH        uverbs device (default: the first whose ib device is vrnic*)\n"
 		"  --wait-device SEC    wait this long for the uverbs device when the PCI function exists (default 5)\n"
 		"  --uars N             UAR pages for the context, 1..8 (default 1; split uses 4)\n"
-		"  --scenario NAME      single (default), fork, split\n"
+		"  --scenario NAME      single (default), fork, split, fd-passing, many, race-close\n"
+		"  --procs N            processes for many (default 32) and race-close (default 8)\n"
 		"  --doorbells N        doorbell writes in the pattern (default 16)\n"
 		"  --doorbell-gap-ms MS pause between doorbell writes (default 20)\n"
 		"  --watch SEC          then read/write the mapping for up to SEC s (0: only with --commands)\n"
@@ -856,6 +1222,7 @@ int main(int argc, char **argv)
 		{ "commands", required_argument, 0, 'c' },
 		{ "output", required_argument, 0, 'o' },
 		{ "pfn-dev", required_argument, 0, 'p' },
+		{ "procs", required_argument, 0, 'P' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
@@ -874,7 +1241,8 @@ int main(int argc, char **argv)
 		case 'u': ok = parse_uint(optarg, &opt.uars, 1, VRNIC_MAX_UARS_PER_CONTEXT); break;
 		case 's':
 			opt.scenario = optarg;
-			ok = !strcmp(optarg, "single") || !strcmp(optarg, "fork") || !strcmp(optarg, "split");
+			ok = !strcmp(optarg, "single") || !strcmp(optarg, "fork") || !strcmp(optarg, "split") ||
+			     !strcmp(optarg, "fd-passing") || !strcmp(optarg, "many") || !strcmp(optarg, "race-close");
 			break;
 		case 'b': ok = parse_uint(optarg, &opt.doorbells, 1, 65535); break;
 		case 'g': ok = parse_uint(optarg, &opt.doorbell_gap_ms, 0, 10000); break;
@@ -884,6 +1252,7 @@ int main(int argc, char **argv)
 		case 'c': opt.commands = optarg; break;
 		case 'o': opt.output = optarg; break;
 		case 'p': opt.pfn_dev = optarg; break;
+		case 'P': ok = parse_uint(optarg, &opt.procs, 1, 256); break;
 		case 'h': usage(stdout); return EXIT_OK;
 		default: usage(stderr); return EXIT_USAGE;
 		}

@@ -2,7 +2,7 @@
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { formatCommandLine, qemuArgs, type SerialTarget } from '../../qemu-config/args';
-import { guestAppend, latestGuestImage } from '../../qemu-config/image';
+import { GUEST_SCENARIOS, guestAppend, latestGuestImage, type GuestScenario } from '../../qemu-config/image';
 import { findQemu, QEMU_BINARY } from '../../qemu-config/qemu';
 import { type Command, UsageError } from './command';
 
@@ -25,7 +25,7 @@ Flags:
   --initrd FILE       initramfs (default DIR/initrd.img)
   --append TEXT       the whole kernel command line (default from --bug/--watch/--scenario)
   --bug NAME          driver bug: none, legacy-mmap, no-disassociate (default none)
-  --scenario NAME     vrnic-test scenario: single, fork, split (default single)
+  --scenario NAME     vrnic-test scenario: ${GUEST_SCENARIOS.join(', ')} (default single)
   --watch SEC         seconds vrnic-test watches its mapping (default 0)
   --console FILE      console to FILE instead of stdio
   --log FILE          QEMU's -D log file
@@ -81,7 +81,7 @@ export const qemuArgsCommand: Command = {
     const bug = str('bug') ?? 'none';
     if (!(BUGS as readonly string[]).includes(bug)) throw new UsageError(`--bug must be one of ${BUGS.join(', ')}`);
     const scenario = str('scenario') ?? 'single';
-    if (!['single', 'fork', 'split'].includes(scenario)) throw new UsageError('--scenario must be single, fork or split');
+    if (!(GUEST_SCENARIOS as readonly string[]).includes(scenario)) throw new UsageError(`--scenario must be one of ${GUEST_SCENARIOS.join(', ')}`);
     const watch = str('watch');
     if (watch !== undefined && !/^\d+(\.\d+)?$/.test(watch)) throw new UsageError('--watch takes seconds');
     const memory = str('memory');
@@ -95,7 +95,7 @@ export const qemuArgsCommand: Command = {
         initrd: str('initrd') ?? path.join(guestDir as string, 'initrd.img'),
         append:
           str('append') ??
-          guestAppend({ bug: bug as Bug, scenario: scenario as 'single' | 'fork' | 'split', watchSeconds: watch === undefined ? undefined : Number(watch) }),
+          guestAppend({ bug: bug as Bug, scenario: scenario as GuestScenario, watchSeconds: watch === undefined ? undefined : Number(watch) }),
         socket: socket ? path.resolve(socket) : undefined,
         qmp: str('qmp') ? path.resolve(str('qmp') as string) : undefined,
         serial,
