@@ -8,6 +8,9 @@ import { CpioWriter } from './cpio';
 
 export const DEFAULT_KERNEL_RELEASE = '6.1.0-56-amd64';
 
+/** Images kept in a cache root; older ones are removed after a new build (the .deb downloads stay). */
+const KEEP_IMAGES = 4;
+
 /** Bump when the layout of the image or of its manifest changes in a way the sources don't show. */
 const BUILDER_VERSION = 3;
 
@@ -334,6 +337,23 @@ function imageAt(dir: string, m: Manifest, cached: boolean): GuestImage {
   };
 }
 
+/** Removes all but the KEEP_IMAGES newest images (by build time) under a cache root; never `keep`. */
+function pruneImages(root: string, keep: string, progress: (l: string) => void): void {
+  const images: { dir: string; builtAt: string }[] = [];
+  for (const e of fs.readdirSync(root, { withFileTypes: true })) {
+    if (!e.isDirectory() || e.name.startsWith('.') || e.name === 'debs') continue;
+    const dir = path.join(root, e.name);
+    const m = readManifest(dir);
+    if (m) images.push({ dir, builtAt: m.builtAt });
+  }
+  images.sort((a, b) => (a.builtAt < b.builtAt ? 1 : -1));
+  for (const old of images.slice(KEEP_IMAGES)) {
+    if (old.dir === keep) continue;
+    fs.rmSync(old.dir, { recursive: true, force: true });
+    progress(`[guest] removed old image ${old.dir}`);
+  }
+}
+
 /** The most recently built image under a cache root (default `<repo>/.vrnic-cache/guest`), if any. */
 export function latestGuestImage(outDir?: string, repoRoot?: string): GuestImage | undefined {
   let root: string;
@@ -457,6 +477,7 @@ export async function buildGuestImage(opts: GuestBuildOptions = {}): Promise<Gue
     // Publish atomically: a reader sees a complete image or none.
     fs.rmSync(dir, { recursive: true, force: true });
     fs.renameSync(out, dir);
+    pruneImages(root, dir, progress);
     progress(`[guest] built ${dir} in ${((Date.now() - started) / 1000).toFixed(1)} s (initramfs ${(initrd.length / 1048576).toFixed(1)} MiB)`);
     return imageAt(dir, manifest, false);
   } finally {
