@@ -3,7 +3,9 @@
 // The event loop never blocks: one poll(2) on libuv's threadpool (pollAsync) covers the wake-up
 // eventfd plus either the listening socket (no client) or the client's socket; once it reports
 // readiness, the main thread drains the socket with non-blocking recvmsg and answers each
-// message with a sendmsg bounded by SO_SNDTIMEO.
+// message with a sendmsg bounded by SO_SNDTIMEO. For a short window after serving a client the
+// wait is a synchronous poll(…, 0) per event-loop turn instead (BusyPoll, ../busy-poll.ts): the
+// next request of a busy client is then picked up without a threadpool hop.
 import { EventEmitter } from 'node:events';
 import { chmodSync, unlinkSync } from 'node:fs';
 import type { Logger } from 'pino';
@@ -17,7 +19,6 @@ import {
   listen,
   POLLIN,
   POLLOUT,
-  pollAsync,
   setNonBlocking,
   setSocketTimeout,
   SO_SNDTIMEO,
@@ -28,6 +29,7 @@ import {
 import { DmaError, type DeviceContext, type DmaAccess, type InterruptSink } from '../../../emulator/framework/device';
 import { IrqIndex } from '../../protocol/constants';
 import type { Transport, TransportOptions, TransportStats } from '../transport';
+import { BusyPoll } from '../busy-poll';
 import { RealizedDevice } from './realized';
 import { Session } from './session';
 
@@ -47,6 +49,7 @@ export class NativeTransport extends EventEmitter implements Transport {
   private readonly counters = { messages: 0, errors: 0 };
   private clients = 0;
   private interruptsDropped = 0;
+  private readonly busy = new BusyPoll();
 
   constructor(readonly opts: TransportOptions) {
     super();
@@ -134,7 +137,8 @@ export class NativeTransport extends EventEmitter implements Transport {
       }
       let rev: number[];
       try {
-        rev = await pollAsync([{ fd: this.wakeFd, events: POLLIN }, { fd: watched, events }], timeout);
+        const reqs = [{ fd: this.wakeFd, events: POLLIN }, { fd: watched, events }];
+        rev = await this.busy.wait(reqs, timeout, () => this.running && gen === this.generation && this.session === s);
       } catch (err) {
         this.log.error({ err }, 'poll failed');
         this.emit('error', err);
@@ -145,6 +149,7 @@ export class NativeTransport extends EventEmitter implements Transport {
       if (gen !== this.generation || this.session !== s) continue; // the client changed while polling
       if (!rev[1]) continue;
       if (s !== null) {
+        this.busy.activity();
         if (rev[1]! & POLLOUT) s.onWritable();
         if (!s.closed && rev[1]! & ~POLLOUT) s.onReadable();
       } else {
@@ -187,6 +192,7 @@ export class NativeTransport extends EventEmitter implements Transport {
     if (s === null) return;
     this.session = null;
     this.generation++;
+    this.busy.quiet();
     s.close();
     this.log.info({ reason }, 'client disconnected');
     try {

@@ -1,0 +1,106 @@
+// Readiness waits for both transports' run loops: a short busy window after activity, then poll(2) on a libuv worker.
+//
+// pollAsync costs a threadpool hop plus a main-loop wake-up (tens of µs on these machines) every
+// time it is armed. A vfio-user client that just got a reply usually sends its next request within
+// a few µs (a guest driver's MMIO loop, the bench client), so for a short window after serving
+// something we check the socket with a synchronous poll(…, 0) instead (a koffi call, well under a
+// µs) and give the event loop a turn (setImmediate) between checks, so timers, signals, the
+// control socket and the NIC's doorbell poller still run. Once the window passes with nothing to
+// do, the wait goes back to pollAsync: an idle device costs no CPU.
+import { poll, pollAsync, type PollRequest } from '../../ffi/libc';
+
+/**
+ * How long the loop keeps checking after the last activity, in µs. Long enough to cover a
+ * client's turnaround between a reply and its next request (a few µs for a tight loop, tens of µs
+ * for a TCG guest's MMIO loop); short enough that a lone access costs well under a millisecond of
+ * CPU. VRNIC_BUSY_WINDOW_US overrides it (0 turns the window off) for measurements.
+ */
+export const DEFAULT_BUSY_WINDOW_US = 200;
+
+/** Longest window the override accepts: beyond this the spin would show up as idle CPU. */
+const MAX_BUSY_WINDOW_US = 10_000;
+
+export function busyWindowUsFromEnv(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.VRNIC_BUSY_WINDOW_US;
+  if (raw === undefined || raw === '') return DEFAULT_BUSY_WINDOW_US;
+  const n = Number(raw);
+  return Number.isFinite(n) && n >= 0 ? Math.min(Math.floor(n), MAX_BUSY_WINDOW_US) : DEFAULT_BUSY_WINDOW_US;
+}
+
+/** Ready checks answered in a row without an event-loop turn before the loop is made to take one. */
+const MAX_HITS_PER_TURN = 32;
+
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+export interface BusyPollStats {
+  /** Waits answered by the synchronous check inside the window. */
+  readonly busyHits: number;
+  /** Waits that went to pollAsync (window over or off). */
+  readonly asyncWaits: number;
+}
+
+export class BusyPoll {
+  private readonly windowMs: number;
+  private until = 0;
+  private hits = 0;
+  private asyncWaits = 0;
+  private hitsSinceTurn = 0;
+
+  constructor(windowUs = busyWindowUsFromEnv()) {
+    this.windowMs = windowUs / 1000;
+  }
+
+  /** Something was served: keep checking synchronously for the next window. */
+  activity(): void {
+    if (this.windowMs > 0) this.until = performance.now() + this.windowMs;
+  }
+
+  /** Inside the window: the next wait starts with a cheap synchronous check. */
+  get active(): boolean {
+    return performance.now() < this.until;
+  }
+
+  /** Ends the window now (client gone, stopping): the next wait goes straight to pollAsync. */
+  quiet(): void {
+    this.until = 0;
+  }
+
+  /**
+   * Waits until one of reqs is ready, timeoutMs passes (-1: no limit) or stillWanted() turns
+   * false after an event-loop turn (then every revents is 0 and the caller re-evaluates).
+   * Returns each request's revents, as poll(2) does. justChecked: the caller polled them a moment
+   * ago and found nothing, so the first check waits for an event-loop turn.
+   */
+  async wait(reqs: readonly PollRequest[], timeoutMs: number, stillWanted: () => boolean, justChecked = false): Promise<number[]> {
+    let first = true;
+    while (performance.now() < this.until) {
+      if (this.hitsSinceTurn >= MAX_HITS_PER_TURN || (first && justChecked)) {
+        // a client that is always ready would otherwise keep the loop in microtasks for ever
+        await this.turn();
+        if (!stillWanted()) return reqs.map(() => 0);
+      }
+      first = false;
+      const rev = poll(reqs, 0);
+      if (rev.some((r) => r !== 0)) {
+        this.hits++;
+        this.hitsSinceTurn++;
+        return rev;
+      }
+      await this.turn();
+      if (!stillWanted()) return reqs.map(() => 0);
+    }
+    this.asyncWaits++;
+    this.hitsSinceTurn = 0;
+    return pollAsync(reqs, timeoutMs);
+  }
+
+  private turn(): Promise<void> {
+    this.hitsSinceTurn = 0;
+    // Not unref'd on purpose: libuv must not block in its poll phase while we spin.
+    return nextTurn();
+  }
+
+  stats(): BusyPollStats {
+    return { busyHits: this.hits, asyncWaits: this.asyncWaits };
+  }
+}
