@@ -53,6 +53,7 @@ import { CONFIG_SPACE_SIZE, ConfigSpace } from '../../../emulator/framework/conf
 import { MsixTable } from '../../../emulator/framework/msix';
 import { capabilityLayout, validateDeclaration } from './capabilities';
 import { VfuDma } from './dma';
+import { BusyPoll } from '../busy-poll';
 
 /** Requests handled per turn of the event loop before yielding to it. */
 const RUN_BUDGET = 64;
@@ -102,6 +103,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
   private errors = 0;
   private irqsDropped = 0;
   private readonly dmaRegions = new Map<bigint, DmaRegionInfo>();
+  private readonly busy = new BusyPoll();
 
   constructor(readonly opts: TransportOptions) {
     super();
@@ -392,7 +394,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       }
       const idle = await this.drain(ctx);
       if (this.generation !== gen || this.stopping || !this.attached) continue;
-      if (idle) await this.waitReadable(this.connFd);
+      if (idle) await this.waitForRequest(gen);
       else await new Promise<void>((resolve) => setImmediate(resolve));
     }
   }
@@ -422,6 +424,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       if (ctx !== this.ctx || !this.attached) return true;
       if (handled === 0) return true;
       this.messages += handled;
+      this.busy.activity();
       await undefined;
       if (ctx !== this.ctx || !this.attached || this.stopping) return true;
       // a koffi poll costs ~0.1 µs, another vfu_run_ctx through ffi-napi tens of µs
@@ -468,6 +471,16 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     return poll([{ fd, events: POLLIN }], 0)[0] !== 0;
   }
 
+  /**
+   * Waits for the client's next request: synchronous checks while the busy window after the last
+   * request lasts, then poll(2) on a libuv worker. drain() has just found the connection idle.
+   */
+  private async waitForRequest(gen: number): Promise<void> {
+    const reqs = [{ fd: this.connFd, events: POLLIN }, { fd: this.wakeFd, events: POLLIN }];
+    const [, wake] = await this.busy.wait(reqs, -1, () => this.generation === gen && !this.stopping && this.attached, true);
+    if (wake) eventfdConsume(this.wakeFd);
+  }
+
   /** Waits on a libuv worker until fd is readable or the wake-up eventfd fires. */
   private async waitReadable(fd: number): Promise<void> {
     const [, wake] = await pollAsync([{ fd, events: POLLIN }, { fd: this.wakeFd, events: POLLIN }], -1);
@@ -505,6 +518,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
   /** The client left or was dropped: libvfio-user has already unregistered its DMA regions. */
   private clientGone(why: string): void {
     this.attached = false;
+    this.busy.quiet();
     this.connFd = -1;
     this.dma.ctx = null;
     this.dmaRegions.clear();
