@@ -7,6 +7,7 @@
 // returns nothing for void callbacks): no JS exception ever unwinds into C.
 import ffi from '@2060.io/ffi-napi';
 import ref from '@2060.io/ref-napi';
+import { constants as bufferConstants } from 'node:buffer';
 import { LibraryMissingError, SysError } from './errors';
 
 // ---- constants, under their C names (include/libvfio-user.h, include/pci_defs.h, linux/pci_regs.h) ----
@@ -271,6 +272,59 @@ export interface DmaRegionInfo {
   readonly mappingLength: bigint;
   readonly pageSize: bigint;
   readonly prot: number;
+  /**
+   * The region's bytes as libvfio-user mapped them, viewed from JS: null when the region is not
+   * mapped (no fd) or longer than a Buffer can view. Revoked in dma_unregister (see DmaMemory).
+   */
+  readonly memory: DmaMemory | null;
+}
+
+/** The largest region a Buffer can view (buffer.constants.MAX_LENGTH, 4 GiB on 64-bit Node 20). */
+const MAX_VIEW_LENGTH = BigInt(bufferConstants.MAX_LENGTH);
+
+/**
+ * A DMA region's memory, at the address libvfio-user mapped it (vfu_dma_info_t.vaddr), so a
+ * DmaAccess copies guest memory with one memcpy in JS instead of vfu_addr_to_sgl plus
+ * vfu_sgl_read/write (2-3 ffi-napi calls per access).
+ *
+ * Lifetime (lib/dma.c): libvfio-user mmaps the client's fd before calling dma_register and
+ * munmaps it right after dma_unregister returns (DMA_UNMAP, UNMAP_ALL, a lost connection,
+ * vfu_destroy_ctx: every path goes through dma_controller_destroy_region). Unlike a libc.ts
+ * Mapping we cannot swap the pages for anonymous memory first (libvfio-user owns the mapping and
+ * unmaps it itself), so a stale Buffer over it would fault. What keeps that from happening:
+ * - VfuContext revokes the view inside the dma_unregister callback, before the transport's
+ *   handler runs and before C returns to munmap; `buffer` throws from then on;
+ * - the view never leaves the holder's synchronous call: readers copy out of it (Buffer.from of a
+ *   subarray), writers copy into it; nobody keeps `buffer` or a subarray of it across an await;
+ * - callbacks run on Node's main thread (vfu_run_ctx and vfu_destroy_ctx are called there; an
+ *   ffi-napi callback from another thread is queued to it), so no copy is half done when the
+ *   unregister callback runs.
+ */
+export class DmaMemory {
+  private view: Buffer | null;
+
+  constructor(view: Buffer, readonly readable: boolean, readonly writable: boolean) {
+    this.view = view;
+  }
+
+  get live(): boolean {
+    return this.view !== null;
+  }
+
+  get length(): number {
+    return this.view?.length ?? 0;
+  }
+
+  /** The live view. Throws once revoked; callers copy in or out within their own synchronous call. */
+  get buffer(): Buffer {
+    if (this.view === null) throw new Error('DMA region already unregistered');
+    return this.view;
+  }
+
+  /** From dma_unregister (or destroy): the mapping is about to go. */
+  revoke(): void {
+    this.view = null;
+  }
 }
 
 export interface VfuCallbackErrorReporter {
@@ -282,15 +336,25 @@ export interface MmapArea {
   readonly size: number;
 }
 
-function readDmaInfo(ptr: Buffer): DmaRegionInfo {
+/** Reads a vfu_dma_info_t; withView: also view the mapped bytes (dma_register only). */
+function readDmaInfo(ptr: Buffer, withView: boolean): DmaRegionInfo {
   const info = ref.reinterpret(ptr, SIZEOF_VFU_DMA_INFO, 0);
+  const length = info.readBigUInt64LE(VFU_DMA_INFO_IOVA_LEN);
+  const mapped = info.readBigUInt64LE(VFU_DMA_INFO_VADDR) !== 0n;
+  const prot = info.readUInt32LE(VFU_DMA_INFO_PROT);
+  let memory: DmaMemory | null = null;
+  if (withView && mapped && length > 0n && length <= MAX_VIEW_LENGTH) {
+    // vaddr .. vaddr + iova.iov_len lies inside the mapping (lib/dma.c dma_map_region)
+    memory = new DmaMemory(ref.readPointer(info, VFU_DMA_INFO_VADDR, Number(length)), (prot & PROT_READ) !== 0, (prot & PROT_WRITE) !== 0);
+  }
   return {
     iova: info.readBigUInt64LE(VFU_DMA_INFO_IOVA_BASE),
-    length: info.readBigUInt64LE(VFU_DMA_INFO_IOVA_LEN),
-    mapped: info.readBigUInt64LE(VFU_DMA_INFO_VADDR) !== 0n,
+    length,
+    mapped,
     mappingLength: info.readBigUInt64LE(VFU_DMA_INFO_MAPPING_LEN),
     pageSize: info.readBigUInt64LE(VFU_DMA_INFO_PAGE_SIZE),
-    prot: info.readUInt32LE(VFU_DMA_INFO_PROT),
+    prot,
+    memory,
   };
 }
 
@@ -307,6 +371,8 @@ export class VfuContext {
   /** View of libvfio-user's config space; never handed out, only copied from or into. */
   private config: Buffer | null = null;
   private readonly sg: Buffer;
+  /** Views of the mapped DMA regions by iova, revoked in dma_unregister (see DmaMemory). */
+  private readonly dmaMemory = new Map<bigint, DmaMemory>();
   private busy = 0;
   private readonly onCallbackError: VfuCallbackErrorReporter;
 
@@ -495,13 +561,28 @@ export class VfuContext {
     const reg = this.keep(
       'dma_register',
       ffi.Callback(VFU_DMA_REGISTER_CB_T[0], [...VFU_DMA_REGISTER_CB_T[1]], (_ctx: Ptr, info: Ptr) => {
-        this.guard('dma_register', undefined, () => onRegister(readDmaInfo(info)));
+        this.guard('dma_register', undefined, () => {
+          const region = readDmaInfo(info, true);
+          if (region.memory !== null) {
+            // libvfio-user refuses overlapping regions; an old view at this iova is stale anyway
+            this.dmaMemory.get(region.iova)?.revoke();
+            this.dmaMemory.set(region.iova, region.memory);
+          }
+          onRegister(region);
+        });
       }),
     );
     const unreg = this.keep(
       'dma_unregister',
       ffi.Callback(VFU_DMA_UNREGISTER_CB_T[0], [...VFU_DMA_UNREGISTER_CB_T[1]], (_ctx: Ptr, info: Ptr) => {
-        this.guard('dma_unregister', undefined, () => onUnregister(readDmaInfo(info)));
+        this.guard('dma_unregister', undefined, () => {
+          const region = readDmaInfo(info, false);
+          // first, whatever the handler does: libvfio-user munmaps as soon as we return
+          const memory = this.dmaMemory.get(region.iova) ?? null;
+          memory?.revoke();
+          this.dmaMemory.delete(region.iova);
+          onUnregister({ ...region, memory });
+        });
       }),
     );
     check(vfu().vfu_setup_device_dma(this.p(), u64(maxRegions), reg, unreg), 'vfu_setup_device_dma');
@@ -634,6 +715,9 @@ export class VfuContext {
       this.busy--;
       this.ctx = null;
       this.config = null;
+      // vfu_destroy_ctx unregistered every region; any view still here would be stale
+      for (const m of this.dmaMemory.values()) m.revoke();
+      this.dmaMemory.clear();
       // C holds none of them any more
       this.callbacks.clear();
     }

@@ -102,7 +102,6 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
   private messages = 0;
   private errors = 0;
   private irqsDropped = 0;
-  private readonly dmaRegions = new Map<bigint, DmaRegionInfo>();
   private readonly busy = new BusyPoll();
 
   constructor(readonly opts: TransportOptions) {
@@ -163,7 +162,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       clients: this.clients,
       messages: this.messages,
       errors: this.errors,
-      dmaRegions: this.dmaRegions.size,
+      dmaRegions: this.dma.regionCount,
     };
   }
 
@@ -292,12 +291,12 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
   }
 
   private dmaRegistered(info: DmaRegionInfo): void {
-    this.dmaRegions.set(info.iova, info);
-    this.log.debug({ iova: `0x${info.iova.toString(16)}`, length: `0x${info.length.toString(16)}`, prot: info.prot, mapped: info.mapped }, 'DMA region added');
+    this.dma.addRegion(info);
+    this.log.debug({ iova: `0x${info.iova.toString(16)}`, length: `0x${info.length.toString(16)}`, prot: info.prot, mapped: info.mapped, viewed: info.memory !== null }, 'DMA region added');
   }
 
   private dmaUnregistered(info: DmaRegionInfo): void {
-    this.dmaRegions.delete(info.iova);
+    this.dma.removeRegion(info.iova);
     this.log.debug({ iova: `0x${info.iova.toString(16)}`, length: `0x${info.length.toString(16)}` }, 'DMA region removed');
   }
 
@@ -521,7 +520,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     this.busy.quiet();
     this.connFd = -1;
     this.dma.ctx = null;
-    this.dmaRegions.clear();
+    this.dma.clear();
     this.vectorMasked.fill(0);
     this.msix?.reset();
     this.resetConfig();
