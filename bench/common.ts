@@ -3,6 +3,7 @@ import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { BAR0_SIZE, IF_VERSION } from '../emulator/nic';
 import { MinimalClient } from './minimal-client';
 
 /** The repository root (bench/ files run from dist/bench/). */
@@ -10,9 +11,9 @@ export const repoRoot = path.resolve(__dirname, '..', '..');
 export const cliPath = path.join(repoRoot, 'dist', 'src', 'cli.js');
 export const launcherPath = path.join(repoRoot, 'dist', 'bench', 'launch-server.js');
 
-/** BAR0 size and the value of a 4-byte read at offset 0 that the stand-in device and the C server share. */
-export const BENCH_BAR0_SIZE = 4096;
-export const BENCH_VERSION_VALUE = 0x00010000;
+/** The NIC's BAR0 size and its VERSION register (offset 0); the C server and the Node floor answer the same. */
+export const BENCH_BAR0_SIZE = BAR0_SIZE;
+export const BENCH_VERSION_VALUE = IF_VERSION;
 
 export function median(xs: readonly number[]): number {
   return quantile(xs, 0.5);

@@ -1,13 +1,16 @@
-// Bench-only reference: the least a Node process can do to answer vfio-user REGION_READs, on Node's own net module (libuv epoll on the main thread).
+// Bench-only references: the least a Node process can do to answer vfio-user REGION_READs, on the event loop or with blocking system calls.
 //
-// It is not a vfio-user server (it answers VERSION, REGION_READ and REGION_WRITE with fixed
-// replies and nothing else). It exists to split a vrnic transport's round trip into what any
-// server in Node pays (waking the event loop, a JS callback, a socket write) and what vrnic's
-// design adds on top (poll(2) on a libuv worker thread, FFI calls, the device model).
+// Neither is a vfio-user server (they answer VERSION, REGION_READ and REGION_WRITE with fixed
+// replies and nothing else). They split a vrnic transport's round trip into what any server in
+// Node pays and what vrnic's design adds on top:
+// - default: Node's net module (libuv epoll on the main thread, a JS callback, a socket write);
+// - --blocking: accept/read/write through koffi, blocking, in a plain loop on the main thread,
+//   the way the C server runs libvfio-user (one thread, one wake-up per message).
 //
-// Usage: node dist/bench/node-floor-server.js SOCKET
+// Usage: node dist/bench/node-floor-server.js SOCKET [--blocking]
 import fs from 'node:fs';
 import net from 'node:net';
+import koffi from 'koffi';
 import { BENCH_VERSION_VALUE } from './common';
 
 const HEADER_SIZE = 16;
@@ -47,10 +50,59 @@ function answer(msg: Buffer): Buffer {
   throw new Error(`node-floor-server answers only VERSION, REGION_READ and REGION_WRITE, not command ${command}`);
 }
 
+/** Serves one client after another with blocking system calls; never returns (SIGTERM ends the process). */
+function serveBlocking(socketPath: string): void {
+  const libc = koffi.load('libc.so.6');
+  const socket = libc.func('int socket(int, int, int)') as (d: number, t: number, p: number) => number;
+  const bind = libc.func('int bind(int, const uint8_t *, uint32_t)') as (fd: number, a: Buffer, l: number) => number;
+  const listen = libc.func('int listen(int, int)') as (fd: number, n: number) => number;
+  const accept = libc.func('int accept(int, void *, void *)') as (fd: number, a: null, l: null) => number;
+  const read = libc.func('long read(int, _Out_ uint8_t *, size_t)') as (fd: number, b: Buffer, n: number) => number;
+  const write = libc.func('long write(int, const uint8_t *, size_t)') as (fd: number, b: Buffer, n: number) => number;
+  const close = libc.func('int close(int)') as (fd: number) => number;
+  const addr = Buffer.alloc(110);
+  addr.writeUInt16LE(1, 0); // AF_UNIX
+  Buffer.from(socketPath).copy(addr, 2);
+  const lfd = socket(1, 1, 0);
+  if (lfd < 0 || bind(lfd, addr, addr.length) < 0 || listen(lfd, 16) < 0) throw new Error(`cannot listen on ${socketPath}: errno ${koffi.errno()}`);
+  process.stdout.write('listening\n');
+  const buf = Buffer.alloc(65536);
+  for (;;) {
+    const fd = accept(lfd, null, null);
+    if (fd < 0) continue;
+    let have = 0;
+    for (;;) {
+      const n = Number(read(fd, have === 0 ? buf : buf.subarray(have), buf.length - have));
+      if (n <= 0) break;
+      have += n;
+      let off = 0;
+      while (have - off >= HEADER_SIZE) {
+        const size = buf.readUInt32LE(off + 4);
+        if (size < HEADER_SIZE || size > buf.length) {
+          have = off = 0;
+          break;
+        }
+        if (have - off < size) break;
+        const out = answer(buf.subarray(off, off + size));
+        write(fd, out, out.length);
+        off += size;
+      }
+      buf.copy(buf, 0, off, have);
+      have -= off;
+    }
+    close(fd);
+  }
+}
+
 function main(): void {
   const socketPath = process.argv[2];
-  if (!socketPath) throw new Error('usage: node-floor-server SOCKET');
+  if (!socketPath) throw new Error('usage: node-floor-server SOCKET [--blocking]');
   fs.rmSync(socketPath, { force: true });
+  if (process.argv[3] === '--blocking') {
+    // Blocking in a system call keeps the event loop from running a JS signal handler; the default action (exit) is wanted.
+    serveBlocking(socketPath);
+    return;
+  }
   const server = net.createServer((conn) => {
     let pending: Buffer = Buffer.alloc(0);
     conn.on('data', (chunk: Buffer) => {

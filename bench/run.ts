@@ -6,9 +6,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { machineInfo, repoRoot, round, type MachineInfo } from './common';
+import { machineInfo, repoRoot, round, tempDir, type MachineInfo } from './common';
 import { runFfiCost, type FfiCostResult } from './ffi-cost';
-import type { ProfileSummary } from './profile';
+import { summarizeProfileDir, type ProfileSummary } from './profile';
 import { runStartup, type StartupResult } from './startup';
 import { runTrappedAccess, vrnicTransportsToTry, type TrappedAccessResult, type VrnicTransport } from './trapped-access';
 
@@ -36,7 +36,11 @@ export interface DoorbellFigures {
 export interface DoorbellSection {
   readonly rows: readonly ({ transport: VrnicTransport; raw: unknown } & DoorbellFigures)[];
   readonly skipped: readonly { transport: VrnicTransport | 'all'; reason: string }[];
+  /** The device process's CPU profile during a second, profiled doorbell run (its figures are not the ones reported). */
+  readonly profiles: readonly ProfileSummary[];
 }
+
+type DoorbellModule = { runDoorbellBench?: (opts: Record<string, unknown>) => Promise<unknown> };
 
 export interface BenchReport {
   readonly machine: MachineInfo;
@@ -52,11 +56,12 @@ const log = (line: string) => process.stderr.write(line + '\n');
 
 async function runDoorbell(transports: readonly VrnicTransport[], quick: boolean): Promise<DoorbellSection> {
   const modPath = path.join(__dirname, 'doorbell.js');
-  if (!fs.existsSync(modPath)) return { rows: [], skipped: [{ transport: 'all', reason: 'bench/doorbell.ts is not there yet (the NIC model provides it)' }] };
-  const mod = require(modPath) as { runDoorbellBench?: (opts: Record<string, unknown>) => Promise<unknown> };
-  if (typeof mod.runDoorbellBench !== 'function') return { rows: [], skipped: [{ transport: 'all', reason: 'bench/doorbell.ts exports no runDoorbellBench' }] };
+  if (!fs.existsSync(modPath)) return { rows: [], profiles: [], skipped: [{ transport: 'all', reason: 'bench/doorbell.ts is not there yet (the NIC model provides it)' }] };
+  const mod = require(modPath) as DoorbellModule;
+  if (typeof mod.runDoorbellBench !== 'function') return { rows: [], profiles: [], skipped: [{ transport: 'all', reason: 'bench/doorbell.ts exports no runDoorbellBench' }] };
   const rows: DoorbellSection['rows'][number][] = [];
   const skipped: DoorbellSection['skipped'][number][] = [];
+  const profiles: ProfileSummary[] = [];
   for (const transport of transports) {
     try {
       const raw = await mod.runDoorbellBench({ transport, quick, log });
@@ -66,9 +71,52 @@ async function runDoorbell(transports: readonly VrnicTransport[], quick: boolean
       const reason = (err as Error).message.split('\n')[0].slice(0, 300);
       skipped.push({ transport, reason });
       log(`  doorbell: ${transport} skipped: ${reason}`);
+      continue;
+    }
+    try {
+      profiles.push(await profileDoorbell(mod, transport, quick));
+    } catch (err) {
+      log(`  doorbell: no profile for ${transport}: ${(err as Error).message.split('\n')[0]}`);
     }
   }
-  return { rows, skipped };
+  return { rows, skipped, profiles };
+}
+
+/**
+ * Runs the doorbell benchmark again with its device process under the inspector's profiler
+ * (bench/cpu-prof-preload.ts through NODE_OPTIONS) and summarizes the samples of the measured
+ * loops only: the window ends when runDoorbellBench reports its latencies and is as long as
+ * the measured round trips took (iterations x mean, both modes), so start-up and set-up stay out.
+ */
+async function profileDoorbell(mod: DoorbellModule, transport: VrnicTransport, quick: boolean): Promise<ProfileSummary> {
+  const dir = tempDir('vrnic-bench-doorbell-prof-');
+  const saved = { opts: process.env.NODE_OPTIONS, dir: process.env.VRNIC_BENCH_CPU_PROF_DIR };
+  process.env.NODE_OPTIONS = `${saved.opts ?? ''} --require ${path.join(__dirname, 'cpu-prof-preload.js')}`.trim();
+  process.env.VRNIC_BENCH_CPU_PROF_DIR = dir;
+  try {
+    const iterations = quick ? 500 : 2000;
+    let endUs = 0;
+    const raw = (await mod.runDoorbellBench!({
+      transport,
+      iterations,
+      warmup: 100,
+      idleSeconds: 1,
+      log: (line: string) => {
+        if (endUs === 0 && /p50/.test(line)) endUs = Number(process.hrtime.bigint() / 1000n);
+      },
+    })) as Record<string, unknown>;
+    if (endUs === 0) throw new Error('runDoorbellBench reported no latencies');
+    const spin = typeof raw.spinP50Us === 'number' ? raw.spinP50Us : 0;
+    const mean = typeof raw.meanUs === 'number' ? raw.meanUs : (raw.p50Us as number);
+    const window = { fromUs: endUs - iterations * (mean + spin), toUs: endUs };
+    return summarizeProfileDir(dir, `${transport} device process during ${2 * iterations} doorbell round trips (profiled run)`, 2 * iterations, window);
+  } finally {
+    if (saved.opts === undefined) delete process.env.NODE_OPTIONS;
+    else process.env.NODE_OPTIONS = saved.opts;
+    if (saved.dir === undefined) delete process.env.VRNIC_BENCH_CPU_PROF_DIR;
+    else process.env.VRNIC_BENCH_CPU_PROF_DIR = saved.dir;
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** Picks p50, p99 and idle CPU out of runDoorbellBench's result. */
@@ -188,6 +236,10 @@ export function renderReport(r: BenchReport): string {
       out.push(table(['transport', 'p50 us', 'p99 us', 'idle CPU % of a core'], r.doorbell.rows.map((d) => [d.transport, d.p50Us.toFixed(1), d.p99Us.toFixed(1), d.idleCpuPct.toFixed(2)])));
     }
     for (const s of r.doorbell.skipped) out.push(`  skipped ${s.transport}: ${s.reason}`);
+    if (r.doorbell.profiles.length > 0) {
+      out.push('  Where the device process spends its time between doorbell and completion (inspector profiler, 50 us sampling, measured loops only):');
+      for (const p of r.doorbell.profiles) out.push(profileFootnote(p).replace('us of server CPU per read', 'us of device CPU per round trip (the poller\'s busy-window spinning included)'));
+    }
   }
   if (r.startup) {
     out.push('', '4. Start time (spawn -> connect succeeds, median) and resident memory (VmRSS after a client read registers)');

@@ -76,17 +76,8 @@ async function rssAfterReads(server: ServerProcess, reads: number): Promise<numb
 
 async function measureTransport(transport: VrnicTransport, dir: string, opts: StartupOptions): Promise<StartupRow> {
   const socket = path.join(dir, `${transport}.sock`);
-  // Which command serves: `vrnic serve`, or the bench launcher while serve cannot start.
-  let argvFor = (s: string) => serveArgv(transport, s);
-  let via = `vrnic serve --transport ${transport}`;
-  try {
-    const probe = await timeToAccept(argvFor(socket), socket, transport);
-    await stopServer(probe.server);
-  } catch (err) {
-    opts.log(`  startup: vrnic serve --transport ${transport} did not serve; timing bench/launch-server.js instead`);
-    argvFor = (s: string) => [process.execPath, launcherPath, '--transport', transport, '--socket', s];
-    via = `bench/launch-server.js --transport ${transport} (vrnic serve did not start: ${(err as Error).message.split('\n')[0].slice(0, 200)})`;
-  }
+  const argvFor = (s: string) => serveArgv(transport, s);
+  const via = `vrnic serve --transport ${transport}`;
 
   const runs: number[] = [];
   let rss1 = 0;

@@ -14,7 +14,6 @@ import {
   BENCH_VERSION_VALUE,
   cliPath,
   connectWhenReady,
-  launcherPath,
   median,
   nowNs,
   quantile,
@@ -26,7 +25,7 @@ import {
 } from './common';
 import { summarizeProfileDir, type ProfileSummary } from './profile';
 
-export type ServerName = 'c' | 'node-floor' | 'native' | 'libvfio-user';
+export type ServerName = 'c' | 'node-blocking' | 'node-floor' | 'native' | 'libvfio-user';
 export type VrnicTransport = 'native' | 'libvfio-user';
 
 export interface TrappedAccessOptions {
@@ -106,28 +105,17 @@ export interface RunningServer {
   readonly client: MinimalClient;
 }
 
-/**
- * Starts a vrnic transport in its own process: `vrnic serve` when it starts, else the bench
- * launcher (bench/launch-server.ts) with a stand-in device. nodeArgs go before the script (--cpu-prof).
- */
-export async function startVrnicServer(transport: VrnicTransport, dir: string, nodeArgs: readonly string[] = [], log?: (l: string) => void): Promise<RunningServer> {
+/** Starts `vrnic serve --transport T` in its own process; nodeArgs go before the script (--cpu-prof). */
+export async function startVrnicServer(transport: VrnicTransport, dir: string, nodeArgs: readonly string[] = []): Promise<RunningServer> {
   const socket = path.join(dir, `${transport}.sock`);
-  const serveArgv = [process.execPath, ...nodeArgs, cliPath, 'serve', '--transport', transport, '--socket', socket, '--log-level', 'warn', '--force'];
-  const serve = spawnServer(transport, serveArgv, socket);
-  try {
-    const client = await connectWhenReady(serve);
-    return { name: transport, via: `vrnic serve --transport ${transport}`, server: serve, client };
-  } catch (err) {
-    await stopServer(serve);
-    log?.(`  vrnic serve --transport ${transport} did not serve; using bench/launch-server.js (${firstLine(err)})`);
-  }
   fs.rmSync(socket, { force: true });
-  const launcher = spawnServer(transport, [process.execPath, ...nodeArgs, launcherPath, '--transport', transport, '--socket', socket], socket);
+  const argv = [process.execPath, ...nodeArgs, cliPath, 'serve', '--transport', transport, '--socket', socket, '--log-level', 'warn', '--force'];
+  const server = spawnServer(transport, argv, socket);
   try {
-    const client = await connectWhenReady(launcher);
-    return { name: transport, via: `bench/launch-server.js --transport ${transport} (stand-in device; vrnic serve did not start)`, server: launcher, client };
+    const client = await connectWhenReady(server);
+    return { name: transport, via: `vrnic serve --transport ${transport}`, server, client };
   } catch (err) {
-    await stopServer(launcher);
+    await stopServer(server);
     throw err;
   }
 }
@@ -144,13 +132,17 @@ export async function startCServer(binary: string, dir: string): Promise<Running
   }
 }
 
-/** The Node floor: a net-module server that only answers REGION_READ (bench/node-floor-server.ts). */
-export async function startNodeFloorServer(dir: string): Promise<RunningServer> {
-  const socket = path.join(dir, 'node-floor.sock');
-  const server = spawnServer('node-floor', [process.execPath, path.join(__dirname, 'node-floor-server.js'), socket], socket);
+/** The Node floors: servers that only answer REGION_READ with a fixed value (bench/node-floor-server.ts). */
+export async function startNodeFloorServer(dir: string, blocking: boolean): Promise<RunningServer> {
+  const name = blocking ? 'node-blocking' : 'node-floor';
+  const socket = path.join(dir, `${name}.sock`);
+  const server = spawnServer(name, [process.execPath, path.join(__dirname, 'node-floor-server.js'), socket, ...(blocking ? ['--blocking'] : [])], socket);
   try {
     const client = await connectWhenReady(server);
-    return { name: 'node-floor', via: 'bench/node-floor-server.js (Node net module, fixed replies: not a device)', server, client };
+    const via = blocking
+      ? 'bench/node-floor-server.js --blocking (JS, blocking read/write via koffi; fixed replies, not a device)'
+      : 'bench/node-floor-server.js (Node net module on the event loop; fixed replies, not a device)';
+    return { name, via, server, client };
   } catch (err) {
     await stopServer(server);
     throw err;
@@ -193,16 +185,18 @@ export async function runTrappedAccess(opts: TrappedAccessOptions): Promise<Trap
         skipped.push({ name: 'c', reason: firstLine(err) });
       }
     }
-    try {
-      running.push(await startNodeFloorServer(dir));
-    } catch (err) {
-      skipped.push({ name: 'node-floor', reason: firstLine(err) });
+    for (const blocking of [true, false]) {
+      try {
+        running.push(await startNodeFloorServer(dir, blocking));
+      } catch (err) {
+        skipped.push({ name: blocking ? 'node-blocking' : 'node-floor', reason: firstLine(err) });
+      }
     }
     const plan = vrnicTransportsToTry();
     skipped.push(...plan.skipped);
     for (const t of plan.try) {
       try {
-        running.push(await startVrnicServer(t, dir, [], opts.log));
+        running.push(await startVrnicServer(t, dir));
       } catch (err) {
         skipped.push({ name: t, reason: firstLine(err) });
       }
@@ -248,7 +242,7 @@ export async function runTrappedAccess(opts: TrappedAccessOptions): Promise<Trap
       for (const s of servers) {
         if (s.name !== 'native' && s.name !== 'libvfio-user') continue;
         try {
-          profiles.push(await profileServer(s.name as VrnicTransport, dir, opts.profileReads, opts.log));
+          profiles.push(await profileServer(s.name, dir, opts.profileReads));
         } catch (err) {
           profileSkipped.push({ name: s.name, reason: firstLine(err) });
           opts.log(`  profile of ${s.name} failed: ${firstLine(err)}`);
@@ -266,10 +260,10 @@ export async function runTrappedAccess(opts: TrappedAccessOptions): Promise<Trap
 }
 
 /** Runs the transport under `node --cpu-prof` during a read loop and summarizes the profile. */
-async function profileServer(transport: VrnicTransport, dir: string, reads: number, log: (l: string) => void): Promise<ProfileSummary> {
+async function profileServer(transport: VrnicTransport, dir: string, reads: number): Promise<ProfileSummary> {
   const profDir = path.join(dir, `prof-${transport}`);
   fs.mkdirSync(profDir);
-  const s = await startVrnicServer(transport, dir, ['--cpu-prof', '--cpu-prof-dir', profDir, '--cpu-prof-interval', '50'], log);
+  const s = await startVrnicServer(transport, dir, ['--cpu-prof', '--cpu-prof-dir', profDir, '--cpu-prof-interval', '50']);
   let window;
   try {
     timeReads(s.client, Math.min(1000, reads)); // past the first calls' compilation
