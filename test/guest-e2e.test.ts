@@ -122,6 +122,20 @@ maybe("the emulator sees the guest's doorbell writes on the context's UAR page",
   t.true(seen.every((rec) => written.has(Number(rec.value))), JSON.stringify(seen));
 });
 
+maybe('a PD and a user MR registered through uverbs reach the device as CREATE_PD and REG_MR', async (t) => {
+  t.timeout(600_000);
+  const r = await run();
+  const verbs = testEvent(r, 'verbs');
+  t.is(verbs?.fields.alloc_pd_errno, 0);
+  t.is(verbs?.fields.reg_mr_errno, 0);
+  const admin = r.trace.filter((rec) => rec.kind === 'admin');
+  const regMr = admin.find((rec) => rec.op === 'REG_MR');
+  t.is(regMr?.status, 0);
+  t.is(Number(regMr?.result0), Number(verbs?.fields.lkey));
+  t.true(admin.some((rec) => rec.op === 'CREATE_PD' && rec.status === 0 && rec.result0 === verbs?.fields.pdn));
+  t.true(admin.some((rec) => rec.op === 'DEREG_MR' && rec.status === 0));
+});
+
 maybe('the guest kernel log stays clean through probe, context and teardown', async (t) => {
   t.timeout(600_000);
   const r = await run();

@@ -109,6 +109,15 @@ struct vrnic_asqe {
 		struct {
 			__le32 handle;
 		} destroy;		/* DESTROY_PD/CQ/QP, DEREG_MR */
+		struct {
+			__le32 pdn;
+			__le32 access;
+			__le64 iova;
+			__le64 length;
+			__le64 addr;	/* contiguous: the first byte; page list: the list */
+			__le32 page_count;
+			__le32 page_shift;
+		} reg_mr;
 	};
 } __packed;
 
@@ -122,6 +131,10 @@ struct vrnic_acqe {
 } __packed;
 
 #define VRNIC_CQE_PHASE		BIT(0)
+
+#define VRNIC_REG_MR_FLAG_PAGE_LIST	BIT(0)
+#define VRNIC_MR_ACCESS_MASK	(BIT(0) | BIT(1) | BIT(2) | BIT(3))
+#define VRNIC_MAX_MR_PAGES	65536
 
 #define VRNIC_STATIC_ASSERTS() do { \
 	BUILD_BUG_ON(sizeof(struct vrnic_asqe) != 64); \

@@ -15,6 +15,8 @@
 #include <linux/mm.h>
 #include <linux/slab.h>
 #include <rdma/ib_verbs.h>
+#include <rdma/ib_umem.h>
+#include <rdma/iter.h>
 
 #include "vrnic-hw.h"
 #include "vrnic-abi.h"
@@ -117,6 +119,11 @@ struct vrnic_cq {
 
 struct vrnic_qp {
 	struct ib_qp ibqp;
+};
+
+struct vrnic_mr {
+	struct ib_mr ibmr;
+	struct ib_umem *umem;
 };
 
 static inline struct vrnic_dev *to_vdev(struct ib_device *ibdev)
@@ -746,14 +753,85 @@ static struct ib_mr *vrnic_get_dma_mr(struct ib_pd *ibpd, int access)
 	return ERR_PTR(-EOPNOTSUPP);
 }
 
+/*
+ * A user MR is registered with the device as a page list: user memory is not physically
+ * contiguous. The list lives in coherent memory only until the command completes (the device
+ * reads it once).
+ */
 static struct ib_mr *vrnic_reg_user_mr(struct ib_pd *ibpd, u64 start, u64 length, u64 virt,
 				       int access, struct ib_udata *udata)
 {
-	return ERR_PTR(-EOPNOTSUPP);
+	struct vrnic_dev *dev = to_vdev(ibpd->device);
+	struct vrnic_pd *pd = container_of(ibpd, struct vrnic_pd, ibpd);
+	struct vrnic_asqe cmd = { .opcode = VRNIC_ADMIN_REG_MR, .flags = VRNIC_REG_MR_FLAG_PAGE_LIST };
+	struct ib_block_iter biter;
+	struct vrnic_acqe cqe;
+	struct vrnic_mr *mr;
+	dma_addr_t list_dma;
+	__le64 *list;
+	size_t npages, i = 0;
+	int ret;
+
+	if (access & ~VRNIC_MR_ACCESS_MASK)
+		return ERR_PTR(-EOPNOTSUPP);
+	/* The device places the MR's first byte at iova's offset in the first page. */
+	if (!length || length > dev->caps.max_mr_size || (virt & ~PAGE_MASK) != (start & ~PAGE_MASK))
+		return ERR_PTR(-EINVAL);
+	mr = kzalloc(sizeof(*mr), GFP_KERNEL);
+	if (!mr)
+		return ERR_PTR(-ENOMEM);
+	mr->umem = ib_umem_get(ibpd->device, start, length, access);
+	if (IS_ERR(mr->umem)) {
+		ret = PTR_ERR(mr->umem);
+		goto err_free;
+	}
+	npages = ib_umem_num_dma_blocks(mr->umem, PAGE_SIZE);
+	if (!npages || npages > VRNIC_MAX_MR_PAGES) {
+		ret = -EINVAL;
+		goto err_umem;
+	}
+	list = dma_alloc_coherent(&dev->pdev->dev, npages * sizeof(*list), &list_dma, GFP_KERNEL);
+	if (!list) {
+		ret = -ENOMEM;
+		goto err_umem;
+	}
+	rdma_umem_for_each_dma_block(mr->umem, &biter, PAGE_SIZE) {
+		if (i == npages)
+			break;
+		list[i++] = cpu_to_le64(rdma_block_iter_dma_address(&biter));
+	}
+	cmd.reg_mr.pdn = cpu_to_le32(pd->pdn);
+	cmd.reg_mr.access = cpu_to_le32(access);
+	cmd.reg_mr.iova = cpu_to_le64(virt);
+	cmd.reg_mr.length = cpu_to_le64(length);
+	cmd.reg_mr.addr = cpu_to_le64(list_dma);
+	cmd.reg_mr.page_count = cpu_to_le32(i);
+	cmd.reg_mr.page_shift = cpu_to_le32(PAGE_SHIFT);
+	ret = vrnic_admin_exec(dev, &cmd, &cqe);
+	dma_free_coherent(&dev->pdev->dev, npages * sizeof(*list), list, list_dma);
+	if (ret)
+		goto err_umem;
+	mr->ibmr.lkey = le32_to_cpu(cqe.result0);
+	mr->ibmr.rkey = le32_to_cpu(cqe.result1);
+	return &mr->ibmr;
+
+err_umem:
+	ib_umem_release(mr->umem);
+err_free:
+	kfree(mr);
+	return ERR_PTR(ret);
 }
 
 static int vrnic_dereg_mr(struct ib_mr *ibmr, struct ib_udata *udata)
 {
+	struct vrnic_mr *mr = container_of(ibmr, struct vrnic_mr, ibmr);
+	int ret = vrnic_admin_simple(to_vdev(ibmr->device), VRNIC_ADMIN_DEREG_MR, ibmr->lkey, 0, NULL);
+
+	/* The core frees the MR whatever we return during disassociation; a dead device holds none. */
+	if (ret && ret != -ENODEV)
+		dev_warn(&to_vdev(ibmr->device)->pdev->dev, "DEREG_MR 0x%x failed: %d\n", ibmr->lkey, ret);
+	ib_umem_release(mr->umem);
+	kfree(mr);
 	return 0;
 }
 

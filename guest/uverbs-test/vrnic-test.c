@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include <rdma/ib_user_verbs.h>
+#include <rdma/ib_user_ioctl_verbs.h>
 #include "vrnic-abi.h"
 
 #define VERSION "1"
@@ -360,6 +361,107 @@ static int query_device(int fd, struct ib_uverbs_query_device_resp *out)
 	if (write(fd, &req, sizeof(req)) != sizeof(req))
 		return -errno;
 	return 0;
+}
+
+/* A PD and an MR held across the unplug, so their destruction is part of the removal. */
+struct verbs {
+	bool have_pd, have_mr;
+	uint32_t pd_handle, pdn, mr_handle, lkey, rkey;
+	void *buf;
+	size_t len;
+};
+
+static int uverbs_cmd(int fd, uint32_t command, void *req, size_t len, size_t out_len)
+{
+	struct ib_uverbs_cmd_hdr *hdr = req;
+
+	hdr->command = command;
+	hdr->in_words = len / 4;
+	hdr->out_words = out_len / 4;
+	if (write(fd, req, len) != (ssize_t)len)
+		return -errno;
+	return 0;
+}
+
+static void verbs_setup(int fd, struct verbs *v)
+{
+	struct {
+		struct ib_uverbs_cmd_hdr hdr;
+		struct ib_uverbs_alloc_pd cmd;
+	} pd_req;
+	struct {
+		struct ib_uverbs_alloc_pd_resp core;
+		struct vrnic_alloc_pd_resp drv;
+	} pd_resp;
+	struct {
+		struct ib_uverbs_cmd_hdr hdr;
+		struct ib_uverbs_reg_mr cmd;
+	} mr_req;
+	struct ib_uverbs_reg_mr_resp mr_resp;
+	int pd_err, mr_err = 0;
+
+	memset(v, 0, sizeof(*v));
+	memset(&pd_req, 0, sizeof(pd_req));
+	memset(&pd_resp, 0, sizeof(pd_resp));
+	pd_req.cmd.response = (uintptr_t)&pd_resp;
+	pd_err = uverbs_cmd(fd, IB_USER_VERBS_CMD_ALLOC_PD, &pd_req, sizeof(pd_req), sizeof(pd_resp));
+	if (!pd_err) {
+		v->have_pd = true;
+		v->pd_handle = pd_resp.core.pd_handle;
+		v->pdn = pd_resp.drv.pdn;
+		/* Three pages, starting 100 bytes into the first: a page list with an offset. */
+		v->len = 2 * UAR_PAGE;
+		v->buf = aligned_alloc(UAR_PAGE, 3 * UAR_PAGE);
+		memset(v->buf, 0x5a, 3 * UAR_PAGE);
+		memset(&mr_req, 0, sizeof(mr_req));
+		memset(&mr_resp, 0, sizeof(mr_resp));
+		mr_req.cmd.response = (uintptr_t)&mr_resp;
+		mr_req.cmd.start = (uintptr_t)v->buf + 100;
+		mr_req.cmd.length = v->len;
+		mr_req.cmd.hca_va = mr_req.cmd.start;
+		mr_req.cmd.pd_handle = v->pd_handle;
+		mr_req.cmd.access_flags = IB_UVERBS_ACCESS_LOCAL_WRITE | IB_UVERBS_ACCESS_REMOTE_READ;
+		mr_err = uverbs_cmd(fd, IB_USER_VERBS_CMD_REG_MR, &mr_req, sizeof(mr_req), sizeof(mr_resp));
+		if (!mr_err) {
+			v->have_mr = true;
+			v->mr_handle = mr_resp.mr_handle;
+			v->lkey = mr_resp.lkey;
+			v->rkey = mr_resp.rkey;
+		}
+	}
+	report(NULL, "verbs", "\"alloc_pd_errno\":%d,\"pdn\":%u,\"reg_mr_errno\":%d,\"lkey\":\"0x%x\",\"rkey\":\"0x%x\"",
+	       -pd_err, v->pdn, -mr_err, v->lkey, v->rkey);
+}
+
+static void verbs_teardown(int fd, struct verbs *v)
+{
+	struct {
+		struct ib_uverbs_cmd_hdr hdr;
+		struct ib_uverbs_dereg_mr cmd;
+	} mr_req;
+	struct {
+		struct ib_uverbs_cmd_hdr hdr;
+		struct ib_uverbs_dealloc_pd cmd;
+	} pd_req;
+	int mr_err = 0, pd_err = 0;
+
+	if (!v->have_pd)
+		return;
+	if (v->have_mr) {
+		memset(&mr_req, 0, sizeof(mr_req));
+		mr_req.cmd.mr_handle = v->mr_handle;
+		mr_err = uverbs_cmd(fd, IB_USER_VERBS_CMD_DEREG_MR, &mr_req, sizeof(mr_req), 0);
+	}
+	memset(&pd_req, 0, sizeof(pd_req));
+	pd_req.cmd.pd_handle = v->pd_handle;
+	pd_err = uverbs_cmd(fd, IB_USER_VERBS_CMD_DEALLOC_PD, &pd_req, sizeof(pd_req), 0);
+	/*
+	 * Destroy commands succeed even after disassociation: the core destroyed the hardware
+	 * objects then and only lets user space release its handles now.
+	 */
+	report(NULL, "verbs-teardown", "\"dereg_mr_errno\":%d,\"dealloc_pd_errno\":%d", -mr_err, -pd_err);
+	free(v->buf);
+	v->have_pd = v->have_mr = false;
 }
 
 /* ---- the page-table helper ------------------------------------------------------------------ */
@@ -1057,6 +1159,7 @@ static int run(const struct device *d)
 {
 	struct context c;
 	struct ib_uverbs_query_device_resp qd;
+	struct verbs verbs;
 	volatile uint32_t *base;
 	unsigned int npages = opt.uars;
 	bool split = !strcmp(opt.scenario, "split");
@@ -1086,6 +1189,7 @@ static int run(const struct device *d)
 	else
 		report(NULL, "query-device", "\"vendor_id\":\"0x%x\",\"vendor_part_id\":\"0x%x\",\"max_qp\":%u,\"max_cq\":%u,\"max_pd\":%u,\"phys_port_cnt\":%u",
 		       qd.vendor_id, qd.vendor_part_id, qd.max_qp, qd.max_cq, qd.max_pd, qd.phys_port_cnt);
+	verbs_setup(c.fd, &verbs);
 	if (c.resp.num_uars != npages || c.resp.uar_page_size != UAR_PAGE) {
 		report(NULL, "error", "\"op\":\"get-context\",\"error\":\"driver gave %u pages of %u bytes\"",
 		       c.resp.num_uars, c.resp.uar_page_size);
@@ -1152,8 +1256,11 @@ static int run(const struct device *d)
 	}
 
 	{
-		double t = now_ms();
+		double t;
 
+		if (c.fd >= 0)
+			verbs_teardown(c.fd, &verbs);
+		t = now_ms();
 		if (c.fd >= 0) {
 			close(c.async_fd);
 			close(c.fd);
