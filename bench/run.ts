@@ -212,6 +212,11 @@ export function renderReport(r: BenchReport): string {
       ),
     );
     for (const s of ta.skipped) out.push(`  skipped ${s.name}: ${s.reason}`);
+    if (ta.syscalls.length > 0) {
+      out.push('  System calls per read in each server (strace -c -f, all threads; failed calls in brackets):');
+      for (const c of ta.syscalls) out.push(`    ${c.name.padEnd(13)} ${c.perRead.toFixed(2).padStart(6)} total: ${c.top.map((t) => `${t.syscall} ${t.perRead}${t.errorsPerRead > 0 ? ` [${t.errorsPerRead}]` : ''}`).join(', ')}`);
+    }
+    if (ta.syscallsSkipped) out.push(`  system calls not counted: ${ta.syscallsSkipped}`);
     if (ta.profiles.length > 0) {
       out.push('  Where a trapped access spends its time in the server (node --cpu-prof, 50 us sampling, read loop only):');
       for (const p of ta.profiles) out.push(profileFootnote(p));
@@ -294,6 +299,7 @@ async function main(): Promise<number> {
       readsPerRound: quick ? 500 : 2000,
       warmupReads: quick ? 200 : 2000,
       profileReads: quick ? 3000 : 20000,
+      straceReads: quick ? 500 : 2000,
       log,
     });
   }

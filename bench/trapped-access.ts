@@ -5,7 +5,7 @@
 // each server in turn, the order rotating each round, so drift on this shared machine (other
 // processes, frequency changes) lands on every column alike; the per-read median over rounds
 // is reported, and each column's ratio to the C server's.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { MinimalClient } from './minimal-client';
@@ -32,6 +32,8 @@ export interface TrappedAccessOptions {
   readonly rounds: number;
   readonly readsPerRound: number;
   readonly warmupReads: number;
+  /** Reads done while strace counts each server's system calls (0: no count). */
+  readonly straceReads: number;
   /** Reads done while the server runs under --cpu-prof (0: no profile). */
   readonly profileReads: number;
   readonly log: (line: string) => void;
@@ -50,6 +52,15 @@ export interface ServerResult {
   readonly ratioToC: number | null;
 }
 
+/** System calls a server made per read, counted with `strace -c -f` (every thread) over a separate read loop. */
+export interface SyscallCount {
+  readonly name: ServerName;
+  readonly reads: number;
+  readonly perRead: number;
+  /** The most frequent calls: name, calls per read, failed calls per read (EAGAIN and the like). */
+  readonly top: readonly { syscall: string; perRead: number; errorsPerRead: number }[];
+}
+
 export interface TrappedAccessResult {
   readonly client: string;
   readonly rounds: number;
@@ -58,6 +69,8 @@ export interface TrappedAccessResult {
   readonly skipped: readonly { name: ServerName; reason: string }[];
   readonly profiles: readonly ProfileSummary[];
   readonly profileSkipped: readonly { name: ServerName; reason: string }[];
+  readonly syscalls: readonly SyscallCount[];
+  readonly syscallsSkipped: string | null;
 }
 
 /** Where libvfio-user's shared library and header are, or why they are not usable. */
@@ -230,6 +243,19 @@ export async function runTrappedAccess(opts: TrappedAccessOptions): Promise<Trap
         ratioToC: cMedian ? round(m / cMedian) : null,
       };
     });
+    const syscalls: SyscallCount[] = [];
+    let syscallsSkipped: string | null = null;
+    if (opts.straceReads > 0) {
+      if (!hasStrace()) syscallsSkipped = 'strace is not installed';
+      for (const s of hasStrace() ? running : []) {
+        try {
+          syscalls.push(await countSyscalls(s, dir, opts.straceReads));
+        } catch (err) {
+          syscallsSkipped = `${s.name}: ${firstLine(err)}`;
+          opts.log(`  syscall count of ${s.name} failed: ${firstLine(err)}`);
+        }
+      }
+    } else syscallsSkipped = 'not asked for';
     for (const s of running) {
       s.client.close();
       await stopServer(s.server);
@@ -249,7 +275,7 @@ export async function runTrappedAccess(opts: TrappedAccessOptions): Promise<Trap
         }
       }
     }
-    return { client: 'bench/minimal-client.ts (blocking read/write through koffi)', rounds: opts.rounds, readsPerRound: opts.readsPerRound, servers, skipped, profiles, profileSkipped };
+    return { client: 'bench/minimal-client.ts (blocking read/write through koffi)', rounds: opts.rounds, readsPerRound: opts.readsPerRound, servers, skipped, profiles, profileSkipped, syscalls, syscallsSkipped };
   } finally {
     for (const s of running) {
       s.client.close();
@@ -257,6 +283,56 @@ export async function runTrappedAccess(opts: TrappedAccessOptions): Promise<Trap
     }
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+function hasStrace(): boolean {
+  try {
+    execFileSync('strace', ['-V'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Attaches `strace -c -f` to a running server, does `reads` reads, detaches, and parses the
+ * summary. strace slows every call down, which lengthens the busy-window spinning of vrnic's
+ * transports; the counts of recvmsg/sendmsg/read/write per read are what to compare.
+ */
+async function countSyscalls(s: RunningServer, dir: string, reads: number): Promise<SyscallCount> {
+  const out = path.join(dir, `strace-${s.name}.txt`);
+  const strace = spawn('strace', ['-c', '-f', '-p', String(s.server.child.pid), '-o', out], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  const attached = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`strace did not attach: ${err.trim()}`)), 10000);
+    strace.stderr.on('data', (chunk: Buffer) => {
+      err += chunk.toString();
+      if (/attached/.test(err)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    strace.on('exit', () => reject(new Error(`strace exited: ${err.trim()}`)));
+  });
+  await attached;
+  await new Promise((r) => setTimeout(r, 200));
+  timeReads(s.client, reads);
+  const exited = new Promise<void>((resolve) => strace.once('exit', () => resolve()));
+  strace.kill('SIGINT');
+  await exited;
+  const rows: { syscall: string; calls: number; errors: number }[] = [];
+  for (const line of fs.readFileSync(out, 'utf8').split('\n')) {
+    // % time  seconds  usecs/call  calls  [errors]  syscall
+    const m = /^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(\d+\s+)?([a-z_0-9]+)\s*$/.exec(line);
+    if (m && m[3] !== 'total') rows.push({ syscall: m[3], calls: Number(m[1]), errors: m[2] ? Number(m[2]) : 0 });
+  }
+  if (rows.length === 0) throw new Error(`no strace summary in ${out}`);
+  const total = rows.reduce((a, r) => a + r.calls, 0);
+  const top = rows
+    .sort((a, b) => b.calls - a.calls)
+    .slice(0, 6)
+    .map((r) => ({ syscall: r.syscall, perRead: round(r.calls / reads), errorsPerRead: round(r.errors / reads) }));
+  return { name: s.name, reads, perRead: round(total / reads), top };
 }
 
 /** Runs the transport under `node --cpu-prof` during a read loop and summarizes the profile. */
