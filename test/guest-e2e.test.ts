@@ -136,6 +136,18 @@ maybe('a PD and a user MR registered through uverbs reach the device as CREATE_P
   t.true(admin.some((rec) => rec.op === 'DEREG_MR' && rec.status === 0));
 });
 
+maybe('NOP work requests posted from user space complete through the device into the user CQ', async (t) => {
+  t.timeout(600_000);
+  const r = await run();
+  const nop = testEvent(r, 'nop');
+  t.is(nop?.fields.step, 'done', JSON.stringify(nop?.fields));
+  t.is(nop?.fields.completed, nop?.fields.posted);
+  t.is(nop?.fields.status_ok, nop?.fields.posted);
+  t.is(nop?.fields.wr_id_ok, nop?.fields.posted);
+  const admin = r.trace.filter((rec) => rec.kind === 'admin').map((rec) => rec.op);
+  for (const op of ['CREATE_CQ', 'CREATE_QP', 'MODIFY_QP', 'DESTROY_QP', 'DESTROY_CQ']) t.true(admin.includes(op), op);
+});
+
 maybe('the guest kernel log stays clean through probe, context and teardown', async (t) => {
   t.timeout(600_000);
   const r = await run();

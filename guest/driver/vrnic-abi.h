@@ -36,4 +36,39 @@ struct vrnic_alloc_pd_resp {
 	__u32 reserved;
 };
 
+/*
+ * User CQs and QPs: the rings live in user memory the driver pins. The device takes one
+ * contiguous ring, so each ring must be one page-aligned page (CQ: up to 128 entries of 32
+ * bytes; SQ/RQ: up to 64 WQEs of 64 bytes). Doorbells go to the context's first UAR page at the
+ * slot the device chose (section 7 of docs/device.md).
+ */
+#define VRNIC_USER_RING_BYTES 4096
+
+/* CREATE_CQ driver input / output. */
+struct vrnic_create_cq_req {
+	__aligned_u64 buf_addr;
+};
+
+struct vrnic_create_cq_resp {
+	__u32 cqn;
+	__u32 doorbell_offset;	/* the CQ's slot in UAR page uar_index (arm word at +4) */
+	__u32 uar_index;
+	__u32 entries;
+};
+
+/* CREATE_QP driver input / output (rq_addr ignored when max_recv_wr is 0). */
+struct vrnic_create_qp_req {
+	__aligned_u64 sq_addr;
+	__aligned_u64 rq_addr;
+};
+
+struct vrnic_create_qp_resp {
+	__u32 qpn;
+	__u32 doorbell_offset;	/* SQ doorbell; RQ doorbell at +4 */
+	__u32 uar_index;
+	__u32 sq_entries;
+	__u32 rq_entries;
+	__u32 reserved;
+};
+
 #endif /* VRNIC_ABI_H */

@@ -110,6 +110,27 @@ struct vrnic_asqe {
 			__le32 handle;
 		} destroy;		/* DESTROY_PD/CQ/QP, DEREG_MR */
 		struct {
+			__le64 buf_addr;
+			__le32 entries;
+			__le32 comp_vector;
+			__le32 uar_index;
+		} create_cq;
+		struct {
+			__le32 pdn;
+			__le32 send_cqn;
+			__le32 recv_cqn;
+			__le32 uar_index;
+			__le64 sq_addr;
+			__le64 rq_addr;
+			__le32 sq_entries;
+			__le32 rq_entries;
+			__le32 qp_type;
+		} create_qp;
+		struct {
+			__le32 qpn;
+			__le32 state;
+		} modify_qp;
+		struct {
 			__le32 pdn;
 			__le32 access;
 			__le64 iova;
@@ -133,6 +154,8 @@ struct vrnic_acqe {
 #define VRNIC_CQE_PHASE		BIT(0)
 
 #define VRNIC_REG_MR_FLAG_PAGE_LIST	BIT(0)
+#define VRNIC_CQE_BYTES		32
+#define VRNIC_WQE_BYTES		64
 #define VRNIC_MR_ACCESS_MASK	(BIT(0) | BIT(1) | BIT(2) | BIT(3))
 #define VRNIC_MAX_MR_PAGES	65536
 

@@ -17,6 +17,7 @@
 #include <rdma/ib_verbs.h>
 #include <rdma/ib_umem.h>
 #include <rdma/iter.h>
+#include <rdma/uverbs_ioctl.h>
 
 #include "vrnic-hw.h"
 #include "vrnic-abi.h"
@@ -112,13 +113,18 @@ struct vrnic_pd {
 	u32 pdn;
 };
 
-/* The device's CQ/QP objects are created through admin commands this driver does not issue yet. */
+/* User CQs and QPs only: their rings are one pinned user page each. */
 struct vrnic_cq {
 	struct ib_cq ibcq;
+	u32 cqn;
+	struct ib_umem *umem;
 };
 
 struct vrnic_qp {
 	struct ib_qp ibqp;
+	u32 qpn;
+	struct ib_umem *sq_umem;
+	struct ib_umem *rq_umem;
 };
 
 struct vrnic_mr {
@@ -697,20 +703,110 @@ static int vrnic_dealloc_pd(struct ib_pd *ibpd, struct ib_udata *udata)
 	return ret == -ENODEV ? 0 : ret;
 }
 
+/*
+ * Pins one page-aligned user ring of at most one page and returns its bus address: the device
+ * wants a contiguous ring, and one page is contiguous whatever the IOMMU does.
+ */
+static struct ib_umem *vrnic_pin_ring(struct vrnic_dev *dev, u64 addr, size_t bytes, int access,
+				      dma_addr_t *dma)
+{
+	struct ib_block_iter biter;
+	struct ib_umem *umem;
+
+	if (!addr || (addr & ~PAGE_MASK) || !bytes || bytes > VRNIC_USER_RING_BYTES || bytes > PAGE_SIZE)
+		return ERR_PTR(-EINVAL);
+	umem = ib_umem_get(&dev->ibdev, addr, bytes, access);
+	if (IS_ERR(umem))
+		return umem;
+	if (ib_umem_num_dma_blocks(umem, PAGE_SIZE) != 1) {
+		ib_umem_release(umem);
+		return ERR_PTR(-EINVAL);
+	}
+	rdma_umem_for_each_dma_block(umem, &biter, PAGE_SIZE) {
+		*dma = rdma_block_iter_dma_address(&biter);
+		break;
+	}
+	return umem;
+}
+
+static struct vrnic_ucontext *vrnic_uctx(struct ib_udata *udata)
+{
+	return rdma_udata_to_drv_context(udata, struct vrnic_ucontext, ibuc);
+}
+
 static int vrnic_create_cq(struct ib_cq *ibcq, const struct ib_cq_init_attr *attr,
 			   struct ib_udata *udata)
 {
-	return -EOPNOTSUPP;
+	struct vrnic_dev *dev = to_vdev(ibcq->device);
+	struct vrnic_cq *cq = container_of(ibcq, struct vrnic_cq, ibcq);
+	struct vrnic_asqe cmd = { .opcode = VRNIC_ADMIN_CREATE_CQ };
+	struct vrnic_create_cq_resp resp = {};
+	struct vrnic_create_cq_req req;
+	struct vrnic_ucontext *uc;
+	struct vrnic_acqe cqe;
+	dma_addr_t dma;
+	u32 entries;
+	int ret;
+
+	/* Kernel CQs would need a kernel data path; nothing in this guest uses one. */
+	if (!udata)
+		return -EOPNOTSUPP;
+	if (attr->flags || udata->inlen < sizeof(req))
+		return -EINVAL;
+	ret = ib_copy_from_udata(&req, udata, sizeof(req));
+	if (ret)
+		return ret;
+	uc = vrnic_uctx(udata);
+	if (!uc || !uc->num_uars)
+		return -EINVAL;
+	entries = roundup_pow_of_two(max_t(u32, attr->cqe, 2));
+	if (attr->cqe > VRNIC_USER_RING_BYTES / VRNIC_CQE_BYTES || entries > dev->caps.max_cqe)
+		return -EINVAL;
+	cq->umem = vrnic_pin_ring(dev, req.buf_addr, entries * VRNIC_CQE_BYTES, IB_ACCESS_LOCAL_WRITE, &dma);
+	if (IS_ERR(cq->umem))
+		return PTR_ERR(cq->umem);
+
+	cmd.create_cq.buf_addr = cpu_to_le64(dma);
+	cmd.create_cq.entries = cpu_to_le32(entries);
+	cmd.create_cq.comp_vector = cpu_to_le32(attr->comp_vector);
+	cmd.create_cq.uar_index = cpu_to_le32(uc->uar_index);
+	ret = vrnic_admin_exec(dev, &cmd, &cqe);
+	if (ret)
+		goto err_umem;
+	cq->cqn = le32_to_cpu(cqe.result0);
+	ibcq->cqe = entries;
+	resp.cqn = cq->cqn;
+	resp.doorbell_offset = le32_to_cpu(cqe.result1);
+	resp.uar_index = uc->uar_index;
+	resp.entries = entries;
+	ret = ib_copy_to_udata(udata, &resp, min(udata->outlen, sizeof(resp)));
+	if (ret)
+		goto err_destroy;
+	return 0;
+
+err_destroy:
+	vrnic_admin_simple(dev, VRNIC_ADMIN_DESTROY_CQ, cq->cqn, 0, NULL);
+err_umem:
+	ib_umem_release(cq->umem);
+	return ret;
 }
 
 static int vrnic_destroy_cq(struct ib_cq *ibcq, struct ib_udata *udata)
 {
+	struct vrnic_cq *cq = container_of(ibcq, struct vrnic_cq, ibcq);
+	struct vrnic_dev *dev = to_vdev(ibcq->device);
+	int ret = vrnic_admin_simple(dev, VRNIC_ADMIN_DESTROY_CQ, cq->cqn, 0, NULL);
+
+	if (ret && ret != -ENODEV)
+		dev_warn(&dev->pdev->dev, "DESTROY_CQ %u failed: %d\n", cq->cqn, ret);
+	/* Only after the device let go of the ring (or is gone) may the pages be unpinned. */
+	ib_umem_release(cq->umem);
 	return 0;
 }
 
 static int vrnic_poll_cq(struct ib_cq *ibcq, int num_entries, struct ib_wc *wc)
 {
-	return 0;
+	return 0;	/* user CQs are polled in user space */
 }
 
 static int vrnic_req_notify_cq(struct ib_cq *ibcq, enum ib_cq_notify_flags flags)
@@ -718,19 +814,125 @@ static int vrnic_req_notify_cq(struct ib_cq *ibcq, enum ib_cq_notify_flags flags
 	return -EOPNOTSUPP;
 }
 
+static u32 vrnic_ring_entries(u32 wr)
+{
+	return wr ? roundup_pow_of_two(max_t(u32, wr, 2)) : 0;
+}
+
 static int vrnic_create_qp(struct ib_qp *ibqp, struct ib_qp_init_attr *attr, struct ib_udata *udata)
 {
-	return -EOPNOTSUPP;
+	struct vrnic_dev *dev = to_vdev(ibqp->device);
+	struct vrnic_qp *qp = container_of(ibqp, struct vrnic_qp, ibqp);
+	struct vrnic_asqe cmd = { .opcode = VRNIC_ADMIN_CREATE_QP };
+	struct vrnic_create_qp_resp resp = {};
+	struct vrnic_create_qp_req req;
+	struct vrnic_ucontext *uc;
+	dma_addr_t sq_dma, rq_dma = 0;
+	struct vrnic_acqe cqe;
+	u32 sq_entries, rq_entries;
+	int ret;
+
+	if (!udata)
+		return -EOPNOTSUPP;
+	if (attr->qp_type != IB_QPT_RC && attr->qp_type != IB_QPT_UC && attr->qp_type != IB_QPT_UD)
+		return -EOPNOTSUPP;
+	if (attr->srq || attr->create_flags || !attr->send_cq || !attr->recv_cq || udata->inlen < sizeof(req))
+		return -EINVAL;
+	if (attr->cap.max_send_sge > dev->caps.max_sge || attr->cap.max_recv_sge > dev->caps.max_sge ||
+	    attr->cap.max_inline_data)
+		return -EINVAL;
+	ret = ib_copy_from_udata(&req, udata, sizeof(req));
+	if (ret)
+		return ret;
+	uc = vrnic_uctx(udata);
+	if (!uc || !uc->num_uars)
+		return -EINVAL;
+	sq_entries = vrnic_ring_entries(attr->cap.max_send_wr);
+	rq_entries = vrnic_ring_entries(attr->cap.max_recv_wr);
+	if (!sq_entries || attr->cap.max_send_wr > VRNIC_USER_RING_BYTES / VRNIC_WQE_BYTES ||
+	    attr->cap.max_recv_wr > VRNIC_USER_RING_BYTES / VRNIC_WQE_BYTES ||
+	    sq_entries > dev->caps.max_qp_wr || rq_entries > dev->caps.max_qp_wr)
+		return -EINVAL;
+
+	qp->sq_umem = vrnic_pin_ring(dev, req.sq_addr, sq_entries * VRNIC_WQE_BYTES, 0, &sq_dma);
+	if (IS_ERR(qp->sq_umem))
+		return PTR_ERR(qp->sq_umem);
+	if (rq_entries) {
+		qp->rq_umem = vrnic_pin_ring(dev, req.rq_addr, rq_entries * VRNIC_WQE_BYTES, 0, &rq_dma);
+		if (IS_ERR(qp->rq_umem)) {
+			ret = PTR_ERR(qp->rq_umem);
+			qp->rq_umem = NULL;
+			goto err_sq;
+		}
+	}
+	cmd.create_qp.pdn = cpu_to_le32(container_of(ibqp->pd, struct vrnic_pd, ibpd)->pdn);
+	cmd.create_qp.send_cqn = cpu_to_le32(container_of(attr->send_cq, struct vrnic_cq, ibcq)->cqn);
+	cmd.create_qp.recv_cqn = cpu_to_le32(container_of(attr->recv_cq, struct vrnic_cq, ibcq)->cqn);
+	cmd.create_qp.uar_index = cpu_to_le32(uc->uar_index);
+	cmd.create_qp.sq_addr = cpu_to_le64(sq_dma);
+	cmd.create_qp.rq_addr = cpu_to_le64(rq_dma);
+	cmd.create_qp.sq_entries = cpu_to_le32(sq_entries);
+	cmd.create_qp.rq_entries = cpu_to_le32(rq_entries);
+	cmd.create_qp.qp_type = cpu_to_le32(attr->qp_type);
+	ret = vrnic_admin_exec(dev, &cmd, &cqe);
+	if (ret)
+		goto err_rq;
+	qp->qpn = le32_to_cpu(cqe.result0);
+	ibqp->qp_num = qp->qpn;
+	attr->cap.max_send_wr = sq_entries;
+	attr->cap.max_recv_wr = rq_entries;
+	resp.qpn = qp->qpn;
+	resp.doorbell_offset = le32_to_cpu(cqe.result1);
+	resp.uar_index = uc->uar_index;
+	resp.sq_entries = sq_entries;
+	resp.rq_entries = rq_entries;
+	ret = ib_copy_to_udata(udata, &resp, min(udata->outlen, sizeof(resp)));
+	if (ret)
+		goto err_destroy;
+	return 0;
+
+err_destroy:
+	vrnic_admin_simple(dev, VRNIC_ADMIN_DESTROY_QP, qp->qpn, 0, NULL);
+err_rq:
+	if (qp->rq_umem)
+		ib_umem_release(qp->rq_umem);
+err_sq:
+	ib_umem_release(qp->sq_umem);
+	return ret;
 }
 
 static int vrnic_modify_qp(struct ib_qp *ibqp, struct ib_qp_attr *attr, int mask,
 			   struct ib_udata *udata)
 {
-	return -EOPNOTSUPP;
+	struct vrnic_qp *qp = container_of(ibqp, struct vrnic_qp, ibqp);
+
+	/* The device keeps only the state; addressing attributes are for a later version. */
+	if (!(mask & IB_QP_STATE))
+		return 0;
+	switch (attr->qp_state) {
+	case IB_QPS_RESET:
+	case IB_QPS_INIT:
+	case IB_QPS_RTR:
+	case IB_QPS_RTS:
+	case IB_QPS_ERR:
+		break;
+	default:
+		return -EOPNOTSUPP;
+	}
+	return vrnic_admin_simple(to_vdev(ibqp->device), VRNIC_ADMIN_MODIFY_QP, qp->qpn, attr->qp_state, NULL);
 }
 
 static int vrnic_destroy_qp(struct ib_qp *ibqp, struct ib_udata *udata)
 {
+	struct vrnic_qp *qp = container_of(ibqp, struct vrnic_qp, ibqp);
+	struct vrnic_dev *dev = to_vdev(ibqp->device);
+	int ret = vrnic_admin_simple(dev, VRNIC_ADMIN_DESTROY_QP, qp->qpn, 0, NULL);
+
+	if (ret && ret != -ENODEV)
+		dev_warn(&dev->pdev->dev, "DESTROY_QP %u failed: %d\n", qp->qpn, ret);
+	if (qp->rq_umem)
+		ib_umem_release(qp->rq_umem);
+	ib_umem_release(qp->sq_umem);
 	return 0;
 }
 

@@ -66,6 +66,7 @@ static struct {
 	const char *output;
 	const char *pfn_dev;
 	unsigned int procs;
+	unsigned int nops;
 } opt = {
 	.device = NULL,
 	.wait_device_s = 5,
@@ -80,6 +81,7 @@ static struct {
 	.output = NULL,
 	.pfn_dev = "/dev/vrnic_pfn",
 	.procs = 0,	/* per scenario: many 32, race-close 8 */
+	.nops = 4,
 };
 
 /* ---- reporting ----------------------------------------------------------------------------- */
@@ -462,6 +464,180 @@ static void verbs_teardown(int fd, struct verbs *v)
 	report(NULL, "verbs-teardown", "\"dereg_mr_errno\":%d,\"dealloc_pd_errno\":%d", -mr_err, -pd_err);
 	free(v->buf);
 	v->have_pd = v->have_mr = false;
+}
+
+/*
+ * The minimal data path: a user CQ and RC QP (rings in one page each), RESET -> INIT -> RTR ->
+ * RTS, `nops` NOP WQEs, one SQ doorbell through the UAR mapping, and the CQEs polled from the
+ * ring. The CQ and QP stay alive across the unplug like the PD and MR.
+ */
+struct datapath {
+	bool have_cq, have_qp;
+	uint32_t cq_handle, qp_handle, cqn, qpn, cq_db, qp_db, cq_entries;
+	volatile uint8_t *cq_ring;
+	volatile uint8_t *sq_ring;
+};
+
+static int modify_qp_state(int fd, uint32_t qp_handle, uint8_t state)
+{
+	struct {
+		struct ib_uverbs_cmd_hdr hdr;
+		struct ib_uverbs_modify_qp cmd;
+	} req;
+
+	memset(&req, 0, sizeof(req));
+	req.cmd.qp_handle = qp_handle;
+	req.cmd.attr_mask = 1;	/* IB_QP_STATE */
+	req.cmd.qp_state = state;
+	return uverbs_cmd(fd, IB_USER_VERBS_CMD_MODIFY_QP, &req, sizeof(req), 0);
+}
+
+static void datapath_run(int fd, const struct verbs *v, volatile uint32_t *uar, struct datapath *dp)
+{
+	struct {
+		struct ib_uverbs_cmd_hdr hdr;
+		struct ib_uverbs_create_cq cmd;
+		struct vrnic_create_cq_req drv;
+	} cq_req;
+	struct {
+		struct ib_uverbs_create_cq_resp core;
+		struct vrnic_create_cq_resp drv;
+	} cq_resp;
+	struct {
+		struct ib_uverbs_cmd_hdr hdr;
+		struct ib_uverbs_create_qp cmd;
+		struct vrnic_create_qp_req drv;
+	} qp_req;
+	struct {
+		struct ib_uverbs_create_qp_resp core;
+		struct vrnic_create_qp_resp drv;
+	} qp_resp;
+	int err = 0, mod_err = 0;
+	unsigned int i, done = 0, ok = 0, wr_ok = 0;
+	double t0w = 0, t_done = 0;
+	const char *step = "create-cq";
+
+	memset(dp, 0, sizeof(*dp));
+	if (!opt.nops || !v->have_pd)
+		return;
+	dp->cq_ring = aligned_alloc(UAR_PAGE, UAR_PAGE);
+	dp->sq_ring = aligned_alloc(UAR_PAGE, UAR_PAGE);
+	memset((void *)dp->cq_ring, 0, UAR_PAGE);
+	memset((void *)dp->sq_ring, 0, UAR_PAGE);
+
+	memset(&cq_req, 0, sizeof(cq_req));
+	memset(&cq_resp, 0, sizeof(cq_resp));
+	cq_req.cmd.response = (uintptr_t)&cq_resp;
+	cq_req.cmd.cqe = 64;
+	cq_req.cmd.comp_channel = -1;
+	cq_req.drv.buf_addr = (uintptr_t)dp->cq_ring;
+	err = uverbs_cmd(fd, IB_USER_VERBS_CMD_CREATE_CQ, &cq_req, sizeof(cq_req), sizeof(cq_resp));
+	if (err)
+		goto out;
+	dp->have_cq = true;
+	dp->cq_handle = cq_resp.core.cq_handle;
+	dp->cqn = cq_resp.drv.cqn;
+	dp->cq_db = cq_resp.drv.doorbell_offset;
+	dp->cq_entries = cq_resp.drv.entries;
+
+	step = "create-qp";
+	memset(&qp_req, 0, sizeof(qp_req));
+	memset(&qp_resp, 0, sizeof(qp_resp));
+	qp_req.cmd.response = (uintptr_t)&qp_resp;
+	qp_req.cmd.pd_handle = v->pd_handle;
+	qp_req.cmd.send_cq_handle = dp->cq_handle;
+	qp_req.cmd.recv_cq_handle = dp->cq_handle;
+	qp_req.cmd.max_send_wr = 64;
+	qp_req.cmd.max_send_sge = 1;
+	qp_req.cmd.qp_type = 2;	/* IB_QPT_RC */
+	qp_req.drv.sq_addr = (uintptr_t)dp->sq_ring;
+	err = uverbs_cmd(fd, IB_USER_VERBS_CMD_CREATE_QP, &qp_req, sizeof(qp_req), sizeof(qp_resp));
+	if (err)
+		goto out;
+	dp->have_qp = true;
+	dp->qp_handle = qp_resp.core.qp_handle;
+	dp->qpn = qp_resp.drv.qpn;
+	dp->qp_db = qp_resp.drv.doorbell_offset;
+
+	step = "modify-qp";
+	for (i = 1; i <= 3 && !mod_err; i++)	/* INIT, RTR, RTS */
+		mod_err = modify_qp_state(fd, dp->qp_handle, i);
+	if (mod_err) {
+		err = mod_err;
+		goto out;
+	}
+
+	step = "nop";
+	if (dp->qp_db >= OFF_SCRATCH || dp->cq_db >= OFF_SCRATCH) {
+		err = -EPROTO;
+		goto out;
+	}
+	for (i = 0; i < opt.nops && i < 64; i++) {
+		volatile uint8_t *w = dp->sq_ring + 64 * i;
+
+		w[0] = 0;	/* NOP */
+		*(volatile uint64_t *)(w + 8) = 0x7a010000u + i;
+	}
+	__sync_synchronize();
+	t0w = now_ms();
+	uar[dp->qp_db / 4] = (dp->qpn << 16) | (i & 0xffff);
+	/* The device polls the UAR page: give it a bounded while to answer. */
+	while (done < i && now_ms() - t0w < 3000) {
+		volatile uint8_t *e = dp->cq_ring + 32 * done;
+
+		if (!(*(volatile uint32_t *)(e + 0x1c) & 1)) {
+			usleep(200);
+			continue;
+		}
+		__sync_synchronize();
+		if (e[0x11] == 0)
+			ok++;
+		if (*(volatile uint64_t *)e == 0x7a010000u + done && *(volatile uint32_t *)(e + 8) == dp->qpn)
+			wr_ok++;
+		done++;
+	}
+	t_done = now_ms();
+	/* Hand the slots back: the CQ doorbell carries the consumer index. */
+	uar[dp->cq_db / 4] = (dp->cqn << 16) | (done & 0xffff);
+	err = done == i ? 0 : -ETIMEDOUT;
+out:
+	report(NULL, "nop", "\"step\":\"%s\",\"errno\":%d,\"cqn\":%u,\"qpn\":%u,\"cq_doorbell\":\"0x%x\",\"qp_doorbell\":\"0x%x\",\"posted\":%u,\"completed\":%u,\"status_ok\":%u,\"wr_id_ok\":%u,\"doorbell_to_last_cqe_ms\":%.3f",
+	       err ? step : "done", -err, dp->cqn, dp->qpn, dp->cq_db, dp->qp_db, opt.nops < 64 ? opt.nops : 64,
+	       done, ok, wr_ok, t0w ? t_done - t0w : 0.0);
+}
+
+static void datapath_teardown(int fd, struct datapath *dp)
+{
+	struct {
+		struct ib_uverbs_cmd_hdr hdr;
+		struct ib_uverbs_destroy_qp cmd;
+	} qp_req;
+	struct ib_uverbs_destroy_qp_resp qp_resp;
+	struct {
+		struct ib_uverbs_cmd_hdr hdr;
+		struct ib_uverbs_destroy_cq cmd;
+	} cq_req;
+	struct ib_uverbs_destroy_cq_resp cq_resp;
+	int qp_err = 0, cq_err = 0;
+
+	if (!dp->have_cq)
+		goto free;
+	if (dp->have_qp) {
+		memset(&qp_req, 0, sizeof(qp_req));
+		qp_req.cmd.response = (uintptr_t)&qp_resp;
+		qp_req.cmd.qp_handle = dp->qp_handle;
+		qp_err = uverbs_cmd(fd, IB_USER_VERBS_CMD_DESTROY_QP, &qp_req, sizeof(qp_req), sizeof(qp_resp));
+	}
+	memset(&cq_req, 0, sizeof(cq_req));
+	cq_req.cmd.response = (uintptr_t)&cq_resp;
+	cq_req.cmd.cq_handle = dp->cq_handle;
+	cq_err = uverbs_cmd(fd, IB_USER_VERBS_CMD_DESTROY_CQ, &cq_req, sizeof(cq_req), sizeof(cq_resp));
+	report(NULL, "nop-teardown", "\"destroy_qp_errno\":%d,\"destroy_cq_errno\":%d", -qp_err, -cq_err);
+free:
+	free((void *)dp->cq_ring);
+	free((void *)dp->sq_ring);
+	dp->cq_ring = dp->sq_ring = NULL;
+	dp->have_cq = dp->have_qp = false;
 }
 
 /* ---- the page-table helper ------------------------------------------------------------------ */
@@ -1160,6 +1336,7 @@ static int run(const struct device *d)
 	struct context c;
 	struct ib_uverbs_query_device_resp qd;
 	struct verbs verbs;
+	struct datapath dp = { 0 };
 	volatile uint32_t *base;
 	unsigned int npages = opt.uars;
 	bool split = !strcmp(opt.scenario, "split");
@@ -1219,6 +1396,9 @@ static int run(const struct device *d)
 	} else {
 		add_mapping(fork_mode ? "parent" : "uar0", base, true);
 		write_doorbells(&maps[0]);
+		datapath_run(c.fd, &verbs, base, &dp);
+		/* The QP's doorbell may share the word the pattern wrote: expect what is there now. */
+		maps[0].doorbell = base[OFF_SQ_DB / 4];
 	}
 	report_frames(d, "frame");
 
@@ -1258,8 +1438,10 @@ static int run(const struct device *d)
 	{
 		double t;
 
-		if (c.fd >= 0)
+		if (c.fd >= 0) {
+			datapath_teardown(c.fd, &dp);
 			verbs_teardown(c.fd, &verbs);
+		}
 		t = now_ms();
 		if (c.fd >= 0) {
 			close(c.async_fd);
@@ -1281,6 +1463,7 @@ static void usage(FILE *f)
 		"  --uars N             UAR pages for the context, 1..8 (default 1; split uses 4)\n"
 		"  --scenario NAME      single (default), fork, split, fd-passing, many, race-close\n"
 		"  --procs N            processes for many (default 32) and race-close (default 8)\n"
+		"  --nops N             NOP WQEs through a user CQ/QP (single, fork; 0 skips; default 4)\n"
 		"  --doorbells N        doorbell writes in the pattern (default 16)\n"
 		"  --doorbell-gap-ms MS pause between doorbell writes (default 20)\n"
 		"  --watch SEC          then read/write the mapping for up to SEC s (0: only with --commands)\n"
@@ -1330,6 +1513,7 @@ int main(int argc, char **argv)
 		{ "output", required_argument, 0, 'o' },
 		{ "pfn-dev", required_argument, 0, 'p' },
 		{ "procs", required_argument, 0, 'P' },
+		{ "nops", required_argument, 0, 'N' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
@@ -1360,6 +1544,7 @@ int main(int argc, char **argv)
 		case 'o': opt.output = optarg; break;
 		case 'p': opt.pfn_dev = optarg; break;
 		case 'P': ok = parse_uint(optarg, &opt.procs, 1, 256); break;
+		case 'N': ok = parse_uint(optarg, &opt.nops, 0, 64); break;
 		case 'h': usage(stdout); return EXIT_OK;
 		default: usage(stderr); return EXIT_USAGE;
 		}
