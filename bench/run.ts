@@ -250,18 +250,20 @@ export function renderReport(r: BenchReport): string {
     out.push('', '4. Start time (spawn -> connect succeeds, median) and resident memory (VmRSS after a client read registers)');
     out.push(
       table(
-        ['transport', 'start ms (median)', 'min..max', 'RSS 1 device', 'RSS N processes (sum; per device)', 'RSS 1 process, N devices (total; per device)'],
+        ['transport', 'start ms (median)', 'min..max', 'RSS 1 device', 'RSS N processes (sum; per device)', 'RSS 1 process, N devices (total; per device; each added device)'],
         r.startup.rows.map((s) => [
           s.transport,
           s.startMs.median.toFixed(1),
           `${s.startMs.min}..${s.startMs.max}`,
           `${s.rss1MB} MB`,
           s.rssManyProcessesMB ? `N=${s.rssManyProcessesMB.devices}: ${s.rssManyProcessesMB.total} MB; ${s.rssManyProcessesMB.perDevice} MB` : '-',
-          s.rssOneProcessMB ? `N=${s.rssOneProcessMB.devices}: ${s.rssOneProcessMB.total} MB; ${s.rssOneProcessMB.perDevice} MB` : '-',
+          s.rssOneProcessMB ? `N=${s.rssOneProcessMB.devices}: ${s.rssOneProcessMB.total} MB; ${s.rssOneProcessMB.perDevice} MB; ${s.rssOneProcessMB.marginalPerDevice} MB` : '-',
         ]),
       ),
     );
     for (const s of r.startup.rows) out.push(`  ${s.transport} started as: ${s.via}`);
+    const one = r.startup.rows.find((s) => s.rssOneProcessMB)?.rssOneProcessMB;
+    if (one) out.push(`  one process with N devices ran with UV_THREADPOOL_SIZE=${one.uvThreadpoolSize}: each device's transport keeps a poll(2) on libuv's pool (4 threads by default), and with 5 or more devices in one process no device answers`);
     for (const s of r.startup.skipped) out.push(`  skipped ${s.transport}: ${s.reason}`);
   }
   out.push('', 'Goals');
