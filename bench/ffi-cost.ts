@@ -8,7 +8,7 @@
 import ffi from '@2060.io/ffi-napi';
 import ref from '@2060.io/ref-napi';
 import koffi from 'koffi';
-import { closeQuietly, eventfd, eventfdSignal, poll, pollAsync, POLLIN } from '../ffi/libc';
+import { closeQuietly, eventfd, eventfdSignal, FdSocket, poll, pollAsync, POLLIN } from '../ffi/libc';
 import { median, nowNs, round } from './common';
 
 export interface FfiCostOptions {
@@ -39,8 +39,10 @@ export interface FfiCostRow {
 export interface PollHop {
   /** One `await pollAsync(...)` on a readable fd. */
   readonly pollAsyncUs: number;
-  /** The same poll(2), called synchronously through koffi. */
+  /** The same poll(2), called synchronously through koffi (what the busy window does per check). */
   readonly pollSyncUs: number;
+  /** ffi/libc.ts FdSocket.recv on a Unix socket with nothing to read: one recvmsg that fails with EAGAIN. */
+  readonly recvEmptyUs: number;
 }
 
 export interface FfiCostResult {
@@ -133,6 +135,21 @@ function ffiNapiRow(opts: FfiCostOptions): FfiCostRow {
   return { library: 'ffi-napi', callUs, syscallUs, callbackUs, callbacksPerSort: perSort };
 }
 
+function recvEmpty(opts: FfiCostOptions): number {
+  const libc = koffi.load('libc.so.6');
+  const socketpair = libc.func('int socketpair(int domain, int type, int protocol, _Out_ int *sv)') as (d: number, t: number, p: number, sv: number[]) => number;
+  const sv = [-1, -1];
+  if (socketpair(1 /* AF_UNIX */, 1 /* SOCK_STREAM */, 0, sv) < 0) throw new Error(`socketpair: errno ${koffi.errno()}`);
+  const sock = new FdSocket(sv[0]);
+  try {
+    return measure(opts.repeats, () => perCallUs(() => sock.recv(), opts.koffiCalls / 10));
+  } finally {
+    sock.free();
+    closeQuietly(sv[0]);
+    closeQuietly(sv[1]);
+  }
+}
+
 async function pollHop(opts: FfiCostOptions): Promise<PollHop> {
   const efd = eventfd();
   try {
@@ -146,7 +163,7 @@ async function pollHop(opts: FfiCostOptions): Promise<PollHop> {
       if (r > 0) asyncRuns.push(Number(nowNs() - t0) / n / 1000);
     }
     const pollSyncUs = measure(opts.repeats, () => perCallUs(() => poll(req, 0), opts.koffiCalls / 10));
-    return { pollAsyncUs: round(median(asyncRuns), 2), pollSyncUs };
+    return { pollAsyncUs: round(median(asyncRuns), 2), pollSyncUs, recvEmptyUs: recvEmpty(opts) };
   } finally {
     closeQuietly(efd);
   }

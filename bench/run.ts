@@ -233,7 +233,7 @@ export function renderReport(r: BenchReport): string {
       ),
     );
     out.push(`  ffi-napi / koffi: call ${f.ratios.call}x, syscall ${f.ratios.syscall}x, callback ${f.ratios.callback}x`);
-    out.push(`  waiting for a message (ffi/libc.ts pollAsync: poll(2) on a libuv worker, result on the main thread), fd already readable: ${f.pollHop.pollAsyncUs} us per wait; the same poll(2) called synchronously: ${f.pollHop.pollSyncUs} us`);
+    out.push(`  waiting for a message (ffi/libc.ts pollAsync: poll(2) on a libuv worker, result on the main thread), fd already readable: ${f.pollHop.pollAsyncUs} us per wait; the same poll(2) called synchronously: ${f.pollHop.pollSyncUs} us; a recvmsg that finds nothing (FdSocket.recv, EAGAIN): ${f.pollHop.recvEmptyUs} us`);
   }
   if (r.doorbell) {
     out.push('', '3. Doorbell to completion (UAR doorbell write -> CQE in guest memory and MSI-X eventfd), and idle CPU');
@@ -302,6 +302,7 @@ async function main(): Promise<number> {
       warmupReads: quick ? 200 : 2000,
       profileReads: quick ? 3000 : 20000,
       straceReads: quick ? 500 : 2000,
+      withoutBusyWindow: true,
       log,
     });
   }

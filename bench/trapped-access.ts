@@ -25,13 +25,15 @@ import {
 } from './common';
 import { summarizeProfileDir, type ProfileSummary } from './profile';
 
-export type ServerName = 'c' | 'node-blocking' | 'node-floor' | 'native' | 'libvfio-user';
+export type ServerName = 'c' | 'node-blocking' | 'node-floor' | 'native' | 'libvfio-user' | 'native/no-busy-window' | 'libvfio-user/no-busy-window';
 export type VrnicTransport = 'native' | 'libvfio-user';
 
 export interface TrappedAccessOptions {
   readonly rounds: number;
   readonly readsPerRound: number;
   readonly warmupReads: number;
+  /** Also run each transport with its busy window off (VRNIC_BUSY_WINDOW_US=0). */
+  readonly withoutBusyWindow: boolean;
   /** Reads done while strace counts each server's system calls (0: no count). */
   readonly straceReads: number;
   /** Reads done while the server runs under --cpu-prof (0: no profile). */
@@ -118,15 +120,21 @@ export interface RunningServer {
   readonly client: MinimalClient;
 }
 
-/** Starts `vrnic serve --transport T` in its own process; nodeArgs go before the script (--cpu-prof). */
-export async function startVrnicServer(transport: VrnicTransport, dir: string, nodeArgs: readonly string[] = []): Promise<RunningServer> {
-  const socket = path.join(dir, `${transport}.sock`);
+/**
+ * Starts `vrnic serve --transport T` in its own process; nodeArgs go before the script (--cpu-prof).
+ * noBusyWindow sets VRNIC_BUSY_WINDOW_US=0: every wait for the next message then goes through
+ * pollAsync (src/transports/busy-poll.ts), which shows what the busy window saves.
+ */
+export async function startVrnicServer(transport: VrnicTransport, dir: string, nodeArgs: readonly string[] = [], noBusyWindow = false): Promise<RunningServer> {
+  const name: ServerName = noBusyWindow ? `${transport}/no-busy-window` : transport;
+  const socket = path.join(dir, `${name.replace('/', '-')}.sock`);
   fs.rmSync(socket, { force: true });
   const argv = [process.execPath, ...nodeArgs, cliPath, 'serve', '--transport', transport, '--socket', socket, '--log-level', 'warn', '--force'];
-  const server = spawnServer(transport, argv, socket);
+  const env = noBusyWindow ? { ...process.env, VRNIC_BUSY_WINDOW_US: '0' } : process.env;
+  const server = spawnServer(name, argv, socket, { env });
   try {
     const client = await connectWhenReady(server);
-    return { name: transport, via: `vrnic serve --transport ${transport}`, server, client };
+    return { name, via: `vrnic serve --transport ${transport}${noBusyWindow ? ' with VRNIC_BUSY_WINDOW_US=0' : ''}`, server, client };
   } catch (err) {
     await stopServer(server);
     throw err;
@@ -212,6 +220,15 @@ export async function runTrappedAccess(opts: TrappedAccessOptions): Promise<Trap
         running.push(await startVrnicServer(t, dir));
       } catch (err) {
         skipped.push({ name: t, reason: firstLine(err) });
+      }
+    }
+    if (opts.withoutBusyWindow) {
+      for (const t of plan.try) {
+        try {
+          running.push(await startVrnicServer(t, dir, [], true));
+        } catch (err) {
+          skipped.push({ name: `${t}/no-busy-window`, reason: firstLine(err) });
+        }
       }
     }
     for (const s of skipped) opts.log(`  trapped access: ${s.name} skipped: ${s.reason}`);
@@ -300,7 +317,7 @@ function hasStrace(): boolean {
  * transports; the counts of recvmsg/sendmsg/read/write per read are what to compare.
  */
 async function countSyscalls(s: RunningServer, dir: string, reads: number): Promise<SyscallCount> {
-  const out = path.join(dir, `strace-${s.name}.txt`);
+  const out = path.join(dir, `strace-${s.name.replace('/', '-')}.txt`);
   const strace = spawn('strace', ['-c', '-f', '-p', String(s.server.child.pid), '-o', out], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   const attached = new Promise<void>((resolve, reject) => {
