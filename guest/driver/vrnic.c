@@ -151,6 +151,11 @@ static u32 vrnic_read(struct vrnic_dev *dev, u32 off)
 
 	if (READ_ONCE(dev->gone))
 		return VRNIC_REG_GONE;
+	/* pciehp marks a surprise-removed function before calling remove: no access at all then. */
+	if (pci_dev_is_disconnected(dev->pdev)) {
+		WRITE_ONCE(dev->gone, true);
+		return VRNIC_REG_GONE;
+	}
 	v = readl(dev->regs + off);
 	if (v == VRNIC_REG_GONE && !READ_ONCE(dev->gone)) {
 		WRITE_ONCE(dev->gone, true);
@@ -1348,10 +1353,16 @@ static void vrnic_remove(struct pci_dev *pdev)
 {
 	struct vrnic_dev *dev = pci_get_drvdata(pdev);
 	ktime_t start = ktime_get();
-	bool gone_at_start = vrnic_check_gone(dev);
 
-	dev_info(&pdev->dev, "remove: device %s\n", gone_at_start ? "gone" : "present");
-	/* Zaps user mappings, disassociates contexts, frees every object (admin commands skip a dead device). */
+	/*
+	 * ib_unregister_device destroys every user object (QP, CQ, MR, PD: our destroy paths), then
+	 * zaps the user mappings, disassociates and deallocates the contexts. No register access
+	 * here first: on a vanished device even the read that tells us so can be slow (under QEMU
+	 * each trapped access to a dead vfio-user server waits for a reply timeout, ~5 s), and it
+	 * would delay the zap. The first admin command finds out; after one all-ones read no other
+	 * access is made.
+	 */
+	dev_info(&pdev->dev, "remove: start\n");
 	dev->registered = false;
 	ib_unregister_device(&dev->ibdev);
 	vrnic_hw_reset(dev);
