@@ -112,14 +112,6 @@ export function vmRssKiB(pid: number): number {
   return Number(m[1]);
 }
 
-/** utime + stime of a process in clock ticks, from /proc/PID/stat. */
-export function cpuTicks(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // The command name (field 2) may hold spaces; fields after its closing parenthesis are fixed.
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(rest[11]) + Number(rest[12]);
-}
-
 export interface MachineInfo {
   readonly hostname: string;
   readonly cpuModel: string;

@@ -45,6 +45,8 @@ export interface StartupRow {
 
 export interface StartupResult {
   readonly rows: readonly StartupRow[];
+  /** The same measure for a Node process that only listens on a Unix socket: Node's own share of the start time. */
+  readonly nodeBaselineMs: number | null;
   readonly skipped: readonly { transport: VrnicTransport; reason: string }[];
 }
 
@@ -149,6 +151,20 @@ export async function runStartup(opts: StartupOptions): Promise<StartupResult> {
   const dir = tempDir('vrnic-bench-start-');
   const rows: StartupRow[] = [];
   const skipped: { transport: VrnicTransport; reason: string }[] = [];
+  let nodeBaselineMs: number | null = null;
+  try {
+    const socket = path.join(dir, 'baseline.sock');
+    const script = `require('net').createServer().listen(${JSON.stringify(socket)}); process.on('SIGTERM', () => process.exit(0));`;
+    const runs: number[] = [];
+    for (let r = 0; r < opts.runs; r++) {
+      const { ms, server } = await timeToAccept([process.execPath, '-e', script], socket, 'node baseline');
+      runs.push(ms);
+      await stopServer(server);
+    }
+    nodeBaselineMs = round(median(runs), 1);
+  } catch (err) {
+    opts.log(`  startup: node baseline failed: ${(err as Error).message.split('\n')[0]}`);
+  }
   try {
     for (const t of opts.transports) {
       try {
@@ -159,7 +175,7 @@ export async function runStartup(opts: StartupOptions): Promise<StartupResult> {
         opts.log(`  startup: ${t} skipped: ${reason}`);
       }
     }
-    return { rows, skipped };
+    return { rows, skipped, nodeBaselineMs };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
