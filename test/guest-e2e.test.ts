@@ -2,9 +2,10 @@
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { bootGuest, type BootResult } from '../qemu-config/boot';
+import { bootGuest, startGuest, type BootResult } from '../qemu-config/boot';
 import { guestEvents, kernelProblems, type GuestEvent } from '../qemu-config/guest-log';
 import { buildGuestImage, guestAppend } from '../qemu-config/image';
 import { requireVfioUserQemu } from '../qemu-config/qemu';
@@ -154,4 +155,59 @@ maybe('the guest kernel log stays clean through probe, context and teardown', as
   t.deepEqual(kernelProblems(r.boot.console), []);
   t.notRegex(r.boot.console, /vrnic [0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]: .*(timed out|failed)|Couldn't/);
   t.true(r.boot.console.includes('VRNIC-INIT {"event":"poweroff"}'));
+});
+
+maybe('line commands on a second serial port start, query and stop the watch loop', async (t) => {
+  t.timeout(600_000);
+  const qemu = await requireVfioUserQemu();
+  const image = await buildGuestImage();
+  await run(); // one guest at a time on this machine's two cores
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vrnic-e2e-cmd-'));
+  const socket = path.join(dir, 'vrnic.sock');
+  const ttyS1 = path.join(dir, 'ttyS1.sock');
+  const serve = await startServe(socket, path.join(dir, 'trace.ndjson'));
+  const lines: string[] = [];
+  let result: BootResult;
+  try {
+    const guest = startGuest({
+      qemu: qemu.binary,
+      kernel: image.kernel,
+      initrd: image.initrd,
+      append: guestAppend({ commandTty: 'ttyS1', watchSeconds: 120 }),
+      socket,
+      serial2: { kind: 'unix', path: ttyS1 },
+      consoleFile: path.join(dir, 'console.log'),
+      timeoutMs: 240_000,
+      onLine: (l) => lines.push(l),
+    });
+    // Event-driven, not timed: each command goes once the program has answered the one before.
+    const waitFor = async (re: RegExp) => {
+      while (!lines.some((l) => re.test(l))) {
+        if (lines.some((l) => l.includes('VRNIC-INIT {"event":"poweroff"}'))) throw new Error(`guest ended before ${re}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    while (!fs.existsSync(ttyS1)) await new Promise((r) => setTimeout(r, 50));
+    const channel = net.connect(ttyS1);
+    channel.on('error', () => undefined);
+    await waitFor(/"event":"ready"/);
+    channel.write('watch\n');
+    await waitFor(/"event":"watch-start"/);
+    channel.write('status\n');
+    await waitFor(/"event":"summary"/);
+    channel.write('bogus\n');
+    await waitFor(/"event":"command-error"/);
+    channel.write('stop\n');
+    result = await guest.done;
+    channel.destroy();
+  } finally {
+    serve.child.kill('SIGTERM');
+  }
+  const events = guestEvents(result.console).filter((e) => e.source === 'test');
+  t.deepEqual(
+    events.filter((e) => e.event === 'command').map((e) => e.fields.command),
+    ['watch', 'status', 'bogus', 'stop'],
+  );
+  t.is(events.find((e) => e.event === 'exit')?.fields.code, 0);
+  t.deepEqual(kernelProblems(result.console), []);
 });
