@@ -63,7 +63,7 @@ export class Daemon extends EventEmitter {
       socketPath,
       socketMode: opts.socketMode ?? 0o600,
       device: opts.device,
-      log: log.child({ transport: name }),
+      log,
     });
     const daemon = new Daemon(socketPath, transport, opts.device, log);
     transport.on('client', (connected: boolean) => daemon.emit('client', connected));
