@@ -1,13 +1,14 @@
-// Readiness waits for both transports' run loops: a short busy window after activity, then poll(2) on a libuv worker.
+// Readiness waits for both transports' run loops: a short busy window after activity, then the process-wide reactor.
 //
-// pollAsync costs a threadpool hop plus a main-loop wake-up (tens of µs on these machines) every
+// A wait through the reactor (./reactor.ts: one poll(2) on a libuv worker for the whole process) costs a threadpool hop plus a main-loop wake-up (tens of µs on these machines) every
 // time it is armed. A vfio-user client that just got a reply usually sends its next request within
 // a few µs (a guest driver's MMIO loop, the bench client), so for a short window after serving
 // something we check the socket with a synchronous poll(…, 0) instead (a koffi call, well under a
 // µs) and give the event loop a turn (setImmediate) between checks, so timers, signals, the
 // control socket and the NIC's doorbell poller still run. Once the window passes with nothing to
-// do, the wait goes back to pollAsync: an idle device costs no CPU.
-import { poll, pollAsync, type PollRequest } from '../../ffi/libc';
+// do, the wait goes back to the reactor: an idle device costs no CPU and no threadpool thread.
+import { poll, type PollRequest } from '../../ffi/libc';
+import { reactor, type PendingWait } from './reactor';
 
 /**
  * How long the loop keeps checking after the last activity, in µs. Long enough to cover a
@@ -35,7 +36,7 @@ const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(reso
 export interface BusyPollStats {
   /** Waits answered by the synchronous check inside the window. */
   readonly busyHits: number;
-  /** Waits that went to pollAsync (window over or off). */
+  /** Waits that went to the reactor (window over or off). */
   readonly asyncWaits: number;
 }
 
@@ -45,6 +46,7 @@ export class BusyPoll {
   private hits = 0;
   private asyncWaits = 0;
   private hitsSinceTurn = 0;
+  private parkedWait: PendingWait | null = null;
 
   constructor(windowUs = busyWindowUsFromEnv()) {
     this.windowMs = windowUs / 1000;
@@ -60,7 +62,7 @@ export class BusyPoll {
     return performance.now() < this.until;
   }
 
-  /** Ends the window now (client gone, stopping): the next wait goes straight to pollAsync. */
+  /** Ends the window now (client gone, stopping): the next wait goes straight to the reactor. */
   quiet(): void {
     this.until = 0;
   }
@@ -91,7 +93,29 @@ export class BusyPoll {
     }
     this.asyncWaits++;
     this.hitsSinceTurn = 0;
-    return pollAsync(reqs, timeoutMs);
+    return this.park(reqs, timeoutMs);
+  }
+
+  /**
+   * Waits through the reactor, without the window: until one of reqs is ready, timeoutMs passes
+   * (-1: no limit) or cancel().
+   */
+  async park(reqs: readonly PollRequest[], timeoutMs: number): Promise<number[]> {
+    const w = reactor.wait(reqs, timeoutMs);
+    this.parkedWait = w;
+    try {
+      return await w.ready;
+    } finally {
+      if (this.parkedWait === w) this.parkedWait = null;
+    }
+  }
+
+  /**
+   * Ends a wait parked in the reactor now (its revents all 0) and takes its fds out of the
+   * reactor's poll: call it before closing an fd the wait may be watching.
+   */
+  cancel(): void {
+    this.parkedWait?.cancel();
   }
 
   private turn(): Promise<void> {

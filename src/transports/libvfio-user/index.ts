@@ -1,8 +1,9 @@
 // The libvfio-user transport: realizes a device declaration as a vfu context and serves it, one client at a time.
 //
 // Run loop (see docs/architecture.md, "Run loop"): the context is created with
-// LIBVFIO_USER_FLAG_ATTACH_NB. While no client is attached we wait with pollAsync (poll(2) on a
-// libuv worker thread) for the listening socket or the wake-up eventfd, then run vfu_attach_ctx
+// LIBVFIO_USER_FLAG_ATTACH_NB. While no client is attached we wait through the process-wide
+// reactor (../reactor.ts: one poll(2) on a libuv worker for every transport in the process) for
+// the listening socket or the wake-up eventfd, then run vfu_attach_ctx
 // on a libuv worker too: it accepts and then reads the client's VERSION with a blocking recv, which
 // a client that connects and says nothing would otherwise stretch forever on the main thread. If
 // negotiation takes longer than SOCKET_TIMEOUT_MS we shut that connection down. Once attached we call vfu_run_ctx on the main thread until it has nothing left
@@ -38,7 +39,7 @@ import type { Logger } from 'pino';
 import type { BarDecl, DeviceContext, InterruptSink, PciDevice } from '../../../emulator/framework/device';
 import { LibraryMissingError, SysError } from '../../../ffi/errors';
 import {
-  closeQuietly, eventfd, eventfdConsume, eventfdSignal, poll, pollAsync, POLLIN, setSocketTimeout, shutdownSocket, SO_RCVTIMEO, SO_SNDTIMEO,
+  closeQuietly, eventfd, eventfdConsume, eventfdSignal, poll, POLLIN, setSocketTimeout, shutdownSocket, SO_RCVTIMEO, SO_SNDTIMEO,
 } from '../../../ffi/libc';
 import {
   ECONNRESET, EINVAL, EIO, ENOENT, ENOTCONN, ESHUTDOWN,
@@ -480,9 +481,9 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     if (wake) eventfdConsume(this.wakeFd);
   }
 
-  /** Waits on a libuv worker until fd is readable or the wake-up eventfd fires. */
+  /** Waits through the reactor until fd is readable or the wake-up eventfd fires. */
   private async waitReadable(fd: number): Promise<void> {
-    const [, wake] = await pollAsync([{ fd, events: POLLIN }, { fd: this.wakeFd, events: POLLIN }], -1);
+    const [, wake] = await this.busy.park([{ fd, events: POLLIN }, { fd: this.wakeFd, events: POLLIN }], -1);
     if (wake) eventfdConsume(this.wakeFd);
   }
 
@@ -550,6 +551,8 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
   private dropNow(): void {
     const ctx = this.ctx;
     if (ctx === null || !this.attached) return;
+    // vfu_run_ctx below closes the connection (or destroy() both sockets): out of the reactor's poll first
+    this.busy.cancel();
     // requests the client sent before the shutdown are still read (their replies fail); the
     // stream then ends, so this takes at most as many calls as there were queued requests
     for (let i = 0; i <= RUN_BUDGET && this.attached; i++) {
@@ -578,6 +581,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
 
   private async stopNow(): Promise<void> {
     this.stopping = true;
+    this.busy.cancel();
     this.wake();
     if (this.ctx !== null) this.cutNegotiation(this.ctx, 'stopping while a client negotiates');
     await this.loopDone;

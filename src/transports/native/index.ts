@@ -1,8 +1,8 @@
 // The built-in vfio-user server in TypeScript: listens on a Unix socket and serves one client at a time.
 //
-// The event loop never blocks: one poll(2) on libuv's threadpool (pollAsync) covers the wake-up
-// eventfd plus either the listening socket (no client) or the client's socket; once it reports
-// readiness, the main thread drains the socket with non-blocking recvmsg and answers each
+// The event loop never blocks: the wait covers the wake-up eventfd plus either the listening
+// socket (no client) or the client's socket, through the process-wide reactor (../reactor.ts: one
+// poll(2) on libuv's threadpool for every transport in the process); once it reports readiness, the main thread drains the socket with non-blocking recvmsg and answers each
 // message with a sendmsg bounded by SO_SNDTIMEO. For a short window after serving a client the
 // wait is a synchronous poll(…, 0) per event-loop turn instead (BusyPoll, ../busy-poll.ts): the
 // next request of a busy client is then picked up without a threadpool hop.
@@ -193,6 +193,8 @@ export class NativeTransport extends EventEmitter implements Transport {
     this.session = null;
     this.generation++;
     this.busy.quiet();
+    // out of the reactor's poll before the socket is closed, or the poll would keep it open
+    this.busy.cancel();
     s.close();
     this.log.info({ reason }, 'client disconnected');
     try {
@@ -212,6 +214,7 @@ export class NativeTransport extends EventEmitter implements Transport {
     if (!this.running) return;
     this.drop('transport stopping');
     this.running = false;
+    this.busy.cancel();
     eventfdSignal(this.wakeFd);
     await this.loopDone;
     closeQuietly(this.listenFd);
