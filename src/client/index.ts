@@ -265,7 +265,18 @@ export class VfioUserClient {
   async request(command: number, payload: Buffer = Buffer.alloc(0), fds: readonly number[] = [], keepFds = false): Promise<Reply> {
     const id = this.allocId();
     const p = this.awaitReply(id, command, keepFds);
-    this.sendRaw(encodeMessage(id, command, HeaderFlag.TypeCommand, payload), fds);
+    try {
+      this.sendRaw(encodeMessage(id, command, HeaderFlag.TypeCommand, payload), fds);
+    } catch (err) {
+      // The reply will never come; its rejection must not surface as unhandled.
+      p.catch(() => undefined);
+      const w = this.waiters.get(id);
+      if (w) {
+        clearTimeout(w.timer);
+        this.waiters.delete(id);
+      }
+      throw err;
+    }
     const r = await p;
     if ((r.flags & HeaderFlag.Error) !== 0) {
       r.fds.forEach((fd) => closeQuietly(fd));
