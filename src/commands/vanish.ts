@@ -2,11 +2,12 @@
 import { parseArgs } from 'node:util';
 import { ControlClient } from '../control/client';
 import { VANISH_MODES, type VanishMode } from '../control/protocol';
+import { parseWhen, WHEN_SYNTAX, whenToJson, WhenError, formatWhen, type WhenSpec } from '../control/when';
 import { defaultSocketPath } from '../socket-path';
 import { type Command, UsageError } from './command';
 import { controlTarget, unreachable } from './control-target';
 
-const help = `Usage: vrnic vanish --mode MODE [--socket PATH | --control PATH] [--json]
+const help = `Usage: vrnic vanish --mode MODE [--when EVENT [--wait]] [--socket PATH | --control PATH] [--json]
 
 Makes the device of a running daemon vanish, so the guest's hot-unplug path runs.
 
@@ -19,6 +20,10 @@ Modes:
 
 Flags:
   --mode MODE      orderly | surprise | crash (required)
+  --when EVENT     arm the vanish to fire at a device event instead of at once; prints
+                   "armed" and exits 0 once the daemon has armed it. EVENT:
+                     ${WHEN_SYNTAX.replace(/\n/g, '\n                     ')}
+  --wait           with --when: wait until the event fired and the vanish ran, then report
   --socket PATH    the daemon's vfio-user socket (default ${defaultSocketPath()});
                    its control socket is PATH.ctl
   --control PATH   the control socket itself
@@ -32,7 +37,7 @@ export const vanishCommand: Command = {
   summary: 'make a running daemon\'s device vanish: orderly, surprise or crash',
   help,
   async run(argv) {
-    let values: { socket?: string; control?: string; mode?: string; json?: boolean };
+    let values: { socket?: string; control?: string; mode?: string; json?: boolean; when?: string; wait?: boolean };
     try {
       ({ values } = parseArgs({
         args: argv,
@@ -41,6 +46,8 @@ export const vanishCommand: Command = {
           control: { type: 'string' },
           mode: { type: 'string' },
           json: { type: 'boolean', default: false },
+          when: { type: 'string' },
+          wait: { type: 'boolean', default: false },
         },
         strict: true,
         allowPositionals: false,
@@ -51,6 +58,17 @@ export const vanishCommand: Command = {
     if (values.mode === undefined) throw new UsageError(`--mode is required: one of ${VANISH_MODES.join(', ')}`);
     const mode = values.mode as VanishMode;
     if (!VANISH_MODES.includes(mode)) throw new UsageError(`--mode: '${values.mode}' is not one of ${VANISH_MODES.join(', ')}`);
+    let when: WhenSpec | null = null;
+    if (values.when !== undefined) {
+      try {
+        when = parseWhen(values.when);
+      } catch (err) {
+        if (err instanceof WhenError) throw new UsageError(`--when: ${err.message}`);
+        throw err;
+      }
+    } else if (values.wait) {
+      throw new UsageError('--wait goes with --when');
+    }
     const path = controlTarget(values);
     let client: ControlClient;
     try {
@@ -60,6 +78,18 @@ export const vanishCommand: Command = {
       return 1;
     }
     try {
+      if (when !== null) {
+        const { fired } = await client.armVanish(mode, whenToJson(when));
+        if (!values.wait) {
+          process.stdout.write(values.json ? JSON.stringify({ armed: true, mode, when: whenToJson(when) }) + '\n' : `armed: ${mode} vanish at ${formatWhen(when)}\n`);
+          return 0;
+        }
+        const r = await fired;
+        if (values.json) process.stdout.write(JSON.stringify(r ?? { mode, crashed: true }) + '\n');
+        else if (r === null) process.stdout.write(`crash at ${formatWhen(when)}: the daemon is gone (SIGKILL)\n`);
+        else process.stdout.write(`${mode} vanish fired at ${r.fired.when} (${JSON.stringify(r.fired.record)}); stopped serving${r.note ? `; ${r.note}` : ''}\n`);
+        return 0;
+      }
       const result = await client.vanish(mode);
       if (values.json) {
         process.stdout.write(JSON.stringify(result ?? { mode, crashed: true }) + '\n');

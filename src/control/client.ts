@@ -1,7 +1,7 @@
 // ControlClient: talks to a running daemon's control socket (what `vrnic status`/`vrnic vanish` and test suites use).
 import net from 'node:net';
 import { type ControlErrorBody, type ControlId, type ControlReply, type VanishMode, type VanishWhen } from './protocol';
-import type { ControlStatus } from './server';
+import type { ArmedVanishResult, ControlStatus } from './server';
 import type { VanishResult } from './vanish';
 
 /** The daemon answered with an error reply. */
@@ -115,9 +115,10 @@ export class ControlClient {
    * Makes the device vanish. Resolves with the daemon's account once it is done; for 'crash'
    * the daemon dies without answering and this resolves with null once the connection drops.
    */
-  async vanish(mode: VanishMode, opts: { when?: VanishWhen } = {}): Promise<VanishResult | null> {
+  async vanish(mode: VanishMode, opts: { when?: VanishWhen; wait?: boolean } = {}): Promise<VanishResult | null> {
     const body: Record<string, unknown> = { cmd: 'vanish', mode };
     if (opts.when) body.when = opts.when;
+    if (opts.when && opts.wait) body.wait = true;
     if (mode !== 'crash') return this.request<VanishResult>(body);
     try {
       await this.request(body);
@@ -126,6 +127,26 @@ export class ControlClient {
       throw err;
     }
     return null;
+  }
+
+  /**
+   * Arms the vanish at a device event (see src/control/when.ts). Resolves once armed; `fired`
+   * resolves with what fired it and the vanish's account (null for crash, which never answers).
+   */
+  async armVanish(mode: VanishMode, when: VanishWhen): Promise<{ fired: Promise<ArmedVanishResult | null> }> {
+    const id = this.nextId++;
+    const fired = this.send<ArmedVanishResult>({ cmd: 'vanish', mode, when, wait: true, id }, id).catch((err: Error) => {
+      if (mode === 'crash' && err instanceof ControlClosedError) return null;
+      throw err;
+    });
+    fired.catch(() => undefined); // the caller awaits it; a refusal is thrown below
+    // Requests are handled in order and a refusal is written before the next reply, so a status
+    // that answers first shows the vanish armed (or already fired) unless arming failed.
+    const first = await Promise.race([this.status().then((st) => ({ st })), fired.then(() => ({ st: null }))]);
+    if (first.st !== null && first.st.vanish?.when === undefined) {
+      throw new Error(`the daemon did not arm the vanish (vanish state: ${JSON.stringify(first.st.vanish)})`);
+    }
+    return { fired };
   }
 
   close(): void {

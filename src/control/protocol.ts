@@ -6,8 +6,9 @@ export const VANISH_MODES: readonly VanishMode[] = ['orderly', 'surprise', 'cras
 
 /**
  * A device event to arm a vanish at (issue 9), e.g. the 3rd CREATE_QP admin command:
- * `{"event":"admin-command","opcode":"CREATE_QP","nth":3}`. The control server passes it to a
- * VanishArmer; without one, a request carrying `when` is refused as unsupported.
+ * `{"event":"admin-command","opcode":"CREATE_QP","nth":3}` (the forms: src/control/when.ts).
+ * The control server passes it to a VanishArmer; without one, a request carrying `when` is
+ * refused as unsupported. With `"wait":true` the reply comes once the vanish has fired and run.
  */
 export interface VanishWhen {
   readonly event: string;
@@ -17,7 +18,7 @@ export interface VanishWhen {
 
 export type ControlRequest =
   | { readonly id?: ControlId; readonly cmd: 'status' }
-  | { readonly id?: ControlId; readonly cmd: 'vanish'; readonly mode: VanishMode; readonly when?: VanishWhen }
+  | { readonly id?: ControlId; readonly cmd: 'vanish'; readonly mode: VanishMode; readonly when?: VanishWhen; readonly wait?: boolean }
   | { readonly id?: ControlId; readonly cmd: 'ping' };
 
 /** Request ids are echoed back as given: a number or a short string. */
@@ -95,7 +96,8 @@ export function parseRequest(line: string): ControlRequest {
       if (raw.when.nth !== undefined && !(Number.isSafeInteger(raw.when.nth) && (raw.when.nth as number) >= 1)) {
         throw new RequestError(ControlErrorCode.BadRequest, '"when.nth" must be an integer >= 1', rid);
       }
-      return { id, cmd: 'vanish', mode, when: raw.when as VanishWhen };
+      if (raw.wait !== undefined && typeof raw.wait !== 'boolean') throw new RequestError(ControlErrorCode.BadRequest, '"wait" must be a boolean', rid);
+      return { id, cmd: 'vanish', mode, when: raw.when as VanishWhen, ...(raw.wait ? { wait: true } : {}) };
     }
     default:
       throw new RequestError(ControlErrorCode.UnknownCommand, `unknown command '${raw.cmd.slice(0, 40)}' (known: status, vanish, ping)`, rid);

@@ -20,18 +20,13 @@ import {
 } from './protocol';
 import { vanish, type VanishResult } from './vanish';
 import { deviceStatus, type DeviceStatusView } from './device-status';
+import { isTraceSource, TraceVanishArmer, type FiredEvent, type VanishArmer } from './armer';
+
+export type { VanishArmer, FiredEvent } from './armer';
 
 /** The control socket path for a vfio-user socket path. */
 export function controlPathFor(socketPath: string): string {
   return `${socketPath}.ctl`;
-}
-
-/**
- * Arms a vanish at a device event (issue 9). `arm` calls `fire` when the event happens and
- * returns a way to cancel; it throws (with a message for the client) for events it does not know.
- */
-export interface VanishArmer {
-  arm(when: VanishWhen, fire: () => void): { disarm(): void };
 }
 
 export interface ControlServerOptions {
@@ -49,7 +44,11 @@ export interface ControlServerOptions {
    */
   readonly exitAfterVanish?: boolean;
   readonly deviceDeletedTimeoutMs?: number;
-  readonly armer?: VanishArmer;
+  /**
+   * Arms `vanish` requests carrying `when` (issue 9). Default: a TraceVanishArmer on the daemon's
+   * device when it takes trace sinks (the NIC does); null refuses them as unsupported.
+   */
+  readonly armer?: VanishArmer | null;
   /** Accept a socket directory others can write to (as the daemon's --force). */
   readonly force?: boolean;
   readonly log?: Logger;
@@ -65,8 +64,13 @@ export interface ControlStatus {
   readonly clientConnected: boolean;
   readonly transportStats: Record<string, unknown>;
   readonly qmpPath: string | null;
-  /** The vanish under way or done, if any. */
-  readonly vanish: { readonly mode: VanishMode; readonly phase: 'armed' | 'running' | 'done' | 'failed' } | null;
+  /** The vanish under way or done, if any; an armed one says at what, and once fired, what fired it. */
+  readonly vanish: {
+    readonly mode: VanishMode;
+    readonly phase: 'armed' | 'running' | 'done' | 'failed';
+    readonly when?: VanishWhen;
+    readonly fired?: FiredEvent;
+  } | null;
   readonly device: DeviceStatusView;
 }
 
@@ -75,6 +79,13 @@ interface VanishState {
   readonly mode: VanishMode;
   phase: VanishPhase;
   promise: Promise<VanishResult>;
+  when?: VanishWhen;
+  fired?: FiredEvent;
+}
+
+/** The reply to an armed vanish sent with `wait`: what fired it and the vanish's account. */
+export interface ArmedVanishResult extends VanishResult {
+  readonly fired: FiredEvent;
 }
 
 export interface ControlServer {
@@ -96,17 +107,18 @@ export async function startControlServer(daemon: Daemon, opts: ControlServerOpti
   const sockets = new Set<net.Socket>();
   let current: VanishState | null = null;
   let armed: { disarm(): void } | null = null;
+  const armer = opts.armer === undefined ? (isTraceSource(daemon.device) ? new TraceVanishArmer(daemon.device) : null) : opts.armer;
   let resolveVanished!: (r: VanishResult) => void;
   const vanished = new Promise<VanishResult>((r) => (resolveVanished = r));
   let closed = false;
 
-  const startVanish = (mode: VanishMode): Promise<VanishResult> => {
+  const startVanish = (mode: VanishMode, fired?: { when: VanishWhen; event: FiredEvent }): Promise<VanishResult> => {
     if (current && current.phase !== 'armed' && current.phase !== 'failed') return current.promise;
     armed?.disarm();
     armed = null;
-    const state: VanishState = { mode, phase: 'running', promise: vanished };
+    const state: VanishState = { mode, phase: 'running', promise: vanished, when: fired?.when, fired: fired?.event };
     current = state;
-    log.warn({ mode }, 'vanish requested');
+    log.warn({ mode, fired: fired?.event }, fired ? 'armed vanish fired' : 'vanish requested');
     state.promise = vanish(daemon, mode, {
       qmp: opts.qmpPath,
       deviceId: opts.deviceId,
@@ -140,7 +152,7 @@ export async function startControlServer(daemon: Daemon, opts: ControlServerOpti
       clientConnected: s.transportStats.clientConnected,
       transportStats: { ...s.transportStats },
       qmpPath: opts.qmpPath ?? null,
-      vanish: current ? { mode: current.mode, phase: current.phase } : null,
+      vanish: current ? { mode: current.mode, phase: current.phase, ...(current.when ? { when: current.when } : {}), ...(current.fired ? { fired: current.fired } : {}) } : null,
       device: deviceStatus(daemon.device),
     };
   };
@@ -168,20 +180,38 @@ export async function startControlServer(daemon: Daemon, opts: ControlServerOpti
           return;
         }
         if (req.when !== undefined) {
-          if (!opts.armer) {
+          if (!armer) {
             await fail(sock, id, ControlErrorCode.Unsupported, 'vanish "when" (at a device event) is not available in this daemon');
             return;
           }
+          const mode = req.mode;
+          const when = req.when;
+          let firedBy: Promise<{ result: VanishResult; event: FiredEvent }>;
           try {
             armed?.disarm();
-            const mode = req.mode;
-            armed = opts.armer.arm(req.when, () => void startVanish(mode).catch(() => undefined));
-            current = { mode, phase: 'armed', promise: vanished };
+            let settle!: { resolve(v: { result: VanishResult; event: FiredEvent }): void; reject(e: Error): void };
+            firedBy = new Promise((resolve, reject) => (settle = { resolve, reject }));
+            // arm() throws for a spec it cannot take: that must reach the client as bad-request.
+            armed = armer.arm(when, (event) => void startVanish(mode, { when, event }).then((result) => settle.resolve({ result, event }), settle.reject));
+            current = { mode, phase: 'armed', promise: vanished, when };
+            log.warn({ mode, when }, 'vanish armed');
           } catch (err) {
             await fail(sock, id, ControlErrorCode.BadRequest, (err as Error).message);
             return;
           }
-          await send(sock, { id, ok: true, result: { armed: true, mode: req.mode, when: req.when } });
+          if (!req.wait) {
+            firedBy.catch(() => undefined);
+            await send(sock, { id, ok: true, result: { armed: true, mode, when } });
+            return;
+          }
+          // With wait, the reply is the vanish's account once the event has fired and the vanish ran.
+          try {
+            const { result, event } = await firedBy;
+            const reply: ArmedVanishResult = { ...result, fired: event };
+            await send(sock, { id, ok: true, result: reply });
+          } catch (err) {
+            await fail(sock, id, ControlErrorCode.Failed, (err as Error).message);
+          }
           return;
         }
         let result: VanishResult;
