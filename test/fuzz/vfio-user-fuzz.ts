@@ -556,7 +556,7 @@ export async function fuzzTransport(opts: FuzzOptions): Promise<FuzzResult> {
         // The server saw an impossible size: it must close, or answer with an error. libvfio-user
         // answers and leaves the body unread (it parses it as the next header): the stream is out
         // of step from there, so the fuzzer starts a new connection.
-        const { answered: got, errors } = await client.waitFor([m.bytes.readUInt16LE(0)], waitMs);
+        const { answered: got, errors } = await client.waitFor(headerRejected && m.bytes.length >= 2 ? [m.bytes.readUInt16LE(0)] : [-1], waitMs);
         answered += got;
         errorReplies += errors;
         if (got > 0) {
