@@ -6,9 +6,13 @@ import { DRIVER_BUGS, type DriverBug } from '../unplug/evidence';
 import { reportHuman, reportJson } from '../unplug/report';
 import { runUnplugTest } from '../unplug/runner';
 import { BOUNDS } from '../unplug/checks';
+import { SCENARIOS, SCENARIO_NAMES, type ScenarioName } from '../unplug/scenarios';
+import { drawDelays, matrixHuman, repeatHuman, summarizeMatrix, summarizeRepeat } from '../unplug/matrix';
+import type { UnplugReport } from '../unplug/report';
 import { type Command, UsageError } from './command';
 
-const help = `Usage: vrnic unplug-test [--mode M] [--driver-bug B] [--json] [flags]
+const help = `Usage: vrnic unplug-test [--mode M] [--driver-bug B] [--scenario NAME|all]
+                         [--repeat N --random-delay MAX_MS [--seed S]] [--json] [flags]
 
 Starts the emulator (vrnic serve, as a child process), builds or reuses the guest image, boots
 it in QEMU with QMP and -d invalid_mem, waits until the guest's vrnic-test holds a context and a
@@ -22,12 +26,25 @@ Checks (each with what was seen):
   no-kernel-warnings          no WARN, BUG, Oops or lockdep report in the guest's kernel log
   device-removed              DEVICE_DELETED within ${BOUNDS.deviceDeletedMs} ms; gone from the guest's PCI tree and /sys/class/infiniband
   no-bar-access-after-unplug  QEMU's invalid_mem log shows no access to the removed BARs
+  removal-bounded             (removal during other work, race-close) DEVICE_DELETED within
+                              ${BOUNDS.unplugMs} ms of the vanish: the driver's removal path did not hang
+The mapping checks look at every mapping of every process and name the one that failed.
+
+Scenarios (--scenario; 'all' runs each and prints one scenario x check table):
+${SCENARIOS.map((s) => `  ${s.name.padEnd(30)}${s.summary}${s.moment.kind === 'at-event' ? ` (vanish --when ${s.moment.when})` : ''}`).join('\n')}
 
 Flags:
   --mode M          orderly | surprise | crash (default surprise)
   --driver-bug B    none | legacy-mmap | no-disassociate (default none): a planted driver bug,
                     the driver's bug= module parameter; the verdict must then FAIL
-  --json            print one JSON object: {"verdict", "checks", "timings", ...}
+  --scenario NAME   one of the scenarios above, or all (default single)
+  --repeat N        run the scenario N times and report the pass rate and each distinct
+                    failure (grouped by check and detail)
+  --random-delay MS with --repeat: start each vanish a random [0, MS] ms after the guest is
+                    ready (default 0)
+  --seed S          the seed for those delays (default: drawn and printed, to replay a run)
+  --json            print one JSON object: {"verdict", "checks", "timings", ...}; with
+                    all: {"verdict", "rows", "reports"}; with --repeat: the summary and reports
   --qemu PATH       QEMU >= 10.1 with vfio-user-pci (default $VRNIC_QEMU)
   --transport T     auto | libvfio-user | native, for the emulator (default auto)
   --work-dir DIR    keep the run's files (console, QEMU and daemon logs) in DIR
@@ -51,6 +68,10 @@ export const unplugTestCommand: Command = {
       'work-dir'?: string;
       keep?: boolean;
       'log-level'?: string;
+      scenario?: string;
+      repeat?: string;
+      'random-delay'?: string;
+      seed?: string;
     };
     try {
       ({ values } = parseArgs({
@@ -64,6 +85,10 @@ export const unplugTestCommand: Command = {
           'work-dir': { type: 'string' },
           keep: { type: 'boolean', default: false },
           'log-level': { type: 'string', default: 'warn' },
+          scenario: { type: 'string', default: 'single' },
+          repeat: { type: 'string' },
+          'random-delay': { type: 'string' },
+          seed: { type: 'string' },
         },
         strict: true,
         allowPositionals: false,
@@ -81,16 +106,64 @@ export const unplugTestCommand: Command = {
     }
     const level = values['log-level'] as 'warn';
     if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(level)) throw new UsageError(`--log-level: '${level}' is not a level`);
+    const scenarioArg = values.scenario ?? 'single';
+    if (scenarioArg !== 'all' && !SCENARIO_NAMES.includes(scenarioArg as ScenarioName)) {
+      throw new UsageError(`--scenario: '${scenarioArg}' is not one of ${SCENARIO_NAMES.join(', ')}, all`);
+    }
+    const count = (flag: string, v: string | undefined, min: number, max: number): number | undefined => {
+      if (v === undefined) return undefined;
+      if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) throw new UsageError(`--${flag}: '${v}' is not an integer in ${min}..${max}`);
+      return Number(v);
+    };
+    const repeat = count('repeat', values.repeat, 1, 10_000);
+    const maxDelay = count('random-delay', values['random-delay'], 0, 600_000);
+    const seedArg = count('seed', values.seed, 0, 0xffffffff);
+    if (repeat === undefined && (maxDelay !== undefined || seedArg !== undefined)) throw new UsageError('--random-delay and --seed go with --repeat');
+    if (repeat !== undefined && scenarioArg === 'all') throw new UsageError('--repeat runs one scenario, not all');
     const log = configureLogging({ level });
-    const report = await runUnplugTest({
-      mode,
-      driverBug,
-      qemu: values.qemu,
-      transport: transport as 'auto' | 'libvfio-user' | 'native' | undefined,
-      workDir: values['work-dir'],
-      keep: values.keep,
-      log: log.child({ module: 'unplug' }),
-    });
+    const one = (scenario: ScenarioName, vanishDelayMs?: number): Promise<UnplugReport> =>
+      runUnplugTest({
+        mode,
+        driverBug,
+        scenario,
+        vanishDelayMs,
+        qemu: values.qemu,
+        transport: transport as 'auto' | 'libvfio-user' | 'native' | undefined,
+        // Several runs cannot share one directory: each gets its own under it.
+        workDir: values['work-dir'] !== undefined && (repeat !== undefined || scenarioArg === 'all') ? `${values['work-dir']}/${scenario}-${Date.now()}` : values['work-dir'],
+        keep: values.keep,
+        log: log.child({ module: 'unplug', scenario }),
+      });
+
+    if (repeat !== undefined) {
+      const scenario = scenarioArg as ScenarioName;
+      const seed = seedArg ?? Math.floor(Math.random() * 0x100000000);
+      const delays = drawDelays(seed, repeat, maxDelay ?? 0);
+      process.stderr.write(`vrnic unplug-test: ${repeat} runs of ${scenario}, delays in [0, ${maxDelay ?? 0}] ms, seed ${seed}\n`);
+      const reports: UnplugReport[] = [];
+      for (let i = 0; i < repeat; i++) {
+        const r = await one(scenario, delays[i]);
+        reports.push(r);
+        process.stderr.write(`  run ${i + 1}/${repeat} (delay ${delays[i]} ms): ${r.verdict}${r.verdict === 'FAIL' ? ` (${r.error ?? r.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')})` : ''}\n`);
+      }
+      const summary = summarizeRepeat(reports, seed, maxDelay ?? 0);
+      process.stdout.write((values.json ? JSON.stringify({ verdict: summary.passed === summary.runs ? 'PASS' : 'FAIL', ...summary, mode, driverBug, reports: reports.map((r) => JSON.parse(reportJson(r)) as unknown) }) : repeatHuman(summary, mode, driverBug)) + '\n');
+      return summary.passed === summary.runs ? 0 : 1;
+    }
+
+    if (scenarioArg === 'all') {
+      const reports: UnplugReport[] = [];
+      for (const s of SCENARIO_NAMES) {
+        const r = await one(s);
+        reports.push(r);
+        process.stderr.write(`  ${s}: ${r.verdict}\n`);
+      }
+      const m = summarizeMatrix(reports);
+      process.stdout.write((values.json ? JSON.stringify({ verdict: m.verdict, mode, driverBug, checks: m.checks, rows: m.rows, reports: reports.map((r) => JSON.parse(reportJson(r)) as unknown) }) : matrixHuman(m, mode, driverBug)) + '\n');
+      return m.verdict === 'PASS' ? 0 : 1;
+    }
+
+    const report = await one(scenarioArg as ScenarioName);
     process.stdout.write((values.json ? reportJson(report) : reportHuman(report)) + '\n');
     return report.verdict === 'PASS' ? 0 : 1;
   },

@@ -22,6 +22,8 @@ export type PfnState =
 export interface MappingEvidence {
   /** The program's name for it: uar0, parent, child, page0, ... */
   readonly label: string;
+  /** The guest process that watched it (-1 when the report had no pid). */
+  readonly pid?: number;
   /** Where it pointed once the program had touched it, with the device alive. */
   readonly before: PfnState | null;
   /** Where it pointed at the end of the watch, after the removal (null: never walked after). */
@@ -54,7 +56,14 @@ export interface UnplugEvidence {
     | { readonly kind: 'exit'; readonly code: number }
     | { readonly kind: 'signal'; readonly signal: string; readonly addr: string }
     | { readonly kind: 'unknown' };
-  /** When the host started the vanish. */
+  /**
+   * Processes other than the program's main one that died by a signal (a forked child, a
+   * receiver, a race-close worker), each named with its pid and label; empty when none did.
+   */
+  readonly processFailures?: readonly string[];
+  /** What the driver's remove printed ("remove: done in N ms"), when it ran. */
+  readonly driverRemoveMs?: number | null;
+  /** When the host started the vanish (for a vanish armed at a device event: when the device saw the event). */
   readonly vanishAtMs: number;
   /** When the guest saw its ib device leave (/sys/class/infiniband entry gone), and whether its context was still open then. */
   readonly guestRemoved: (Stamp & { readonly contextOpen: boolean }) | null;

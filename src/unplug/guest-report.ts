@@ -139,6 +139,22 @@ export class GuestConsole {
     });
   }
 
+  /**
+   * Every process of the program's that died by a signal: `signal` reports (the process names
+   * itself) and `child-exit` reports of a parent whose child did not exit normally.
+   */
+  processFailures(): string[] {
+    const out: string[] = [];
+    for (const r of this.reports) {
+      if (r.source !== 'test') continue;
+      if (r.event === 'signal') out.push(`${r.label} (pid ${r.pid}) took ${String(r.fields.signal)} at ${String(r.fields.addr)}`);
+      else if (r.event === 'child-exit' && (r.fields.exited === false || (typeof r.fields.signal === 'number' && r.fields.signal !== 0))) {
+        out.push(`child pid ${String(r.fields.child)} of pid ${r.pid} ended by signal ${String(r.fields.signal)}`);
+      }
+    }
+    return out;
+  }
+
   text(): string {
     return this.lines.join('\n');
   }
@@ -155,12 +171,12 @@ export class GuestConsole {
    */
   mappings(): MappingEvidence[] {
     const key = (r: ReportLine) => `${r.pid}/${r.label}`;
-    const byKey = new Map<string, { label: string; frame: ReportLine | null; last: ReportLine | null; summary: ReportLine | null }>();
+    const byKey = new Map<string, { label: string; pid: number; frame: ReportLine | null; last: ReportLine | null; summary: ReportLine | null }>();
     for (const r of this.reports) {
       if (r.source !== 'test' || (r.event !== 'frame' && r.event !== 'change' && r.event !== 'summary' && r.event !== 'watch-start')) continue;
       const k = key(r);
       let m = byKey.get(k);
-      if (!m) byKey.set(k, (m = { label: r.label, frame: null, last: null, summary: null }));
+      if (!m) byKey.set(k, (m = { label: r.label, pid: r.pid, frame: null, last: null, summary: null }));
       if (r.event === 'frame' && !m.frame) m.frame = r;
       else if (r.event === 'summary') m.summary = r;
       else m.last = r;
@@ -172,6 +188,7 @@ export class GuestConsole {
       const lastRead = end ? `doorbell ${String(end.fields.last_doorbell ?? end.fields.read_doorbell)}, scratch ${String(end.fields.last_scratch ?? end.fields.read_scratch)}` : 'nothing';
       out.push({
         label: m.label,
+        pid: m.pid,
         before: m.frame ? frameToPfn(m.frame.fields.frame, m.frame.fields.pfn) : null,
         after: end && gone ? frameToPfn(end.fields.frame, end.fields.pfn) : null,
         viewAfter: end && gone && typeof end.fields.view === 'string' ? end.fields.view : null,

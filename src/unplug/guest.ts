@@ -1,7 +1,7 @@
 // The guest an unplug run boots: the guest kit's image (qemu-config/image.ts) and QEMU command line (args.ts).
 import type { Logger } from 'pino';
 import { qemuArgs } from '../../qemu-config/args';
-import { buildGuestImage, guestAppend, type GuestImage } from '../../qemu-config/image';
+import { buildGuestImage, guestAppend, type GuestImage, type GuestScenario } from '../../qemu-config/image';
 import type { DriverBug } from './evidence';
 
 export interface GuestMachine {
@@ -17,6 +17,9 @@ export interface PrepareGuestOptions {
    * Longer than the unplug bound, so a removal that waits for user space shows as one.
    */
   readonly watchSeconds?: number;
+  /** What vrnic-test runs (default single) and with how many processes (many, race-close). */
+  readonly scenario?: GuestScenario;
+  readonly procs?: number;
   readonly log: Logger;
 }
 
@@ -25,7 +28,8 @@ export async function prepareGuest(opts: PrepareGuestOptions): Promise<GuestMach
   const image = await buildGuestImage({ progress: (line) => opts.log.info({ step: line }, 'guest image') });
   const append = guestAppend({
     bug: opts.driverBug,
-    scenario: 'single',
+    scenario: opts.scenario ?? 'single',
+    procs: opts.procs,
     watchSeconds: opts.watchSeconds ?? 15,
     waitDeviceSeconds: 60,
     settleMs: 2000,

@@ -2,6 +2,8 @@
 import type { VanishMode } from '../control/protocol';
 import type { Check } from './checks';
 import type { DriverBug, UnplugEvidence } from './evidence';
+import type { FiredEvent } from '../control/armer';
+import type { ScenarioName } from './scenarios';
 
 export interface UnplugTimings {
   /** From the vanish to QEMU's DEVICE_DELETED (host clock). */
@@ -22,6 +24,12 @@ export interface UnplugReport {
   readonly verdict: 'PASS' | 'FAIL';
   readonly mode: VanishMode;
   readonly driverBug: DriverBug;
+  /** The scenario (src/unplug/scenarios.ts) the run played. */
+  readonly scenario?: ScenarioName;
+  /** How long after the guest was ready the vanish was started (a --random-delay run). */
+  readonly vanishDelayMs?: number;
+  /** For a vanish armed at a device event: what fired it. */
+  readonly fired?: FiredEvent;
   readonly checks: readonly Check[];
   readonly timings: UnplugTimings;
   /** Where the run's logs are (console, QEMU's invalid_mem log, the daemon's log), when kept. */
@@ -50,6 +58,9 @@ export function reportJson(r: UnplugReport): string {
     timings: r.timings,
     mode: r.mode,
     driverBug: r.driverBug,
+    ...(r.scenario !== undefined ? { scenario: r.scenario } : {}),
+    ...(r.vanishDelayMs !== undefined ? { vanishDelayMs: r.vanishDelayMs } : {}),
+    ...(r.fired !== undefined ? { fired: r.fired } : {}),
     artifacts: r.artifacts,
     ...(r.error !== undefined ? { error: r.error } : {}),
   });
@@ -59,7 +70,9 @@ export function reportHuman(r: UnplugReport): string {
   const width = Math.max(...r.checks.map((c) => c.name.length), 10);
   const fmt = (v: number | null) => (v === null ? '-' : `${v} ms`);
   const lines = [
-    `vrnic unplug-test: mode ${r.mode}, driver bug ${r.driverBug}: ${r.verdict}`,
+    `vrnic unplug-test: ${r.scenario ? `scenario ${r.scenario}, ` : ''}mode ${r.mode}, driver bug ${r.driverBug}: ${r.verdict}`,
+    ...(r.fired ? [`  vanished at ${r.fired.when}: ${JSON.stringify(r.fired.record)}`] : []),
+    ...(r.vanishDelayMs !== undefined ? [`  vanish ${r.vanishDelayMs} ms after the guest was ready`] : []),
     ...(r.error ? [`  run error: ${r.error}`] : []),
     '',
     ...r.checks.map((c) => `  ${c.ok ? 'ok  ' : 'FAIL'}  ${c.name.padEnd(width)}  ${c.detail}`),

@@ -9,7 +9,10 @@ import type { VanishMode } from '../control/protocol';
 import { moduleLogger } from '../log';
 import { flattenPci, QmpClient, type QmpEvent } from '../qmp/client';
 import type { TransportChoice } from '../transports/index';
-import { computeChecks } from './checks';
+import { computeChecks, driverRemoveMs, type CheckName } from './checks';
+import { formatWhen, parseWhen, whenToJson } from '../control/when';
+import type { ArmedVanishResult } from '../control/server';
+import { isMappingCheck, scenarioByName, type Scenario, type ScenarioName } from './scenarios';
 import type { DriverBug, PhysRange, UnplugEvidence } from './evidence';
 import { prepareGuest, type GuestMachine } from './guest';
 import { GuestConsole, guestBar2, parseNumber, type ReportLine } from './guest-report';
@@ -18,6 +21,10 @@ import { timingsFrom, type UnplugReport } from './report';
 
 export interface UnplugTestOptions {
   readonly mode: VanishMode;
+  /** What the guest runs and when the device vanishes (src/unplug/scenarios.ts; default single). */
+  readonly scenario?: ScenarioName;
+  /** For a scenario that vanishes once the guest is ready: wait this long after ready first (default 0). */
+  readonly vanishDelayMs?: number;
   readonly driverBug?: DriverBug;
   /** QEMU >= 10.1 with vfio-user-pci; default $VRNIC_QEMU. */
   readonly qemu?: string;
@@ -58,6 +65,8 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
   const log = opts.log ?? moduleLogger('unplug');
   const mode = opts.mode;
   const driverBug = opts.driverBug ?? 'none';
+  const scenario: Scenario | null = scenarioByName(opts.scenario ?? 'single');
+  if (!scenario) throw new Error(`unknown scenario '${opts.scenario}'`);
   const startedAtMs = Date.now();
   const workDir = opts.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'vrnic-unplug-'));
   fs.mkdirSync(workDir, { recursive: true, mode: 0o700 });
@@ -81,10 +90,12 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
   let deviceDelSentAtMs: number | null = null;
   let deviceDeleted: QmpEvent | null = null;
   let bars: PhysRange[] = [];
+  let fired: ArmedVanishResult | null = null;
+  const base = { mode, driverBug, scenario: scenario.name, ...(opts.vanishDelayMs !== undefined ? { vanishDelayMs: opts.vanishDelayMs } : {}) };
 
   const fail = (error: string): UnplugReport => {
     const e = evidence(guest, { mode, driverBug, vanishAtMs: vanishAtMs ?? Date.now(), deviceDelSentAtMs, deviceDeleted, invalidMem: readLines(files.invalidMem), qemuBars: bars });
-    return { verdict: 'FAIL', mode, driverBug, checks: computeChecks(e), timings: timingsFrom(e, startedAtMs, readyAtMs, Date.now()), artifacts, error };
+    return { verdict: 'FAIL', ...base, checks: computeChecks(e, checksFor(scenario, e)), timings: timingsFrom(e, startedAtMs, readyAtMs, Date.now()), artifacts, error };
   };
 
   try {
@@ -92,7 +103,7 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
     if (!qemu) throw new RunError('no QEMU: set VRNIC_QEMU to a qemu-system-x86_64 >= 10.1 with vfio-user-pci');
     let machine: GuestMachine;
     try {
-      machine = await prepareGuest({ driverBug, log });
+      machine = await prepareGuest({ driverBug, scenario: scenario.guest.scenario, procs: scenario.guest.procs, watchSeconds: scenario.guest.watchSeconds, log });
     } catch (err) {
       throw new RunError(`guest image: ${(err as Error).message}`);
     }
@@ -100,6 +111,11 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
     // The daemon runs as a child: the crash mode kills it with SIGKILL.
     const daemonArgs = [CLI, 'serve', '--socket', files.socket, '--qmp', files.qmpDaemon, '--log-level', 'info'];
     if (opts.transport) daemonArgs.push('--transport', opts.transport);
+    if (scenario.nic) {
+      const config = path.join(workDir, 'device.json');
+      fs.writeFileSync(config, JSON.stringify(scenario.nic) + '\n', { mode: 0o600 });
+      daemonArgs.push('--config', config);
+    }
     const daemon = spawnChild('daemon', process.execPath, daemonArgs, { logFile: files.daemonLog });
     children.push(daemon);
     control = await Promise.race([
@@ -109,6 +125,14 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
       }),
     ]);
     log.info({ socket: files.socket }, 'daemon serving');
+
+    // A vanish at a device event is armed before the guest boots, so probe's first access counts.
+    let firedBy: Promise<ArmedVanishResult | null> | null = null;
+    if (scenario.moment.kind === 'at-event') {
+      const when = parseWhen(scenario.moment.when);
+      firedBy = (await control.armVanish(mode, whenToJson(when))).fired;
+      log.info({ when: formatWhen(when), mode }, 'vanish armed');
+    }
 
     // Two monitors: the daemon's (it issues device_del on orderly/surprise) and ours (events, crash's device_del).
     const qemuArgs = [
@@ -132,41 +156,77 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
     });
 
     const vmGone = vm.exited.then(() => null);
-    // Ready: context open, UAR mapped and written; watch-start: the probe loop reads it.
     const bootMs = opts.bootTimeoutMs ?? 300_000;
-    const failed = guest.wait('exit', bootMs, vmGone);
-    const ready = await Promise.race([guest.wait('ready', bootMs, vmGone), failed.then(() => null)]);
-    const watching = ready ? await Promise.race([guest.wait('watch-start', 30_000, vmGone), failed.then(() => null)]) : null;
-    if (!ready || !watching) {
-      const why = guest.last('error') ?? guest.last('no-device') ?? guest.last('exit');
-      throw new RunError(
-        why
-          ? `the guest program stopped before watching its mapping: ${JSON.stringify(why.fields)}`
-          : vm.hasExited()
-            ? `QEMU exited before the guest program was ready; see ${files.qemuLog} and ${files.console}`
-            : 'the guest program never reported ready (boot timeout)',
-      );
-    }
-    readyAtMs = ready.atMs;
-    bars = await qemuBars(qmp, DEVICE_ID);
-    log.info({ bars: bars.map((b) => `${b.name} 0x${b.start.toString(16)}`) }, 'guest program watching its UAR mapping; vanishing');
-
-    vanishAtMs = Date.now();
     const ctl = control;
-    if (mode === 'crash') {
-      await ctl.vanish('crash');
-      // The daemon said no goodbye: the platform's removal is ours to ask for.
-      deviceDelSentAtMs = Date.now();
-      await qmp.deviceDel(DEVICE_ID).catch((err: Error) => log.error({ err }, 'device_del failed'));
+    if (firedBy !== null) {
+      // The guest boots into the armed event; its BARs are read while it runs (after the
+      // removal QEMU no longer lists the device), and the vanish's account says when it fired.
+      const deviceSettled = guest.wait('dmesg-end', bootMs, vmGone);
+      let polling = true;
+      const poll = (async () => {
+        while (polling) {
+          const b = await qemuBars(qmp, DEVICE_ID).catch(() => []);
+          if (b.length > 0) bars = b;
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      })();
+      const crashGone = mode === 'crash' ? ctl.whenClosed().then(() => 'closed' as const) : new Promise<never>(() => undefined);
+      const outcome = await Promise.race([
+        firedBy.then((r) => ({ r }), (err: Error) => ({ err })),
+        crashGone.then(() => ({ r: null })),
+        deviceSettled.then(() => ({ settled: true as const })),
+      ]);
+      polling = false;
+      await poll;
+      if ('err' in outcome) throw new RunError(`the armed vanish failed: ${outcome.err.message}`);
+      if ('settled' in outcome) throw new RunError(`the armed event (${(scenario.moment as { when: string }).when}) never happened: the guest finished without it`);
+      fired = outcome.r;
+      vanishAtMs = fired ? fired.fired.atMs : Date.now();
+      if (fired?.deviceDelSentAtMs) deviceDelSentAtMs = fired.deviceDelSentAtMs;
+      readyAtMs = guest.first('ready')?.atMs ?? null;
+      log.info({ fired: fired?.fired ?? 'crash' }, 'armed vanish fired');
+      if (mode === 'crash') {
+        deviceDelSentAtMs = Date.now();
+        await qmp.deviceDel(DEVICE_ID).catch((err: Error) => log.error({ err }, 'device_del failed'));
+      }
     } else {
-      // The daemon issues device_del itself; its reply comes after DEVICE_DELETED (orderly) or
-      // after it stopped serving and QEMU removed the device (surprise).
-      void ctl.vanish(mode).then(
-        (r) => {
-          if (r?.deviceDelSentAtMs) deviceDelSentAtMs = r.deviceDelSentAtMs;
-        },
-        (err: Error) => log.error({ err }, 'vanish request failed'),
-      );
+      // Ready: every process holds its context with its UARs mapped and written, and watches them.
+      const failed = guest.wait('exit', bootMs, vmGone);
+      const counted = (event: string, n: number) =>
+        n === 0 ? Promise.resolve(true) : waitCount(guest, event, n, bootMs, Promise.race([vmGone, failed]));
+      const ready = await counted('ready', scenario.ready.readyReports);
+      const watching = ready ? await counted('watching', scenario.ready.watching) : false;
+      if (!ready || !watching) {
+        const why = guest.last('error') ?? guest.last('no-device') ?? guest.last('exit');
+        throw new RunError(
+          why
+            ? `the guest program stopped before watching its mapping: ${JSON.stringify(why.fields)}`
+            : vm.hasExited()
+              ? `QEMU exited before the guest program was ready; see ${files.qemuLog} and ${files.console}`
+              : `the guest program never reported ready (${guest.reports.filter((r) => r.event === 'ready').length} of ${scenario.ready.readyReports} ready reports; boot timeout)`,
+        );
+      }
+      readyAtMs = guest.last('ready')?.atMs ?? Date.now();
+      bars = await qemuBars(qmp, DEVICE_ID);
+      if (opts.vanishDelayMs) await new Promise((r) => setTimeout(r, opts.vanishDelayMs));
+      log.info({ bars: bars.map((b) => `${b.name} 0x${b.start.toString(16)}`), delayMs: opts.vanishDelayMs ?? 0 }, 'guest program watching its UAR mappings; vanishing');
+
+      vanishAtMs = Date.now();
+      if (mode === 'crash') {
+        await ctl.vanish('crash');
+        // The daemon said no goodbye: the platform's removal is ours to ask for.
+        deviceDelSentAtMs = Date.now();
+        await qmp.deviceDel(DEVICE_ID).catch((err: Error) => log.error({ err }, 'device_del failed'));
+      } else {
+        // The daemon issues device_del itself; its reply comes after DEVICE_DELETED (orderly) or
+        // after it stopped serving and QEMU removed the device (surprise).
+        void ctl.vanish(mode).then(
+          (r) => {
+            if (r?.deviceDelSentAtMs) deviceDelSentAtMs = r.deviceDelSentAtMs;
+          },
+          (err: Error) => log.error({ err }, 'vanish request failed'),
+        );
+      }
     }
 
     // The program's exit, then /init's kernel log dump (warnings are judged on it), then poweroff.
@@ -184,12 +244,12 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
     const qemuAbort = vmEnd.signal !== null && vmEnd.signal !== 'SIGTERM' && vmEnd.signal !== 'SIGKILL' ? qemuDiagnosis(files.qemuLog, vmEnd.signal) : null;
 
     const e = evidence(guest, { mode, driverBug, vanishAtMs, deviceDelSentAtMs, deviceDeleted, invalidMem: readLines(files.invalidMem), qemuBars: bars });
-    const checks = computeChecks(e);
+    const checks = computeChecks(e, checksFor(scenario, e));
     const verdict = checks.every((c) => c.ok) ? 'PASS' : 'FAIL';
     return {
       verdict,
-      mode,
-      driverBug,
+      ...base,
+      ...(fired ? { fired: fired.fired } : {}),
       checks,
       timings: timingsFrom(e, startedAtMs, readyAtMs, Date.now()),
       artifacts,
@@ -203,6 +263,27 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
     qmp?.close();
     for (const c of children.reverse()) await c.stop(2000);
     consoleOut.end();
+  }
+}
+
+/**
+ * The checks a scenario is judged by. A removal during other work is judged on the mappings only
+ * when the program had made one before the device left.
+ */
+export function checksFor(s: Scenario, e: UnplugEvidence): CheckName[] {
+  if (s.moment.kind === 'at-event' && e.mappings.length === 0) return s.checks.filter((c) => !isMappingCheck(c));
+  return [...s.checks];
+}
+
+/** Resolves true once `n` reports of `event` have arrived, false on timeout or when `abort` settles. */
+async function waitCount(g: GuestConsole, event: string, n: number, timeoutMs: number, abort: Promise<unknown>): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  let aborted = false;
+  void abort.then(() => (aborted = true), () => (aborted = true));
+  for (;;) {
+    if (g.reports.filter((r) => r.source === 'test' && r.event === event).length >= n) return true;
+    if (aborted || Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
 
@@ -269,6 +350,8 @@ export function evidence(g: GuestConsole, h: HostSide): UnplugEvidence {
     ...leftInGuest(devices, gone, h.deviceDeleted),
     kernelLog: g.kernelLog(),
     invalidMem: h.invalidMem,
+    processFailures: g.processFailures(),
+    driverRemoveMs: driverRemoveMs(g.text()),
   };
 }
 
