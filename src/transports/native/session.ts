@@ -66,6 +66,7 @@ import {
 import { ShortMessageError } from '../../protocol/reader';
 import { FramingError, MessageStream, type RawMessage } from '../../protocol/stream';
 import { IrqState, isEventfd, signalEventfd } from './irq';
+import { RequestReader } from './reader';
 import type { RealizedDevice } from './realized';
 
 /** What the server offers in VERSION. */
@@ -100,7 +101,9 @@ export interface SessionCounters {
 }
 
 export class Session {
+  /** Replies and server requests go out through it; requests come in through reader. */
   readonly stream: MessageStream;
+  private readonly reader: RequestReader;
   readonly dma: DmaMapTable;
   readonly irqs: IrqState;
   private negotiated = false;
@@ -117,7 +120,9 @@ export class Session {
     private readonly counters: SessionCounters,
     private readonly onDrop: (reason: string) => void,
   ) {
-    this.stream = new MessageStream(new FdSocket(fd, 256 * 1024, 32), { maxMessageSize: SERVER_MAX_MESSAGE, maxFds: SERVER_MAX_MSG_FDS });
+    const limits = { maxMessageSize: SERVER_MAX_MESSAGE, maxFds: SERVER_MAX_MSG_FDS };
+    this.stream = new MessageStream(new FdSocket(fd, 256 * 1024, 32), limits);
+    this.reader = new RequestReader(this.stream.sock, limits);
     this.dma = new DmaMapTable(4096, SERVER_MAX_DMA_MAPS);
     this.irqs = new IrqState([1, 0, dev.msix?.decl.vectors ?? 0, 1, 1]);
   }
@@ -138,7 +143,7 @@ export class Session {
     for (let round = 0; round < 8 && !this.closed; round++) {
       let got;
       try {
-        got = this.stream.readAvailable(256);
+        got = this.reader.readAvailable(256);
       } catch (err) {
         this.counters.errors++;
         if (err instanceof FramingError) {
@@ -288,14 +293,20 @@ export class Session {
     if (pgsizes !== null && (pgsizes & DEFAULT_PGSIZES) === 0) return { errno: Errno.EINVAL, disconnect: true };
     this.clientMaxFds = fds ?? DEFAULT_MAX_MSG_FDS;
     this.clientMaxXfer = xfer ?? DEFAULT_MAX_DATA_XFER_SIZE;
-    const multi = caps.write_multiple === true;
     this.negotiated = true;
+    // write_multiple is not offered (REGION_WRITE_MULTI is still served to a client that sends it,
+    // as libvfio-user's server also does not offer it). QEMU 10.1 gains nothing from it for our devices:
+    // it turns posted writes off once a region is mmapable, and WRITE_MULTI carries only posted
+    // writes. And accepting it breaks QEMU on a dead server: its VFIO_PROXY_USE_MULTI is 0x16
+    // (hw/vfio-user/proxy.h), which also sets VFIO_PROXY_FORCE_QUEUED (0x4), so every request is
+    // queued for the iothread; once the server closes, vfio_user_shutdown() removes that
+    // handler and each queued request waits x-msg-timeout (5 s) instead of failing on EPIPE.
+    // A surprise vanish or crash then freezes the guest's vCPU for ~30 s (docs/unplug.md).
     const reply: VersionCapabilities = {
       max_msg_fds: SERVER_MAX_MSG_FDS,
       max_data_xfer_size: SERVER_MAX_DATA_XFER_SIZE,
       pgsizes: DEFAULT_PGSIZES,
       max_dma_maps: SERVER_MAX_DMA_MAPS,
-      ...(multi ? { write_multiple: true } : {}),
     };
     this.log.info({ clientCaps: caps }, 'client negotiated');
     return { errno: 0, payload: encodeVersion({ major: VERSION_MAJOR, minor: VERSION_MINOR, capabilities: reply }) };
@@ -557,6 +568,7 @@ export class Session {
     if (this.closed) return;
     this.closed = true;
     this.stream.discard();
+    this.reader.discard();
     this.stream.sock.free();
     closeQuietly(this.fd);
     this.dma.clear();
