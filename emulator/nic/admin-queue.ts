@@ -183,6 +183,9 @@ export class AdminQueue {
     try {
       await this.nic.dma.write(addr, stale);
       if (epoch !== this.nic.epoch) return false;
+      // The phase write hands the entry to the guest, which may write ACQ_HEAD past it before this
+      // DMA's completion reaches us (DMA through client messages): count it posted first.
+      this.acqTail = (this.acqTail + 1) >>> 0;
       await this.nic.dma.write(addr + 6n, entry.subarray(6, 8));
     } catch (err) {
       if (epoch !== this.nic.epoch) return false;
@@ -191,7 +194,6 @@ export class AdminQueue {
       return false;
     }
     if (epoch !== this.nic.epoch) return false;
-    this.acqTail = (this.acqTail + 1) >>> 0;
     const obs = this.nic.obs;
     obs.counters.adminCommands++;
     const fields = {
