@@ -140,10 +140,12 @@ export class ControlClient {
       throw err;
     });
     fired.catch(() => undefined); // the caller awaits it; a refusal is thrown below
-    // Requests are handled in order and a refusal is written before the next reply, so a status
-    // that answers first shows the vanish armed (or already fired) unless arming failed.
+    // Requests are handled in order and a refusal is written before the next reply, so the status
+    // shows the vanish armed (or already fired) unless arming failed.
     const first = await Promise.race([this.status().then((st) => ({ st })), fired.then(() => ({ st: null }))]);
     if (first.st !== null && first.st.vanish?.when === undefined) {
+      // The refusal came in before the status reply; its rejection may still be a few promise hops away.
+      await Promise.race([fired, new Promise((r) => setImmediate(r))]);
       throw new Error(`the daemon did not arm the vanish (vanish state: ${JSON.stringify(first.st.vanish)})`);
     }
     return { fired };

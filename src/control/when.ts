@@ -74,9 +74,10 @@ export function checkWhen(when: VanishWhen): WhenSpec {
       return { event: 'doorbell', nth: nthOf(when.nth, 'when.nth') };
     case 'register-access': {
       if (when.opcode !== undefined) throw new WhenError('a register-access event takes "reg", "op" and "nth"');
-      const op = when.op === undefined ? null : when.op === 'read' || when.op === 'write' ? when.op : null;
-      if (when.op !== undefined && op === null) throw new WhenError('"when.op" must be "read" or "write"');
-      return { event: 'register-access', reg: when.reg === undefined ? null : regOf(when.reg), op, nth: nthOf(when.nth, 'when.nth') };
+      // null is 'any', as undefined: the checked form writes them so.
+      const op = when.op === undefined || when.op === null ? null : when.op === 'read' || when.op === 'write' ? when.op : undefined;
+      if (op === undefined) throw new WhenError('"when.op" must be "read" or "write"');
+      return { event: 'register-access', reg: when.reg === undefined || when.reg === null ? null : regOf(when.reg), op, nth: nthOf(when.nth, 'when.nth') };
     }
     default:
       throw new WhenError(`unknown event '${String(when.event).slice(0, 40)}' (known: admin-command, doorbell, register-access)`);
@@ -133,7 +134,7 @@ export function formatWhen(s: WhenSpec): string {
 
 /** The JSON form for a control request. */
 export function whenToJson(s: WhenSpec): VanishWhen {
-  return { ...s };
+  return Object.fromEntries(Object.entries(s).filter(([, v]) => v !== null)) as VanishWhen;
 }
 
 /** Whether a NIC trace record is one occurrence of the spec's event (the count is the caller's). */

@@ -231,7 +231,8 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
 
     // The program's exit, then /init's kernel log dump (warnings are judged on it), then poweroff.
     const reportMs = opts.reportTimeoutMs ?? 90_000;
-    const exited = await guest.wait('exit', reportMs, vmGone);
+    // The program's own exit line, or /init's test-exit (the no-device path prints no exit line).
+    const exited = await Promise.race([guest.wait('exit', reportMs, vmGone), guest.wait('test-exit', reportMs, vmGone)]);
     const dmesg = await guest.wait('dmesg-end', 60_000, vmGone);
     if (!exited || !dmesg) log.warn({ programExited: exited !== null, kernelLog: dmesg !== null, vmExited: vm.hasExited() }, 'the guest did not finish its report');
     if (!deviceDeleted) await qmp.waitEvent('DEVICE_DELETED', (ev) => ev.data.device === DEVICE_ID, 5000, vanishAtMs).then((ev) => (deviceDeleted ??= ev), () => undefined);
@@ -326,7 +327,8 @@ export function evidence(g: GuestConsole, h: HostSide): UnplugEvidence {
   if (bar2 && !bars.some((b) => b.start === bar2.start)) bars.push(bar2);
   const gone = g.first('device-gone');
   const closed = g.first('closed');
-  const exit = g.first('exit', (r) => r.source === 'test');
+  // vrnic-test's exit line; when it has none (it gave up finding a device), /init's test-exit.
+  const exit = g.first('exit', (r) => r.source === 'test') ?? g.first('test-exit', (r) => r.source === 'init');
   const signal = g.first('signal');
   const zapped = g.first('change', (r) => r.fields.frame_before === 'bar' && r.fields.frame !== 'bar');
   const devices = g.last('devices', (r) => r.source === 'init');
