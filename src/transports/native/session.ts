@@ -537,13 +537,22 @@ export class Session {
     });
   }
 
+  /** A DMA request to the client; a client gone meanwhile is a DmaError like any other failed DMA, not a bug. */
+  private async dmaRequest(at: bigint, n: number, command: number, payload: Buffer): Promise<RawMessage> {
+    try {
+      return await this.request(command, payload);
+    } catch (err) {
+      throw err instanceof DmaError ? err : new DmaError(at, n, (err as Error).message);
+    }
+  }
+
   /** DMA_READ through the client, in chunks of its max_data_xfer_size. */
   async remoteRead(addr: bigint, length: number): Promise<Buffer> {
     const out = Buffer.alloc(length);
     for (let done = 0; done < length; ) {
       const n = Math.min(this.clientMaxXfer, length - done);
       const at = addr + BigInt(done);
-      const r = await this.request(Command.DmaRead, encodeDmaAccess({ addr: at, count: BigInt(n), data: Buffer.alloc(0) }));
+      const r = await this.dmaRequest(at, n, Command.DmaRead, encodeDmaAccess({ addr: at, count: BigInt(n), data: Buffer.alloc(0) }));
       if ((r.header.flags & HeaderFlag.Error) !== 0) throw new DmaError(at, n, `read refused by client (errno ${r.header.error})`);
       const body = decodeDmaAccess(r.payload);
       if (body.addr !== at || body.count !== BigInt(n) || body.data.length !== n) throw new DmaError(at, n, 'malformed DMA_READ reply');
@@ -557,7 +566,7 @@ export class Session {
     for (let done = 0; done < data.length; ) {
       const n = Math.min(this.clientMaxXfer, data.length - done);
       const at = addr + BigInt(done);
-      const r = await this.request(Command.DmaWrite, encodeDmaAccess({ addr: at, count: BigInt(n), data: data.subarray(done, done + n) }));
+      const r = await this.dmaRequest(at, n, Command.DmaWrite, encodeDmaAccess({ addr: at, count: BigInt(n), data: data.subarray(done, done + n) }));
       if ((r.header.flags & HeaderFlag.Error) !== 0) throw new DmaError(at, n, `write refused by client (errno ${r.header.error})`);
       done += n;
     }
