@@ -30,7 +30,7 @@ import {
 import { VfioUserClient } from '../../src/client/index';
 import { availableTransports } from '../../src/transports/index';
 import { ControlClient } from '../../src/control/client';
-import { procStats, ServeProcess, sleep, type ProcStats } from './daemon-process';
+import { fdTargets, procStats, ServeProcess, sleep, type ProcStats } from './daemon-process';
 import { RawClient } from './raw-client';
 import { Rng } from './rng';
 
@@ -73,6 +73,8 @@ export interface FuzzResult {
   readonly after: ProcStats;
   readonly peakRssKiB: number;
   readonly freshClientOk: boolean;
+  /** fds open after the run that were not before (fd -> what it points at). */
+  readonly newFds: string[];
   /** Lines the daemon logged at each pino level (-1: not a log line). */
   readonly logLevels: Record<string, number>;
   readonly elapsedMs: number;
@@ -461,6 +463,7 @@ export async function fuzzTransport(opts: FuzzOptions): Promise<FuzzResult> {
   if (warm !== null) find({ kind: 'fresh-client', index: -1, detail: `before fuzzing: ${warm}` });
   await sleep(300);
   const before = procStats(serve.pid);
+  const fdsBefore = fdTargets(serve.pid);
   peakRss = before.rssKiB;
 
   let client: RawClient | null = null;
@@ -593,6 +596,8 @@ export async function fuzzTransport(opts: FuzzOptions): Promise<FuzzResult> {
     await freshClientWorks(serve.socket);
     await sleep(300);
     const after = serve.exit === null ? procStats(serve.pid) : { fds: -1, rssKiB: -1 };
+    const newFds: string[] = [];
+    if (serve.exit === null) for (const [fd, target] of fdTargets(serve.pid)) if (fdsBefore.get(fd) !== target) newFds.push(`${fd} -> ${target}`);
     peakRss = Math.max(peakRss, after.rssKiB);
     serve.readLog();
     for (const line of serve.badLines) find({ kind: 'error-log', index: -1, detail: line.slice(0, 400) });
@@ -613,6 +618,7 @@ export async function fuzzTransport(opts: FuzzOptions): Promise<FuzzResult> {
       after,
       peakRssKiB: peakRss,
       freshClientOk: fresh === null,
+      newFds,
       logLevels,
       elapsedMs: Date.now() - started,
     };
@@ -650,6 +656,7 @@ async function main(): Promise<number> {
           `${res.connections} connections, ${res.closedByServer} closed by the server, ${res.desyncCloses} ended after a partly read message, ${res.crashes} crashes; ` +
           `fds ${res.before.fds} -> ${res.after.fds}, RSS ${res.before.rssKiB} -> ${res.after.rssKiB} KiB (peak ${res.peakRssKiB}); fresh client ${res.freshClientOk ? 'ok' : 'FAILED'}\n`,
       );
+      if (res.newFds.length > 0) process.stdout.write(`  fds open after but not before: ${res.newFds.join(', ')}\n`);
       for (const f of res.findings) process.stdout.write(`  ${f.kind} at message ${f.index}: ${f.detail}${f.message ? `\n    message: ${f.message}${f.fds ? ` (+${f.fds} fds)` : ''}` : ''}\n`);
     }
   }
