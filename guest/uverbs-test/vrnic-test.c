@@ -1277,15 +1277,26 @@ static int race_worker(const struct device *d, unsigned int index, double deadli
 
 /*
  * race-close: --procs workers (default 8) keep mapping and unmapping, and exit and are replaced,
- * while the device vanishes. Nothing may hang, leak, warn or kill a worker.
+ * while the device vanishes. Nothing may hang, leak, warn or kill a worker. A holder process
+ * (`holder`) keeps one context and mapping through it all and watches it, so the removal's
+ * effect on a mapping that exists while the others churn is judged too.
  */
 static int run_race_close(const struct device *d)
 {
 	unsigned int n = opt.procs ? opt.procs : 8, running = 0, spawned = 0, ok = 0, failed = 0, i;
 	double deadline = now_ms() + (opt.watch_s > 0 ? opt.watch_s : 10) * 1e3, gone_at = 0;
-	int status;
-	pid_t pid;
+	int status, holder_status = 0;
+	bool holder_done = false;
+	pid_t pid, holder;
 
+	fflush(NULL);
+	holder = fork();
+	if (holder == 0)
+		_exit(single_process(d, "holder"));
+	if (holder < 0) {
+		report(NULL, "error", "\"op\":\"fork\",\"errno\":%d,\"role\":\"holder\"", errno);
+		holder_done = true;
+	}
 	report(NULL, "ready", "\"role\":\"race-close\",\"workers\":%u", n);
 	fflush(NULL);
 	for (;;) {
@@ -1309,6 +1320,11 @@ static int run_race_close(const struct device *d)
 			spawned++;
 		}
 		pid = waitpid(-1, &status, running ? 0 : WNOHANG);
+		if (pid > 0 && pid == holder) {
+			holder_done = true;
+			holder_status = status;
+			continue;
+		}
 		if (pid > 0) {
 			running--;
 			if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
@@ -1323,6 +1339,13 @@ static int run_race_close(const struct device *d)
 		if (!running && (gone || now_ms() >= deadline))
 			break;
 	}
+	if (!holder_done) {
+		while (waitpid(holder, &holder_status, 0) < 0 && errno == EINTR)
+			;
+		holder_done = true;
+	}
+	if (holder > 0 && report_child_status(holder, holder_status))
+		failed++;
 	for (i = 0; i < running; i++)
 		if (waitpid(-1, &status, 0) > 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
 			failed++;

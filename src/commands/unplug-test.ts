@@ -7,7 +7,8 @@ import { reportHuman, reportJson } from '../unplug/report';
 import { runUnplugTest } from '../unplug/runner';
 import { BOUNDS } from '../unplug/checks';
 import { SCENARIOS, SCENARIO_NAMES, type ScenarioName } from '../unplug/scenarios';
-import { drawDelays, matrixHuman, repeatHuman, summarizeMatrix, summarizeRepeat } from '../unplug/matrix';
+import { matrixHuman, repeatHuman } from '../unplug/matrix';
+import { runAllScenarios, runRepeated } from '../unplug/batch';
 import type { UnplugReport } from '../unplug/report';
 import { type Command, UsageError } from './command';
 
@@ -121,49 +122,42 @@ export const unplugTestCommand: Command = {
     if (repeat === undefined && (maxDelay !== undefined || seedArg !== undefined)) throw new UsageError('--random-delay and --seed go with --repeat');
     if (repeat !== undefined && scenarioArg === 'all') throw new UsageError('--repeat runs one scenario, not all');
     const log = configureLogging({ level });
-    const one = (scenario: ScenarioName, vanishDelayMs?: number): Promise<UnplugReport> =>
-      runUnplugTest({
-        mode,
-        driverBug,
-        scenario,
-        vanishDelayMs,
-        qemu: values.qemu,
-        transport: transport as 'auto' | 'libvfio-user' | 'native' | undefined,
-        // Several runs cannot share one directory: each gets its own under it.
-        workDir: values['work-dir'] !== undefined && (repeat !== undefined || scenarioArg === 'all') ? `${values['work-dir']}/${scenario}-${Date.now()}` : values['work-dir'],
-        keep: values.keep,
-        log: log.child({ module: 'unplug', scenario }),
-      });
+    const common = {
+      mode,
+      driverBug,
+      qemu: values.qemu,
+      transport: transport as 'auto' | 'libvfio-user' | 'native' | undefined,
+      workDir: values['work-dir'],
+      keep: values.keep,
+      log: log.child({ module: 'unplug' }),
+    };
+    const json = (r: UnplugReport): unknown => JSON.parse(reportJson(r)) as unknown;
 
     if (repeat !== undefined) {
       const scenario = scenarioArg as ScenarioName;
       const seed = seedArg ?? Math.floor(Math.random() * 0x100000000);
-      const delays = drawDelays(seed, repeat, maxDelay ?? 0);
       process.stderr.write(`vrnic unplug-test: ${repeat} runs of ${scenario}, delays in [0, ${maxDelay ?? 0}] ms, seed ${seed}\n`);
-      const reports: UnplugReport[] = [];
-      for (let i = 0; i < repeat; i++) {
-        const r = await one(scenario, delays[i]);
-        reports.push(r);
-        process.stderr.write(`  run ${i + 1}/${repeat} (delay ${delays[i]} ms): ${r.verdict}${r.verdict === 'FAIL' ? ` (${r.error ?? r.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')})` : ''}\n`);
-      }
-      const summary = summarizeRepeat(reports, seed, maxDelay ?? 0);
-      process.stdout.write((values.json ? JSON.stringify({ verdict: summary.passed === summary.runs ? 'PASS' : 'FAIL', ...summary, mode, driverBug, reports: reports.map((r) => JSON.parse(reportJson(r)) as unknown) }) : repeatHuman(summary, mode, driverBug)) + '\n');
-      return summary.passed === summary.runs ? 0 : 1;
+      const { summary, reports } = await runRepeated({
+        ...common,
+        scenario,
+        runs: repeat,
+        maxDelayMs: maxDelay ?? 0,
+        seed,
+        onRun: (r, i, n) =>
+          process.stderr.write(`  run ${i + 1}/${n} (delay ${r.vanishDelayMs ?? 0} ms): ${r.verdict}${r.verdict === 'FAIL' ? ` (${r.error ?? r.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')})` : ''}\n`),
+      });
+      const pass = summary.passed === summary.runs;
+      process.stdout.write((values.json ? JSON.stringify({ verdict: pass ? 'PASS' : 'FAIL', ...summary, mode, driverBug, reports: reports.map(json) }) : repeatHuman(summary, mode, driverBug)) + '\n');
+      return pass ? 0 : 1;
     }
 
     if (scenarioArg === 'all') {
-      const reports: UnplugReport[] = [];
-      for (const s of SCENARIO_NAMES) {
-        const r = await one(s);
-        reports.push(r);
-        process.stderr.write(`  ${s}: ${r.verdict}\n`);
-      }
-      const m = summarizeMatrix(reports);
-      process.stdout.write((values.json ? JSON.stringify({ verdict: m.verdict, mode, driverBug, checks: m.checks, rows: m.rows, reports: reports.map((r) => JSON.parse(reportJson(r)) as unknown) }) : matrixHuman(m, mode, driverBug)) + '\n');
+      const { matrix: m, reports } = await runAllScenarios({ ...common, onRun: (r) => process.stderr.write(`  ${r.scenario}: ${r.verdict}\n`) });
+      process.stdout.write((values.json ? JSON.stringify({ verdict: m.verdict, mode, driverBug, checks: m.checks, rows: m.rows, reports: reports.map(json) }) : matrixHuman(m, mode, driverBug)) + '\n');
       return m.verdict === 'PASS' ? 0 : 1;
     }
 
-    const report = await one(scenarioArg as ScenarioName);
+    const report = await runUnplugTest({ ...common, scenario: scenarioArg as ScenarioName });
     process.stdout.write((values.json ? reportJson(report) : reportHuman(report)) + '\n');
     return report.verdict === 'PASS' ? 0 : 1;
   },
