@@ -443,10 +443,10 @@ export async function fuzzTransport(opts: FuzzOptions): Promise<FuzzResult> {
   const findings: Finding[] = [];
   const find = (f: Finding): void => {
     findings.push(f);
-    if (process.env.VRNIC_FUZZ_TRACE) process.stderr.write(`FINDING ${JSON.stringify(f)}\n`);
+    if (process.env.VRNIC_FUZZ_TRACE) process.stderr.write(`FINDING ${JSON.stringify(f)}\n${serve.tail.slice(-14).join('\n')}\n`);
   };
   let desyncCloses = 0;
-  let serve = await ServeProcess.start({ transport: opts.transport });
+  let serve = await ServeProcess.start({ transport: opts.transport, logLevel: process.env.VRNIC_FUZZ_LOG_LEVEL });
   const logLevels: Record<string, number> = {};
   const collectLevels = (s: ServeProcess): void => {
     for (const [k, v] of s.levelCounts) logLevels[String(k)] = (logLevels[String(k)] ?? 0) + v;
@@ -470,6 +470,8 @@ export async function fuzzTransport(opts: FuzzOptions): Promise<FuzzResult> {
   let model = new FramingModel();
   let sent = 0;
   let last: Generated | null = null;
+  let idleFds = before.fds;
+  const connLog: string[] = [];
   try {
     while (sent < opts.count) {
       if (serve.exit !== null) {
@@ -493,6 +495,14 @@ export async function fuzzTransport(opts: FuzzOptions): Promise<FuzzResult> {
           if (client.closeReason !== 'closed by the fuzzer') closedByServer++;
           client.close();
         }
+        if (process.env.VRNIC_FUZZ_FDTRACE && serve.exit === null) {
+          // leak hunting: the fd count with no client, after each connection, and what that connection carried
+          await sleep(100);
+          const n = procStats(serve.pid).fds;
+          if (n > idleFds) process.stderr.write(`FDLEAK ${idleFds} -> ${n} after a connection that carried:\n  ${connLog.join('\n  ')}\n`);
+          idleFds = Math.max(idleFds, n);
+        }
+        connLog.length = 0;
         client = await connectWithRetry(serve.socket, serve);
         if (client === null) {
           await serve.exited;
@@ -520,6 +530,7 @@ export async function fuzzTransport(opts: FuzzOptions): Promise<FuzzResult> {
       const m = gen.next();
       last = m;
       sent++;
+      if (process.env.VRNIC_FUZZ_FDTRACE) connLog.push(`${sent} ${m.what} ${m.bytes.subarray(0, 64).toString('hex')} +${m.fds.length} fds`);
       if (process.env.VRNIC_FUZZ_TRACE) process.stderr.write(`${sent} ${m.what} ${m.bytes.subarray(0, 48).toString('hex')} +${m.fds.length}fds\n`);
       const expect: number[] = [];
       const note = (headers: { msgId: number; flags: number }[]): void => {
@@ -555,11 +566,17 @@ export async function fuzzTransport(opts: FuzzOptions): Promise<FuzzResult> {
         client.close();
       }
       const headerRejected = opts.transport === 'libvfio-user' && (libvfioUserLeavesBody(m.bytes) || m.splitAt > HEADER_SIZE);
+      const ownId = m.bytes.length >= 2 ? m.bytes.readUInt16LE(0) : -1;
+      if (headerRejected && !client.closed && expect.includes(ownId) && !missing.includes(ownId)) {
+        // answered above already; the rest of its bytes are still in the server's stream
+        desyncCloses++;
+        client.close();
+      }
       if ((model.broken || headerRejected) && !client.closed) {
         // The server saw an impossible size: it must close, or answer with an error. libvfio-user
         // answers and leaves the body unread (it parses it as the next header): the stream is out
         // of step from there, so the fuzzer starts a new connection.
-        const { answered: got, errors } = await client.waitFor(headerRejected && m.bytes.length >= 2 ? [m.bytes.readUInt16LE(0)] : [-1], waitMs);
+        const { answered: got, errors } = await client.waitFor(headerRejected && ownId >= 0 ? [ownId] : [-1], waitMs);
         answered += got;
         errorReplies += errors;
         if (got > 0) {
