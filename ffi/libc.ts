@@ -55,8 +55,6 @@ const c = {
   mmap: libc.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)'),
   munmap: libc.func('int munmap(void *addr, size_t length)'),
   poll: libc.func('int poll(_Inout_ pollfd *fds, unsigned long nfds, int timeout)'),
-  // the same poll(2), taking a ready-made pollfd array: no struct marshalling on the hot path
-  pollRaw: libc.func('int poll(void *fds, unsigned long nfds, int timeout)'),
 };
 
 export function errno(): number {
@@ -140,32 +138,12 @@ export interface PollRequest {
   events: number;
 }
 
-const POLLFD_SIZE = 8;
-/**
- * The pollfd array of synchronous polls, reused: the run loops' busy window calls poll(…, 0) once
- * per check, and koffi's marshalling of an array of pollfd objects in and out cost ~2.5 µs of a
- * ~3 µs call here (this way ~0.7 µs). Only synchronous calls may use it; pollAsync has its own.
- */
-let pollScratch = Buffer.alloc(4 * POLLFD_SIZE);
-
 /** poll(2), synchronous. Returns the revents of each request, in order. */
 export function poll(reqs: readonly PollRequest[], timeoutMs: number): number[] {
-  const count = reqs.length;
-  if (pollScratch.length < count * POLLFD_SIZE) pollScratch = Buffer.alloc(count * POLLFD_SIZE);
-  const fds = pollScratch;
+  const fds = reqs.map((r) => ({ fd: r.fd, events: r.events, revents: 0 }));
   for (;;) {
-    for (let i = 0; i < count; i++) {
-      const r = reqs[i]!;
-      fds.writeInt32LE(r.fd, i * POLLFD_SIZE);
-      fds.writeInt16LE(r.events, i * POLLFD_SIZE + 4);
-      fds.writeInt16LE(0, i * POLLFD_SIZE + 6);
-    }
-    const n = Number(c.pollRaw(fds, count, timeoutMs));
-    if (n >= 0) {
-      const out = new Array<number>(count);
-      for (let i = 0; i < count; i++) out[i] = fds.readUInt16LE(i * POLLFD_SIZE + 6);
-      return out;
-    }
+    const n = Number(c.poll(fds, fds.length, timeoutMs));
+    if (n >= 0) return fds.map((f) => f.revents);
     const e = koffi.errno();
     if (e !== EINTR) throw new SysError('poll', e);
   }

@@ -144,7 +144,16 @@ export class Reactor {
 
   private arm(): void {
     if (this.parked || this.set.size === 0) return;
-    if (this.wakeFd < 0) this.wakeFd = eventfd(); // lives as long as the process: the reactor is process-wide
+    if (this.wakeFd < 0) {
+      try {
+        this.wakeFd = eventfd(); // lives as long as the process: the reactor is process-wide
+      } catch (err) {
+        // out of fds, say: the waits stay registered and are served once it works
+        this.logger().error({ err }, 'cannot create the reactor wake-up eventfd; retrying');
+        setTimeout(() => this.arm(), RETRY_AFTER_FAILURE_MS);
+        return;
+      }
+    }
     const snapshot = [...this.set];
     const reqs: PollRequest[] = [{ fd: this.wakeFd, events: POLLIN }];
     for (const r of snapshot) for (const q of r.reqs) reqs.push(q);
