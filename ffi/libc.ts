@@ -445,6 +445,11 @@ export class FdSocket {
     this.someIov.writeBigUInt64LE(koffi.address(this.sendPtr), 0);
   }
 
+  /** The most one recv can return. */
+  get recvCapacity(): number {
+    return this.recvView.length;
+  }
+
   /**
    * One non-blocking recvmsg of at most maxLen bytes. Returns null when nothing is available (EAGAIN), a zero-length
    * data buffer on end of stream. Throws SysError on other failures (ECONNRESET, ...).

@@ -66,6 +66,7 @@ import {
 import { ShortMessageError } from '../../protocol/reader';
 import { FramingError, MessageStream, type RawMessage } from '../../protocol/stream';
 import { IrqState, isEventfd, signalEventfd } from './irq';
+import { RequestReader } from './reader';
 import type { RealizedDevice } from './realized';
 
 /** What the server offers in VERSION. */
@@ -100,7 +101,9 @@ export interface SessionCounters {
 }
 
 export class Session {
+  /** Replies and DMA requests go out through it; the client's messages come in through reader. */
   readonly stream: MessageStream;
+  private readonly reader: RequestReader;
   readonly dma: DmaMapTable;
   readonly irqs: IrqState;
   private negotiated = false;
@@ -117,7 +120,9 @@ export class Session {
     private readonly counters: SessionCounters,
     private readonly onDrop: (reason: string) => void,
   ) {
-    this.stream = new MessageStream(new FdSocket(fd, 256 * 1024, 32), { maxMessageSize: SERVER_MAX_MESSAGE, maxFds: SERVER_MAX_MSG_FDS });
+    const limits = { maxMessageSize: SERVER_MAX_MESSAGE, maxFds: SERVER_MAX_MSG_FDS };
+    this.stream = new MessageStream(new FdSocket(fd, 256 * 1024, 32), limits);
+    this.reader = new RequestReader(this.stream.sock, limits);
     this.dma = new DmaMapTable(4096, SERVER_MAX_DMA_MAPS);
     this.irqs = new IrqState([1, 0, dev.msix?.decl.vectors ?? 0, 1, 1]);
   }
@@ -138,7 +143,7 @@ export class Session {
     for (let round = 0; round < 8 && !this.closed; round++) {
       let got;
       try {
-        got = this.stream.readAvailable(256);
+        got = this.reader.readAvailable(256);
       } catch (err) {
         this.counters.errors++;
         if (err instanceof FramingError) {
@@ -572,6 +577,7 @@ export class Session {
     if (this.closed) return;
     this.closed = true;
     this.stream.discard();
+    this.reader.discard();
     this.stream.sock.free();
     closeQuietly(this.fd);
     this.dma.clear();
