@@ -15,7 +15,6 @@ import {
   Mapping,
   POLLIN,
   POLLOUT,
-  pollAsync,
   unixSocket,
   type PollRequest,
 } from '../../ffi/libc';
@@ -64,6 +63,7 @@ import {
 } from '../protocol/messages';
 import { FramingError, MessageStream, type RawMessage } from '../protocol/stream';
 import { GuestMemory } from './guest-memory';
+import { reactor, type PendingWait } from '../transports/reactor';
 
 export { GuestMemory } from './guest-memory';
 export { Mapping } from '../../ffi/libc';
@@ -143,6 +143,7 @@ export class VfioUserClient {
   serverCaps: VersionCapabilities = {};
   private readonly stream: MessageStream;
   private readonly wakeFd: number;
+  private pending: PendingWait | null = null;
   private nextId = 1;
   private readonly waiters = new Map<number, Waiter>();
   private readonly regionFds = new Map<number, number>();
@@ -541,10 +542,15 @@ export class VfioUserClient {
       }
       let rev: number[];
       try {
-        rev = await pollAsync(reqs, -1);
+        // The process-wide reactor, not a pollAsync of our own: each parked poll holds one of
+        // libuv's four pool threads, and a suite with several clients would starve the pool.
+        this.pending = reactor.wait(reqs, -1);
+        rev = await this.pending.ready;
       } catch (err) {
         this.shutdown(`poll failed: ${(err as Error).message}`);
         return;
+      } finally {
+        this.pending = null;
       }
       if (this.closedReason !== null) return;
       if (rev[0]) eventfdConsume(this.wakeFd);
@@ -652,6 +658,8 @@ export class VfioUserClient {
     }
     this.waiters.clear();
     this.stream.discard();
+    // Out of the reactor's set before close() closes the fds it watches.
+    this.pending?.cancel();
     eventfdSignal(this.wakeFd);
     this.disconnectedResolve(reason);
   }
