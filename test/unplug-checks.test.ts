@@ -2,6 +2,8 @@
 import test from 'ava';
 import { computeChecks, kernelTrouble, parseInvalidMem, type CheckName } from '../src/unplug/checks';
 import type { UnplugEvidence } from '../src/unplug/evidence';
+import { checksFor } from '../src/unplug/runner';
+import { scenarioByName } from '../src/unplug/scenarios';
 
 const BAR0 = { name: 'BAR0', start: 0xfe000000n, end: 0xfe004000n };
 const BAR2 = { name: 'BAR2', start: 0xfe800000n, end: 0xfe810000n };
@@ -132,4 +134,43 @@ test('kernel trouble is found in BUG, Oops and lockdep lines and not in ordinary
   t.is(kernelTrouble('BUG: unable to handle page fault for address: 0\nOops: 0000 [#1] SMP\nfine line\n').length, 2);
   t.is(kernelTrouble('WARNING: possible circular locking dependency detected\n').length, 1);
   t.is(kernelTrouble('vrnic: planted bug legacy-mmap is active (negative control)\n').length, 0);
+});
+
+test('with several processes, a mapping left on the BAR fails naming that process and mapping only', (t) => {
+  const parent = { ...clean().mappings[0], label: 'parent', pid: 151 };
+  const child = { ...clean().mappings[0], label: 'child', pid: 152, after: { kind: 'present' as const, phys: 0xfe800000n } };
+  const c = computeChecks({ ...clean(), mappings: [parent, child] }).find((x) => x.name === 'mapping-moved-off-bar');
+  t.false(c?.ok);
+  t.is(c?.detail, 'child (pid 152): present at 0xfe800000 (inside BAR2) -> present at 0xfe800000 (inside BAR2)');
+});
+
+test('process-survived fails when a forked process died by a signal, even though the main program exited', (t) => {
+  const e: UnplugEvidence = { ...clean(), processFailures: ['child pid 152 of pid 151 ended by signal 7'] };
+  const c = computeChecks(e).find((x) => x.name === 'process-survived');
+  t.false(c?.ok);
+  t.regex(c?.detail ?? '', /exited by itself with status 0; child pid 152 of pid 151 ended by signal 7/);
+});
+
+test('removal-bounded passes when the guest removed the device within the bound and says how long the driver took', (t) => {
+  const [c] = computeChecks({ ...clean(), driverRemoveMs: 12 }, ['removal-bounded']);
+  t.true(c.ok);
+  t.is(c.detail, "the guest removed and ejected the device 80 ms after the vanish (bound 10000 ms); the driver's remove took 12 ms");
+});
+
+test('removal-bounded fails when the removal took longer than the bound or never finished', (t) => {
+  const [slow] = computeChecks({ ...clean(), deviceDeleted: { atMs: 1000 + 15_083 } }, ['removal-bounded']);
+  t.false(slow.ok);
+  t.regex(slow.detail, /took 15083 ms after the vanish, over the 10000 ms bound/);
+  const [never] = computeChecks({ ...clean(), deviceDeleted: null }, ['removal-bounded']);
+  t.false(never.ok);
+});
+
+test('a removal during other work is judged on mappings only when the program had made one', (t) => {
+  const during = scenarioByName('vanish-during-alloc-ucontext');
+  if (!during) throw new Error('no scenario');
+  t.false(checksFor(during, { ...clean(), mappings: [] }).includes('mapping-moved-off-bar'));
+  t.true(checksFor(during, clean()).includes('mapping-moved-off-bar'));
+  const single = scenarioByName('single');
+  if (!single) throw new Error('no scenario');
+  t.true(checksFor(single, { ...clean(), mappings: [] }).includes('mapping-moved-off-bar'), 'a held mapping that never showed up is a failure, not a skip');
 });
