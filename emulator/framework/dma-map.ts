@@ -4,6 +4,7 @@
 // non-zero, the range does not wrap, a map over an existing region fails with EEXIST, an unmap
 // names exactly one mapped region. Regions passed with an fd are mmapped here; regions without
 // one are reached through DMA_READ/DMA_WRITE messages by the transport.
+import { fstatSync } from 'node:fs';
 import { Errno } from '../../src/protocol/constants';
 import { Mapping } from '../../ffi/libc';
 import { SysError } from '../../ffi/errors';
@@ -59,6 +60,14 @@ export class DmaMapTable {
     if (req.fd >= 0) {
       if (req.size > BigInt(Number.MAX_SAFE_INTEGER) || req.offset > BigInt(Number.MAX_SAFE_INTEGER)) return Errno.EINVAL;
       if (!req.readable && !req.writable) return Errno.EINVAL;
+      // A range past the end of the client's file mmaps fine but raises SIGBUS (killing the
+      // daemon) on the first device access there: refuse it now.
+      try {
+        const st = fstatSync(req.fd);
+        if (st.isFile() && req.offset + req.size > BigInt(st.size)) return Errno.EINVAL;
+      } catch {
+        return Errno.EBADF;
+      }
       try {
         mapping = Mapping.map(req.fd, Number(req.offset), Number(req.size), req.writable);
       } catch (err) {
