@@ -127,6 +127,18 @@ export class RawClient {
     }
   }
 
+  /** Waits until any reply is waiting or the connection closed; false when limitMs ran out first. */
+  async waitAny(limitMs: number): Promise<boolean> {
+    const deadline = Date.now() + limitMs;
+    for (;;) {
+      this.drain();
+      if (this.replies.length > 0 || this.closed) return true;
+      const wait = deadline - Date.now();
+      if (wait <= 0) return false;
+      await pollAsync([{ fd: this.fd, events: POLLIN }], Math.min(wait, 1000));
+    }
+  }
+
   /** Waits for one reply with msgId; undefined when the connection closed or limitMs ran out. */
   async reply(msgId: number, limitMs: number): Promise<ReceivedReply | undefined> {
     const deadline = Date.now() + limitMs;
