@@ -577,7 +577,9 @@ export async function fuzzTransport(opts: FuzzOptions): Promise<FuzzResult> {
         // an error (libvfio-user answers, to this message or to the junk its unread body became,
         // and reads on from the wrong place). Either way the stream is out of step: start a new
         // connection. A NO_REPLY message may get neither; it only must not stop the server.
-        const noReply = m.bytes.length >= 12 && (m.bytes.readUInt32LE(8) & HeaderFlag.NoReply) !== 0;
+        // junk shorter than a header was completed with zeros: its flags word is what the server read
+        const head = Buffer.concat([m.bytes.subarray(0, HEADER_SIZE), Buffer.alloc(HEADER_SIZE)]);
+        const noReply = (head.readUInt32LE(8) & HeaderFlag.NoReply) !== 0;
         const settled = await client.waitAny(noReply ? 50 : waitMs);
         if (!client.closed) {
           if (settled || noReply) {
