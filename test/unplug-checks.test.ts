@@ -174,3 +174,10 @@ test('a removal during other work is judged on mappings only when the program ha
   if (!single) throw new Error('no scenario');
   t.true(checksFor(single, { ...clean(), mappings: [] }).includes('mapping-moved-off-bar'), 'a held mapping that never showed up is a failure, not a skip');
 });
+
+test("a 'device' view whose doorbell word reads zero is the program's own writes, not device data (the mapping was zapped before the program read its expectation)", (t) => {
+  const m = { ...clean().mappings[0], viewAfter: 'device', doorbellAfter: 0n, lastRead: 'doorbell 0x00000000, scratch 0x5c000091' };
+  t.deepEqual(failing({ ...clean(), mappings: [m] }), []);
+  const stale = { ...m, doorbellAfter: 0x10010n, lastRead: 'doorbell 0x00010010, scratch 0x5c000091' };
+  t.deepEqual(failing({ ...clean(), mappings: [stale] }), ['reads-return-zero']);
+});

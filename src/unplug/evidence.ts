@@ -33,6 +33,12 @@ export interface MappingEvidence {
    * removal), 'device' (the doorbell values the device page held) or 'other'; null if never read after.
    */
   readonly viewAfter: string | null;
+  /**
+   * The doorbell word the last read after the removal gave (null when unknown). When it is zero,
+   * a 'device' view cannot be told from 'own-writes': the program expected zero because the
+   * mapping was already zapped when it read its expectation (a vanish during setup).
+   */
+  readonly doorbellAfter?: bigint | null;
   /** Probes after the removal that still read the device's contents. */
   readonly deviceDataAfterGone: number;
   /** The last doorbell and scratch words read, for the detail line. */

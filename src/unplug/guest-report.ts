@@ -192,6 +192,7 @@ export class GuestConsole {
         before: m.frame ? frameToPfn(m.frame.fields.frame, m.frame.fields.pfn) : null,
         after: end && gone ? frameToPfn(end.fields.frame, end.fields.pfn) : null,
         viewAfter: end && gone && typeof end.fields.view === 'string' ? end.fields.view : null,
+        doorbellAfter: end && gone ? parseNumber(end.fields.last_doorbell ?? end.fields.read_doorbell) : null,
         deviceDataAfterGone: typeof m.summary?.fields.device_data_after_gone === 'number' ? m.summary.fields.device_data_after_gone : 0,
         lastRead,
       });
