@@ -236,7 +236,8 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
     const dmesg = await guest.wait('dmesg-end', 60_000, vmGone);
     if (!exited || !dmesg) log.warn({ programExited: exited !== null, kernelLog: dmesg !== null, vmExited: vm.hasExited() }, 'the guest did not finish its report');
     if (!deviceDeleted) await qmp.waitEvent('DEVICE_DELETED', (ev) => ev.data.device === DEVICE_ID, 5000, vanishAtMs).then((ev) => (deviceDeleted ??= ev), () => undefined);
-    await Promise.race([vm.exited, new Promise((r) => setTimeout(r, 30_000))]);
+    // Give the guest its poweroff; an unref'd timer, so a finished run does not linger for it.
+    await Promise.race([vm.exited, new Promise((r) => setTimeout(r, 30_000).unref())]);
     await qmp.quit().catch(() => undefined);
     await vm.stop(5000);
     await daemon.stop(3000);
