@@ -263,8 +263,6 @@ export function renderReport(r: BenchReport): string {
     );
     for (const s of r.startup.rows) out.push(`  ${s.transport} started as: ${s.via}`);
     if (r.startup.nodeBaselineMs !== null) out.push(`  a Node process that only listens on a Unix socket starts in ${r.startup.nodeBaselineMs} ms (median): Node's own share`);
-    const one = r.startup.rows.find((s) => s.rssOneProcessMB)?.rssOneProcessMB;
-    if (one) out.push(`  one process with N devices ran with UV_THREADPOOL_SIZE=${one.uvThreadpoolSize}: each device's transport keeps a poll(2) on libuv's pool (4 threads by default), and with 5 or more devices in one process no device answers`);
     for (const s of r.startup.skipped) out.push(`  skipped ${s.transport}: ${s.reason}`);
   }
   out.push('', 'Goals');

@@ -37,10 +37,9 @@ export interface StartupRow {
   readonly rssManyProcessesMB: { readonly devices: number; readonly total: number; readonly perDevice: number } | null;
   /**
    * One process serving N devices on N sockets (bench/launch-server.js, N Daemons): its VmRSS.
-   * Each device's transport keeps one poll(2) waiting on libuv's thread pool, whose default size
-   * is 4: with more devices than that no device answers, so the launcher gets UV_THREADPOOL_SIZE.
+   * All devices share the process-wide reactor (src/transports/reactor.ts): libuv's default pool.
    */
-  readonly rssOneProcessMB: { readonly devices: number; readonly total: number; readonly perDevice: number; readonly marginalPerDevice: number; readonly device: string; readonly uvThreadpoolSize: number } | null;
+  readonly rssOneProcessMB: { readonly devices: number; readonly total: number; readonly perDevice: number; readonly marginalPerDevice: number; readonly device: string } | null;
 }
 
 export interface StartupResult {
@@ -115,9 +114,8 @@ async function measureTransport(transport: VrnicTransport, dir: string, opts: St
   // One process, N devices (N Daemons on N sockets).
   let one: StartupRow['rssOneProcessMB'] = null;
   const sockets = Array.from({ length: opts.manyDevices }, (_, i) => path.join(dir, `${transport}-one-${i}.sock`));
-  const uvThreadpoolSize = opts.manyDevices + 4;
   const launcher = spawnServer(`${transport} x${opts.manyDevices}`, [process.execPath, launcherPath, '--transport', transport, ...sockets.flatMap((s) => ['--socket', s])], sockets[sockets.length - 1], {
-    env: { ...process.env, UV_THREADPOOL_SIZE: String(uvThreadpoolSize) },
+    env: process.env,
   });
   try {
     await connectWhenReady(launcher).then((c) => c.close());
@@ -130,7 +128,7 @@ async function measureTransport(transport: VrnicTransport, dir: string, opts: St
     const device = /device=([^\s]+)/.exec(launcher.output())?.[1] ?? 'unknown';
     // What each device beyond the first adds, against one `vrnic serve` with one device.
     const marginalPerDevice = round((total - rss1) / Math.max(opts.manyDevices - 1, 1), 2);
-    one = { devices: opts.manyDevices, total: round(total, 1), perDevice: round(total / opts.manyDevices, 1), marginalPerDevice, device, uvThreadpoolSize };
+    one = { devices: opts.manyDevices, total: round(total, 1), perDevice: round(total / opts.manyDevices, 1), marginalPerDevice, device };
   } catch (err) {
     opts.log(`  startup: one process with ${opts.manyDevices} devices of ${transport}: ${(err as Error).message.split('\n')[0]}`);
   } finally {
