@@ -18,7 +18,7 @@ import {
   unixSocket,
   type PollRequest,
 } from '../../ffi/libc';
-import { errnoName } from '../../ffi/errors';
+import { errnoName, SysError } from '../../ffi/errors';
 import {
   Command,
   commandName,
@@ -235,7 +235,16 @@ export class VfioUserClient {
    */
   sendRaw(bytes: Buffer, fds: readonly number[] = []): void {
     if (this.closedReason !== null) throw new DisconnectedError(this.closedReason);
-    this.stream.send(bytes, fds);
+    try {
+      this.stream.send(bytes, fds);
+    } catch (err) {
+      // The server may vanish between our last read and this send: that is a disconnect, not an I/O bug.
+      if (err instanceof SysError && (err.code === 'EPIPE' || err.code === 'ECONNRESET')) {
+        this.shutdown('server closed the connection');
+        throw new DisconnectedError(this.closedReason ?? 'server closed the connection');
+      }
+      throw err;
+    }
     if (this.stream.pendingOutput > 0) this.wake(); // let the loop poll for POLLOUT
   }
 
