@@ -175,6 +175,17 @@ export class Reactor {
   private dispatch(snapshot: readonly Registration[], rev: readonly number[]): void {
     this.parked = false;
     this.parkedOn = [];
+    try {
+      this.dispatchReady(snapshot, rev);
+    } catch (err) {
+      this.logger().error({ err }, 'reactor dispatch failed');
+    } finally {
+      // Whatever happened above, every other wait in the process depends on the next poll.
+      this.scheduleArm();
+    }
+  }
+
+  private dispatchReady(snapshot: readonly Registration[], rev: readonly number[]): void {
     if (rev[0]) eventfdConsume(this.wakeFd);
     let at = 1;
     for (const r of snapshot) {
@@ -195,7 +206,6 @@ export class Reactor {
         r.cancel();
       }
     }
-    this.scheduleArm();
   }
 
   private logger(): Logger {

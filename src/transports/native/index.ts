@@ -36,6 +36,14 @@ import { Session } from './session';
 /** How long a reply may wait for a client that does not read before the client is dropped. */
 const SEND_TIMEOUT_MS = 2000;
 
+function unlinkQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // already gone
+  }
+}
+
 export class NativeTransport extends EventEmitter implements Transport {
   readonly name = 'native' as const;
   private readonly log: Logger;
@@ -62,20 +70,28 @@ export class NativeTransport extends EventEmitter implements Transport {
   async start(): Promise<void> {
     if (this.running) return;
     const fd = unixSocket(SOCK_CLOEXEC | SOCK_NONBLOCK);
+    let bound = false;
     try {
       bindUnix(fd, this.opts.socketPath);
+      bound = true;
       // fchmod on a socket fd does not change the path's mode; chmod the path before listening.
       chmodSync(this.opts.socketPath, this.opts.socketMode ?? 0o600);
       listen(fd, 4);
       this.wakeFd = eventfd();
     } catch (err) {
       closeQuietly(fd);
+      // A socket file nobody listens on would make the next start look like a stale server's.
+      if (bound) unlinkQuietly(this.opts.socketPath);
       throw err;
     }
     this.listenFd = fd;
     this.running = true;
     this.opts.device.attach(this.context());
-    this.loopDone = this.loop();
+    this.loopDone = this.loop().catch((err: unknown) => {
+      // A host failure, not a client's: stop serving and let the daemon decide.
+      this.log.error({ err }, 'native transport loop failed');
+      this.emit('error', err);
+    });
     this.log.info({ socket: this.opts.socketPath }, 'listening');
   }
 
@@ -183,7 +199,11 @@ export class NativeTransport extends EventEmitter implements Transport {
     const log = this.log.child({ client: this.clients });
     this.session = new Session(fd, this.dev, log, this.counters, (reason) => this.drop(reason));
     log.info('client connected');
-    this.opts.device.clientChanged?.(true);
+    try {
+      this.opts.device.clientChanged?.(true);
+    } catch (err) {
+      this.log.error({ err }, 'device clientChanged(true) threw');
+    }
     this.emit('client', true);
   }
 
