@@ -151,7 +151,11 @@ export class AdminQueue {
     } finally {
       this.running = false;
     }
-    if (posted > 0 && epoch === this.nic.epoch) this.nic.raise(ADMIN_VECTOR, 'admin-completion', { completions: posted });
+    try {
+      if (posted > 0 && epoch === this.nic.epoch) this.nic.raise(ADMIN_VECTOR, 'admin-completion', { completions: posted });
+    } catch (err) {
+      this.nic.obs.log.error({ err }, 'raising the admin completion vector failed');
+    }
     // A doorbell or an ACQ_HEAD that arrived while the last command ran, possibly after a reset and
     // re-enable under a newer epoch (kick() refused to start a second loop while this one ran).
     if (this.active && this.head !== this.tail && ((this.acqTail - this.acqHead) >>> 0) < this.acqSize) {

@@ -145,6 +145,8 @@ export class Nic implements PciDevice {
 
   /** Transport reset (DEVICE_RESET, FLR). */
   reset(reason = 'transport reset'): void {
+    // After close() the UAR memory is unmapped: nothing left to reset, and the poller must not touch it.
+    if (this.closed) return;
     this.epoch++;
     this.poller.stop();
     this.admin.stop();
@@ -155,7 +157,7 @@ export class Nic implements PciDevice {
     this.ready = false;
     this.fatalCode = FatalCode.None;
     this.fatalReason = null;
-    if (!this.closed) this.uarView.fill(0);
+    this.uarView.fill(0);
     this.poller.resync();
     this.obs.counters.resets++;
     this.obs.emit('event', { event: 'RESET', reason }, 'device reset');
@@ -164,7 +166,7 @@ export class Nic implements PciDevice {
   /** CTRL.ENABLE 0 -> 1: check and latch the queues (docs/device.md 3.1). */
   enable(): void {
     const r = this.regs;
-    if (r.enable) return;
+    if (r.enable || this.closed) return;
     if (this.fatalCode !== FatalCode.None) {
       this.obs.guestError({ fatalCode: this.fatalCode }, 'ENABLE written while FATAL; ignored until RESET');
       return;

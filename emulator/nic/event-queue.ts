@@ -88,6 +88,9 @@ export class EventQueue {
         return;
       }
       if (gen === this.generation) this.nic.raise(EQ_VECTOR, 'event');
+    }).catch((err: unknown) => {
+      // A rejected link would skip every later post: log the bug and keep the chain usable.
+      this.nic.obs.log.error({ err }, 'event post failed');
     });
   }
 }

@@ -40,12 +40,23 @@ export class TraceFile implements NicTrace {
     if (this.lines.length === 0) return;
     const data = this.lines.join('\n') + '\n';
     this.lines = [];
-    fs.writeSync(this.fd, data);
+    try {
+      fs.writeSync(this.fd, data);
+    } catch (err) {
+      // Runs from a timer: a full disk must cost the trace, not the daemon.
+      process.emitWarning(`vrnic trace ${this.path}: ${(err as Error).message}; tracing stopped`);
+      this.shut();
+    }
   }
 
   close(): void {
     if (this.closed) return;
     this.flush();
+    this.shut();
+  }
+
+  private shut(): void {
+    if (this.closed) return;
     this.closed = true;
     fs.closeSync(this.fd);
   }
