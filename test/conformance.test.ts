@@ -190,6 +190,30 @@ for (const name of transports) {
     });
   });
 
+  test.serial(`${name}: with bus mastering turned off the device's DMA fails and guest memory is untouched`, async (t) => {
+    await withServed(name, async ({ client, device }) => {
+      await client.enableDevice();
+      await client.configWrite(0x52, 0x8000, 2);
+      await client.setIrqEventfds(IrqIndex.Msix, 0, 4);
+      await client.configWrite(0x04, 0x0002, 2); // memory space on, bus master off
+      const mem = new GuestMemory(64 * 1024, 0x200000n);
+      try {
+        await client.dmaMap(mem);
+        mem.write(0x200000n, Buffer.from('not for you'));
+        await client.barWrite64(0, REG.dmaSrc, 0x200000n);
+        await client.barWrite64(0, REG.dmaDst, 0x208000n);
+        await client.barWrite32(0, REG.dmaLen, 11);
+        await client.barWrite32(0, REG.dmaGo, 1);
+        await client.waitIrq(IrqIndex.Msix, 0);
+        await device.lastDma;
+        t.is(await client.barRead32(0, REG.dmaStatus), DMA_STATUS.failed);
+        t.true(mem.read(0x208000n, 11).equals(Buffer.alloc(11)), 'the destination was not written');
+      } finally {
+        mem.close();
+      }
+    });
+  });
+
   // libvfio-user answers such DMA by blocking its caller until the client replies, which would
   // hold the daemon's only thread hostage to the client; that transport refuses it (docs/architecture.md).
   if (name === 'libvfio-user') {

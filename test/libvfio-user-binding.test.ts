@@ -570,6 +570,8 @@ withLib('DMA outside every mapped region, or to a region without an fd, rejects 
     await t.throwsAsync(dma.read(0x1000n, 16), { instanceOf: DmaError });
     t.is((await client.call('dmaMap', { addr: 0x100000, size: 0x10000 })).errno, 0);
     t.is(transport.stats().dmaRegions, 1);
+    await t.throwsAsync(dma.write(0x100000n, Buffer.alloc(4)), { instanceOf: DmaError, message: /bus mastering is disabled/ });
+    await client.write(7, 0x04, Buffer.from([0x06, 0x00])); // command register: memory space + bus master
     t.false(dma.isMapped(0x100000n, 16, false), 'libvfio-user would need a message round trip for it');
     await t.throwsAsync(dma.write(0x100000n, Buffer.alloc(4)), { instanceOf: DmaError, message: /no fd/ });
     await t.throwsAsync(dma.read(0x10f000n, 0x2000), { instanceOf: DmaError });

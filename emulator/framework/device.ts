@@ -124,3 +124,17 @@ export interface PciDevice {
   /** Releases host resources (shared memory, timers). */
   close(): void;
 }
+
+/**
+ * DMA as the PCI command register allows it: with Bus Master Enable clear (a driver that has not
+ * called pci_set_master, or one tearing down) the device may not touch guest memory, so every
+ * access fails as a DmaError and the device takes its documented error path.
+ */
+export function busMasterGated(dma: DmaAccess, busMasterEnabled: () => boolean): DmaAccess {
+  const refuse = (addr: bigint, length: number) => new DmaError(addr, length, 'refused: bus mastering is disabled (PCI command bit 2 clear)');
+  return {
+    read: (addr, length) => (busMasterEnabled() ? dma.read(addr, length) : Promise.reject(refuse(addr, length))),
+    write: (addr, data) => (busMasterEnabled() ? dma.write(addr, data) : Promise.reject(refuse(addr, data.length))),
+    isMapped: (addr, length, writable) => busMasterEnabled() && dma.isMapped(addr, length, writable),
+  };
+}

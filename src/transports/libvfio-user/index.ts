@@ -36,7 +36,7 @@
 import { chmodSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import type { BarDecl, DeviceContext, InterruptSink, PciDevice } from '../../../emulator/framework/device';
+import { busMasterGated, type BarDecl, type DeviceContext, type InterruptSink, type PciDevice } from '../../../emulator/framework/device';
 import { LibraryMissingError, SysError } from '../../../ffi/errors';
 import {
   closeQuietly, eventfd, eventfdConsume, eventfdSignal, poll, POLLIN, setSocketTimeout, shutdownSocket, SO_RCVTIMEO, SO_SNDTIMEO,
@@ -134,7 +134,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       throw err;
     }
     const irq: InterruptSink = { trigger: (vector) => this.trigger(vector) };
-    const ctx: DeviceContext = { dma: this.dma, irq, log: this.opts.log.child({ device: this.device.name }) };
+    const ctx: DeviceContext = { dma: busMasterGated(this.dma, () => this.config.busMasterEnabled), irq, log: this.opts.log.child({ device: this.device.name }) };
     this.device.attach(ctx);
     this.log.info({ socket: this.opts.socketPath }, 'listening for a vfio-user client');
     this.loopDone = this.loop().catch((err: unknown) => this.fail(err));

@@ -26,7 +26,7 @@ import {
   SOCK_NONBLOCK,
   unixSocket,
 } from '../../../ffi/libc';
-import { DmaError, type DeviceContext, type DmaAccess, type InterruptSink } from '../../../emulator/framework/device';
+import { busMasterGated, DmaError, type DeviceContext, type DmaAccess, type InterruptSink } from '../../../emulator/framework/device';
 import { IrqIndex } from '../../protocol/constants';
 import type { Transport, TransportOptions, TransportStats } from '../transport';
 import { BusyPoll } from '../busy-poll';
@@ -130,7 +130,7 @@ export class NativeTransport extends EventEmitter implements Transport {
         return ok;
       },
     };
-    return { dma, irq, log: this.log.child({ device: this.opts.device.name }) };
+    return { dma: busMasterGated(dma, () => this.dev.config.busMasterEnabled), irq, log: this.log.child({ device: this.opts.device.name }) };
   }
 
   private async loop(): Promise<void> {
