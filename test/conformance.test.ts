@@ -190,6 +190,33 @@ for (const name of transports) {
     });
   });
 
+  (name === 'native' ? test.serial : test.serial.skip)(`${name}: a client that never answers the device's DMA_READ makes that DMA fail, and the device goes on`, async (t) => {
+    const s = await serve(name, { answerDmaRequests: false });
+    try {
+      const { client, device } = s;
+      await client.enableDevice();
+      await client.configWrite(0x52, 0x8000, 2);
+      await client.setIrqEventfds(IrqIndex.Msix, 0, 4);
+      const mem = new GuestMemory(64 * 1024, 0x400000n);
+      try {
+        await client.dmaMap(mem, { withFd: false });
+        await client.barWrite64(0, REG.dmaSrc, 0x400010n);
+        await client.barWrite64(0, REG.dmaDst, 0x40a000n);
+        await client.barWrite32(0, REG.dmaLen, 16);
+        await client.barWrite32(0, REG.dmaGo, 1);
+        await client.waitIrq(IrqIndex.Msix, 0, 20_000);
+        await device.lastDma;
+        t.is(await client.barRead32(0, REG.dmaStatus), DMA_STATUS.failed);
+        t.true(client.serverRequests >= 1, 'the server did ask');
+        t.is(await client.configRead(0x00, 2), device.identity.vendorId, 'the connection still serves');
+      } finally {
+        mem.close();
+      }
+    } finally {
+      await s.close();
+    }
+  });
+
   test.serial(`${name}: with bus mastering turned off the device's DMA fails and guest memory is untouched`, async (t) => {
     await withServed(name, async ({ client, device }) => {
       await client.enableDevice();

@@ -99,6 +99,8 @@ export interface ClientOptions {
   readonly extraCapabilities?: Record<string, unknown>;
   /** Reject a request when no reply came within this many ms (default 10000). */
   readonly timeoutMs?: number;
+  /** Answer the server's DMA_READ/DMA_WRITE (default true); false plays a client that stalls. */
+  readonly answerDmaRequests?: boolean;
   readonly log?: Logger;
 }
 
@@ -613,6 +615,10 @@ export class VfioUserClient {
   private serveRequest(m: RawMessage): void {
     const h = m.header;
     this.serverRequests++;
+    if (this.opts.answerDmaRequests === false) {
+      m.fds.forEach((fd) => closeQuietly(fd));
+      return;
+    }
     const noReply = (h.flags & HeaderFlag.NoReply) !== 0;
     const answer = (buf: Buffer): void => {
       if (!noReply) this.stream.send(buf);

@@ -89,6 +89,9 @@ interface Outcome {
 const OK: Outcome = { errno: 0 };
 const fail = (errno: number): Outcome => ({ errno });
 
+/** How long a DMA_READ/DMA_WRITE to the client may go unanswered before the access fails as a DmaError. */
+const DMA_REPLY_TIMEOUT_MS = 5000;
+
 interface PendingRequest {
   readonly command: number;
   resolve(m: RawMessage): void;
@@ -529,9 +532,19 @@ export class Session {
     while (this.pending.has(id)) id = (id + 1) & 0xffff;
     this.nextMsgId = (id + 1) & 0xffff;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { command, resolve, reject });
+      // A client that never answers must not hold the device's DMA (and its admin queue) forever.
+      const timer = setTimeout(() => {
+        if (this.pending.delete(id)) reject(new Error(`no reply to ${commandName(command)} within ${DMA_REPLY_TIMEOUT_MS} ms`));
+      }, DMA_REPLY_TIMEOUT_MS);
+      timer.unref();
+      const settle = <T>(f: (v: T) => void) => (v: T) => {
+        clearTimeout(timer);
+        f(v);
+      };
+      this.pending.set(id, { command, resolve: settle(resolve), reject: settle(reject) });
       if (!this.send(encodeMessage(id, command, HeaderFlag.TypeCommand, payload))) {
         this.pending.delete(id);
+        clearTimeout(timer);
         reject(new Error('send failed'));
       }
     });
