@@ -343,8 +343,8 @@ export class AdminQueue {
     const uarIndex = r.u32();
     const cfg = this.nic.config;
     const objs = this.nic.objects;
-    if (!isPowerOfTwo(entries) || entries < 2 || entries > cfg.maxCqe) return fail(Status.BadParam, `entries ${entries} not a power of two in 2..${cfg.maxCqe}`);
-    if (bufAddr % BigInt(QUEUE_ALIGN) !== 0n) return fail(Status.BadParam, `buf_addr ${hex(bufAddr)} not ${QUEUE_ALIGN}-byte aligned`);
+    const ringBad = this.checkRing(bufAddr, entries, cfg.maxCqe);
+    if (ringBad !== null) return fail(Status.BadParam, `CQ ${ringBad}`);
     if (compVector >= cfg.msixVectors - 2) return fail(Status.BadParam, `comp_vector ${compVector} not in 0..${cfg.msixVectors - 3}`);
     if (!objs.uars.isAllocated(uarIndex)) return fail(Status.BadHandle, `UAR index ${uarIndex} not allocated`);
     if (!this.mapped(bufAddr, entries * CQE_SIZE, true)) return fail(Status.BadAddress, `CQ buffer ${hex(bufAddr)}+${entries * CQE_SIZE} not mapped writable`);

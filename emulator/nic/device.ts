@@ -278,7 +278,7 @@ export class Nic implements PciDevice {
       fatalCode: this.fatalCode,
       fatalReason: this.fatalReason,
       objects: this.objects.summary(),
-      counters: { ...this.obs.counters, pollerWakeups: this.poller.stats().wakeups },
+      counters: this.counters(),
       poller: this.poller.stats(),
       config: nicConfigToJson(this.config),
     };
