@@ -135,7 +135,9 @@ export class ServeProcess {
     const deadline = Date.now() + limitMs;
     for (;;) {
       if (this.exitInfo !== null) throw new Error(`vrnic serve exited (${JSON.stringify(this.exitInfo)}): ${this.tail.join('\n')}`);
-      if (fs.existsSync(this.socket) && (await accepts(this.socket))) return;
+      // serve opens the control socket just after the vfio-user one: started means both accept.
+      const ctl = `${this.socket}.ctl`;
+      if (fs.existsSync(this.socket) && fs.existsSync(ctl) && (await accepts(this.socket)) && (await accepts(ctl))) return;
       if (Date.now() > deadline) {
         this.child.kill('SIGKILL');
         throw new Error(`vrnic serve never listened on ${this.socket}: ${this.tail.join('\n')}`);
