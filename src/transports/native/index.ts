@@ -2,8 +2,10 @@
 //
 // The event loop never blocks: the wait covers the wake-up eventfd plus either the listening
 // socket (no client) or the client's socket, through the process-wide reactor (../reactor.ts: one
-// poll(2) on libuv's threadpool for every transport in the process); once it reports readiness, the main thread drains the socket with non-blocking recvmsg and answers each
-// message with a sendmsg bounded by SO_SNDTIMEO. For a short window after serving a client the
+// poll(2) on libuv's threadpool for every transport in the process); once it reports readiness,
+// the main thread drains the socket with non-blocking recvmsg and answers each message with a
+// non-blocking sendmsg, queueing what the socket cannot take yet (a client that leaves replies
+// unread for SEND_TIMEOUT_MS is dropped). For a short window after serving a client the
 // wait is a synchronous poll(…, 0) per event-loop turn instead (BusyPoll, ../busy-poll.ts): the
 // next request of a busy client is then picked up without a threadpool hop.
 import { EventEmitter } from 'node:events';
