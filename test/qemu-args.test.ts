@@ -141,7 +141,7 @@ if (!vfioQemu) console.log('skipping the vfio-user QEMU probe: VRNIC_QEMU is not
 });
 
 test('vrnic qemu-args prints one shell-quoted argument per line', (t) => {
-  const out = execFileSync(process.execPath, [CLI, 'qemu-args', '--socket', '/tmp/v.sock', '--qmp', '/tmp/q.sock', '--kernel', '/k/vmlinuz', '--initrd', '/k/initrd.img', '--bug', 'no-disassociate', '--qemu', '/opt/qemu'], { encoding: 'utf8' });
+  const out = execFileSync(process.execPath, [CLI, 'qemu-args', '--socket', '/tmp/v.sock', '--qmp', '/tmp/q.sock', '--kernel', '/k/vmlinuz', '--initrd', '/k/initrd.img', '--driver-bug', 'no-disassociate', '--qemu', '/opt/qemu'], { encoding: 'utf8' });
   const lines = out.trimEnd().split('\n');
   t.is(lines[0], '/opt/qemu \\');
   t.true(lines.slice(0, -1).every((l) => l.endsWith(' \\')));
