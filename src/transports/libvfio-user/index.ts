@@ -156,6 +156,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       messages: this.messages,
       errors: this.errors,
       dmaRegions: this.dma.regionCount,
+      guestErrors: this.fn.stats().guestErrors,
     };
   }
 

@@ -241,6 +241,7 @@ export class NativeTransport extends EventEmitter implements Transport {
       messages: this.counters.messages,
       errors: this.counters.errors,
       dmaRegions: this.session?.dma.count ?? 0,
+      guestErrors: this.fn.stats().guestErrors,
     };
   }
 
