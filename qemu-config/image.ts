@@ -192,6 +192,8 @@ if [ "$(param test 1)" != 0 ]; then
   rc=$?
   say test-exit "\\"code\\":$rc,\\"uptime\\":\\"$(cut -d' ' -f1 /proc/uptime)\\""
 fi
+# which interrupt the driver got (MSI-X, MSI or INTx) and how often each fired
+say interrupts "\\"vrnic\\":\\"$(grep vrnic /proc/interrupts | tr -s ' ' | tr '\\n' ';')\\""
 # The guest's own view of the device after the program: which PCI functions with its vendor:device
 # and which vrnic ib devices are left, after waiting (bounded) for them to go.
 gonewait=$(param gonewait 0)
