@@ -332,10 +332,12 @@ static bool find_pci_function(char *name, size_t len)
 	return found;
 }
 
-/* Line `index` of a sysfs resource file: start and end (inclusive); false when absent or empty. */
-static bool resource_line(const char *path, unsigned int index, uint64_t *start, uint64_t *end)
+/* Line `index` of a sysfs resource file: start, end (inclusive), flags; false when absent or empty. */
+static bool resource_line(const char *path, unsigned int index, uint64_t *start, uint64_t *end,
+			  uint64_t *flags)
 {
 	char buf[2048], *line = buf;
+	uint64_t fl = 0;
 	unsigned int i;
 
 	if (read_small(path, buf, sizeof(buf)))
@@ -345,8 +347,10 @@ static bool resource_line(const char *path, unsigned int index, uint64_t *start,
 		if (line)
 			line++;
 	}
-	if (!line || sscanf(line, "%" SCNx64 " %" SCNx64, start, end) != 2)
+	if (!line || sscanf(line, "%" SCNx64 " %" SCNx64 " %" SCNx64, start, end, &fl) < 2)
 		return false;
+	if (flags)
+		*flags = fl;
 	return *start != 0 && *end > *start;
 }
 
@@ -360,7 +364,7 @@ static bool resource_line(const char *path, unsigned int index, uint64_t *start,
 static int canary(void)
 {
 	char fn[300], p[PATH_MAX + 16], real[PATH_MAX], *slash;
-	uint64_t ws, we, addr, bs[6], be[6];
+	uint64_t ws = 0, we = 0, addr, bs[6], be[6], s, e, fl;
 	unsigned int i;
 	bool moved = true;
 	volatile uint32_t *page;
@@ -377,16 +381,24 @@ static int canary(void)
 		return EXIT_FAIL;
 	}
 	*slash = '\0';
-	/* A bridge's sysfs resource lists its BARs, ROM, then the I/O, memory and prefetchable windows. */
-	snprintf(p, sizeof(p), "%s/resource", real);
-	if (!resource_line(p, 8, &ws, &we)) {
-		report(NULL, "canary-error", "\"reason\":\"no memory window on the bridge above %s\"", fn);
-		return EXIT_FAIL;
-	}
 	snprintf(p, sizeof(p), "/sys/bus/pci/devices/%s/resource", fn);
 	for (i = 0; i < 6; i++)
-		if (!resource_line(p, i, &bs[i], &be[i]))
+		if (!resource_line(p, i, &bs[i], &be[i], NULL))
 			bs[i] = be[i] = 0;
+	/*
+	 * The bridge's sysfs resource lists its BARs, ROM, SR-IOV BARs (when configured), then its
+	 * windows: take the memory window (IORESOURCE_MEM) that holds BAR2.
+	 */
+	snprintf(p, sizeof(p), "%s/resource", real);
+	for (i = 7; i < 24 && !we; i++)
+		if (resource_line(p, i, &s, &e, &fl) && (fl & 0x200) && bs[2] >= s && bs[2] <= e) {
+			ws = s;
+			we = e;
+		}
+	if (!we) {
+		report(NULL, "canary-error", "\"reason\":\"no memory window on the bridge above %s holds BAR2\"", fn);
+		return EXIT_FAIL;
+	}
 	for (addr = ws; moved;) {
 		moved = false;
 		for (i = 0; i < 6; i++) {

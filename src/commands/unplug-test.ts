@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { VANISH_MODES, type VanishMode } from '../control/protocol';
 import { configureLogging } from '../log';
 import { DRIVER_BUGS, type DriverBug } from '../unplug/evidence';
+import { IRQ_MODES, type IrqMode } from '../../emulator/nic';
 import { reportHuman, reportJson } from '../unplug/report';
 import { HOTPLUG_KINDS, runUnplugTest, type HotplugKind } from '../unplug/runner';
 import { BOUNDS, type Verdict } from '../unplug/checks';
@@ -60,6 +61,7 @@ Flags:
                     all: {"verdict", "rows", "reports"}; with --repeat: the summary and reports
   --qemu PATH       QEMU >= 10.1 with vfio-user-pci (default $VRNIC_QEMU)
   --transport T     auto | libvfio-user | native, for the emulator (default auto)
+  --irq MODE        msix | msi | intx: the device's interrupt (serve --irq; default msix)
   --work-dir DIR    keep the run's files (console, QEMU and daemon logs) in DIR
   --keep            keep the work directory after a PASS (a FAIL always keeps it)
   --log-level L     progress logs on stderr (default warn)
@@ -81,6 +83,7 @@ export const unplugTestCommand: Command = {
       json?: boolean;
       qemu?: string;
       transport?: string;
+      irq?: string;
       'work-dir'?: string;
       keep?: boolean;
       'log-level'?: string;
@@ -99,6 +102,7 @@ export const unplugTestCommand: Command = {
           json: { type: 'boolean', default: false },
           qemu: { type: 'string' },
           transport: { type: 'string' },
+          irq: { type: 'string' },
           'work-dir': { type: 'string' },
           keep: { type: 'boolean', default: false },
           'log-level': { type: 'string', default: 'warn' },
@@ -123,6 +127,8 @@ export const unplugTestCommand: Command = {
     if (transport !== undefined && !['auto', 'libvfio-user', 'native'].includes(transport)) {
       throw new UsageError(`--transport: '${transport}' is not one of auto, libvfio-user, native`);
     }
+    const irq = values.irq as IrqMode | undefined;
+    if (irq !== undefined && !IRQ_MODES.includes(irq)) throw new UsageError(`--irq: '${values.irq}' is not one of ${IRQ_MODES.join(', ')}`);
     const level = values['log-level'] as 'warn';
     if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(level)) throw new UsageError(`--log-level: '${level}' is not a level`);
     const scenarioArg = values.scenario ?? 'single';
@@ -144,6 +150,7 @@ export const unplugTestCommand: Command = {
       mode,
       driverBug,
       ...(hotplug !== undefined ? { hotplug } : {}),
+      ...(irq !== undefined ? { irq } : {}),
       qemu: values.qemu,
       transport: transport as 'auto' | 'libvfio-user' | 'native' | undefined,
       workDir: values['work-dir'],

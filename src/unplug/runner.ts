@@ -9,6 +9,7 @@ import type { VanishMode } from '../control/protocol';
 import { moduleLogger } from '../log';
 import { flattenPci, QmpClient, type QmpEvent } from '../qmp/client';
 import type { TransportChoice } from '../transports/index';
+import type { IrqMode } from '../../emulator/nic';
 import { computeChecks, driverRemoveMs, verdictOf, type CheckName } from './checks';
 import { formatWhen, parseWhen, whenToJson } from '../control/when';
 import type { ArmedVanishResult } from '../control/server';
@@ -29,6 +30,8 @@ export interface UnplugTestOptions {
   /** QEMU >= 10.1 with vfio-user-pci; default $VRNIC_QEMU. */
   readonly qemu?: string;
   readonly transport?: TransportChoice;
+  /** The device's interrupt mode (serve --irq); QEMU 11.1.3 aborts when a device with MSI-X is unplugged. */
+  readonly irq?: IrqMode;
   /**
    * How the platform removes the device: q35's ACPI hotplug (default), or native PCIe hotplug
    * (pciehp: QEMU presses the slot's attention button and the guest powers the slot off).
@@ -131,6 +134,7 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
     // The daemon runs as a child: the crash mode kills it with SIGKILL.
     const daemonArgs = [CLI, 'serve', '--socket', files.socket, '--qmp', files.qmpDaemon, '--log-level', 'info'];
     if (opts.transport) daemonArgs.push('--transport', opts.transport);
+    if (opts.irq) daemonArgs.push('--irq', opts.irq);
     if (scenario.nic) {
       const config = path.join(workDir, 'device.json');
       fs.writeFileSync(config, JSON.stringify(scenario.nic) + '\n', { mode: 0o600 });
