@@ -1,0 +1,80 @@
+// The harness judged by its own negative controls on a real guest: each planted driver bug fails exactly the checks it is documented to fail, the reference driver passes.
+import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import { DEFAULT_KERNEL_RELEASE } from '../qemu-config/image';
+import type { CheckName, CheckResult } from '../src/unplug/checks';
+import type { DriverBug } from '../src/unplug/evidence';
+import type { UnplugReport } from '../src/unplug/report';
+import { runUnplugTest } from '../src/unplug/runner';
+import type { ScenarioName } from '../src/unplug/scenarios';
+
+/**
+ * The fewest runs that show every check able to fail for a real bug, and the reference driver
+ * passing the scenarios those runs use (docs/unplug.md, "Which case makes each check fail").
+ * process-survived, no-kernel-warnings and device-removed have no planted bug that breaks them;
+ * test/unplug-checks.test.ts shows each failing on constructed evidence. Each run boots a guest
+ * under TCG: 20-40 s on a 2-core host.
+ */
+const CASES: readonly {
+  readonly bug: DriverBug;
+  readonly scenario: ScenarioName;
+  /** The checks that must FAIL; every other check must be ok, except those in `na`. */
+  readonly fail: readonly CheckName[];
+  readonly na?: readonly CheckName[];
+}[] = [
+  { bug: 'none', scenario: 'single', fail: [] },
+  { bug: 'none', scenario: 'split', fail: [] },
+  { bug: 'legacy-mmap', scenario: 'single', fail: ['mapping-moved-off-bar', 'reads-return-zero', 'no-bar-access-after-unplug'] },
+  { bug: 'private-tracking', scenario: 'single', fail: [] },
+  { bug: 'private-tracking', scenario: 'fork', fail: ['mapping-moved-off-bar', 'reads-return-zero', 'no-bar-access-after-unplug'] },
+  { bug: 'private-tracking', scenario: 'split', fail: ['mapping-moved-off-bar', 'reads-return-zero', 'no-bar-access-after-unplug'] },
+  // The removal waits for the program: nothing outlived it, so the mapping checks cannot judge.
+  { bug: 'no-disassociate', scenario: 'single', fail: ['unplug-not-blocked'], na: ['mapping-moved-off-bar', 'reads-return-zero'] },
+  // A removal during an admin command waits for the program's context: over the removal bound.
+  { bug: 'no-disassociate', scenario: 'vanish-during-admin', fail: ['removal-bounded'], na: ['mapping-moved-off-bar', 'reads-return-zero'] },
+];
+
+/** Why the self-test cannot run here, or null. */
+function unavailable(): string | null {
+  const qemu = process.env.VRNIC_QEMU;
+  if (!qemu) return 'VRNIC_QEMU is not set (a qemu-system-x86_64 >= 10.1 with vfio-user-pci)';
+  if (!fs.existsSync(qemu)) return `VRNIC_QEMU=${qemu} does not exist`;
+  try {
+    if (!execFileSync(qemu, ['-machine', 'none', '-device', 'help'], { encoding: 'utf8', timeout: 30_000 }).includes('"vfio-user-pci"')) {
+      return `VRNIC_QEMU=${qemu} has no vfio-user-pci device`;
+    }
+  } catch (err) {
+    return `VRNIC_QEMU=${qemu} does not run: ${(err as Error).message}`;
+  }
+  if (!fs.existsSync(`/usr/src/linux-headers-${DEFAULT_KERNEL_RELEASE}/Makefile`)) return `no kernel headers for the guest modules (linux-headers-${DEFAULT_KERNEL_RELEASE})`;
+  return null;
+}
+
+const why = unavailable();
+if (why) console.log(`unplug self-test skipped: ${why}`);
+const selftest = why === null ? test.serial : test.skip;
+
+function results(r: UnplugReport): Partial<Record<CheckName, CheckResult>> {
+  return Object.fromEntries(r.checks.map((c) => [c.name, c.result]));
+}
+
+for (const c of CASES) {
+  const title =
+    c.fail.length === 0
+      ? `the ${c.bug === 'none' ? 'reference driver' : `${c.bug} planted bug`} passes every check in ${c.scenario}`
+      : `the ${c.bug} planted bug fails exactly ${c.fail.join(', ')} in ${c.scenario}`;
+  selftest(title, async (t) => {
+    t.timeout(300_000);
+    const started = Date.now();
+    // MSI: every QEMU release so far aborts when a vfio-user device with MSI-X is unplugged.
+    const r = await runUnplugTest({ mode: 'surprise', driverBug: c.bug, scenario: c.scenario, irq: 'msi' });
+    t.log(`${c.bug}/${c.scenario}: ${r.verdict} in ${((Date.now() - started) / 1000).toFixed(1)} s${r.error ? ` (${r.error})` : ''}`);
+    for (const k of r.checks) if (k.result !== 'ok') t.log(`  ${k.result} ${k.name}: ${k.detail.slice(0, 300)}`);
+    t.is(r.error, undefined);
+    const want = Object.fromEntries(r.checks.map((k) => [k.name, c.fail.includes(k.name) ? 'FAIL' : c.na?.includes(k.name) ? 'n/a' : 'ok']));
+    t.deepEqual(results(r), want);
+    for (const name of c.fail) t.true(r.checks.some((k) => k.name === name), `${name} judged this run`);
+    t.is(r.verdict, c.fail.length === 0 ? 'PASS' : 'FAIL');
+  });
+}
