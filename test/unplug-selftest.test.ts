@@ -68,7 +68,9 @@ for (const c of CASES) {
     t.timeout(300_000);
     const started = Date.now();
     // MSI: every QEMU release so far aborts when a vfio-user device with MSI-X is unplugged.
-    const r = await runUnplugTest({ mode: 'surprise', driverBug: c.bug, scenario: c.scenario, irq: 'msi' });
+    // Orderly: Debian's QEMU 11.1.3 sometimes aborts (error_setv) when the server drops while the
+    // driver is using BAR0 (docs/unplug.md); a self-test must not depend on that race.
+    const r = await runUnplugTest({ mode: 'orderly', driverBug: c.bug, scenario: c.scenario, irq: 'msi' });
     t.log(`${c.bug}/${c.scenario}: ${r.verdict} in ${((Date.now() - started) / 1000).toFixed(1)} s${r.error ? ` (${r.error})` : ''}`);
     for (const k of r.checks) if (k.result !== 'ok') t.log(`  ${k.result} ${k.name}: ${k.detail.slice(0, 300)}`);
     t.is(r.error, undefined);

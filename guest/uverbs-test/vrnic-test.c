@@ -1606,10 +1606,11 @@ static int run(const struct device *d)
 			 */
 			volatile uint32_t *twin = map_uars(d, &c, npages);
 
-			if (!twin)
-				return EXIT_FAIL;
-			add_mapping("uar0-twin", twin, true, &c);
-			maps[1].doorbell = maps[0].doorbell;
+			/* After a removal during setup mmap fails (EIO): watch the mapping there is. */
+			if (twin) {
+				add_mapping("uar0-twin", twin, true, &c);
+				maps[1].doorbell = maps[0].doorbell;
+			}
 		}
 	}
 	report_frames(d, "frame");

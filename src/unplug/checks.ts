@@ -154,7 +154,7 @@ const check = (name: CheckName, result: CheckResult, detail: string): Check => (
 const judged = (name: CheckName, ok: boolean, detail: string): Check => check(name, ok ? 'ok' : 'FAIL', detail);
 
 const WAITED =
-  'not judged: the removal waited for the program to close its context, so no mapping outlived it (unplug-not-blocked judges the wait)';
+  'not judged: the removal waited for the program to close its context, so no mapping outlived it (unplug-not-blocked or removal-bounded judges the wait)';
 
 function processSurvived(e: UnplugEvidence): Check {
   const end = e.programEnd;

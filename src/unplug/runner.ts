@@ -204,7 +204,16 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
       polling = false;
       await poll;
       if ('err' in outcome) throw new RunError(`the armed vanish failed: ${outcome.err.message}`);
-      if ('settled' in outcome) throw new RunError(`the armed event (${(scenario.moment as { when: string }).when}) never happened: the guest finished without it`);
+      if ('settled' in outcome) {
+        const end = vm.hasExited() ? await vm.exited : null;
+        throw new RunError(
+          end
+            ? end.signal !== null && end.signal !== 'SIGTERM' && end.signal !== 'SIGKILL'
+              ? `${qemuDiagnosis(files.qemuLog, end.signal)} (before the armed vanish finished)`
+              : `QEMU exited (code ${end.code}) before the armed vanish finished; see ${files.qemuLog}`
+            : `the armed event (${(scenario.moment as { when: string }).when}) never happened: the guest finished without it`,
+        );
+      }
       fired = outcome.r;
       vanishAtMs = fired ? fired.fired.atMs : Date.now();
       if (fired?.deviceDelSentAtMs) deviceDelSentAtMs = fired.deviceDelSentAtMs;
