@@ -2,6 +2,8 @@
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { DEFAULT_KERNEL_RELEASE } from '../qemu-config/image';
 import type { CheckName, CheckResult } from '../src/unplug/checks';
 import type { DriverBug } from '../src/unplug/evidence';
@@ -80,3 +82,26 @@ for (const c of CASES) {
     t.is(r.verdict, c.fail.length === 0 ? 'PASS' : 'FAIL');
   });
 }
+
+selftest('a run whose QEMU invalid_mem log is missing is ERROR, not PASS', async (t) => {
+  t.timeout(300_000);
+  // The real QEMU, started by a wrapper that drops `-D FILE`: QEMU then logs to its stderr and
+  // the log file the verdict reads never exists.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vrnic-nolog-'));
+  const wrapper = path.join(dir, 'qemu-without-log');
+  fs.writeFileSync(
+    wrapper,
+    `#!/bin/sh\n# Runs QEMU without its -D log file.\nfor a in "$@"; do shift; if [ "$skip" = 1 ]; then skip=0; continue; fi; if [ "$a" = -D ]; then skip=1; continue; fi; set -- "$@" "$a"; done\nexec ${JSON.stringify(process.env.VRNIC_QEMU)} "$@"\n`,
+    { mode: 0o700 },
+  );
+  try {
+    const r = await runUnplugTest({ mode: 'orderly', driverBug: 'none', scenario: 'single', irq: 'msi', qemu: wrapper });
+    t.log(`${r.verdict}: ${r.error}`);
+    t.is(r.verdict, 'ERROR');
+    t.regex(r.error ?? '', /invalid_mem log .* is missing or unreadable/);
+    t.is(r.checks.find((c) => c.name === 'no-bar-access-after-unplug')?.result, 'n/a');
+    t.deepEqual(r.checks.filter((c) => c.result === 'FAIL').map((c) => c.name), [], 'the driver did nothing wrong');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
