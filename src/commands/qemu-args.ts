@@ -32,7 +32,7 @@ Flags:
   --log-items LIST    QEMU's -d items (e.g. invalid_mem)
   --memory MIB        guest RAM (default 512)
   --device-id ID      QEMU id of the device (default nic0)
-  --qemu PATH         binary to print (default VRNIC_QEMU, else ${QEMU_BINARY} on PATH)
+  --qemu PATH         binary to print, as given (default: the one \`vrnic qemu find\` names)
   -h, --help          this text
 
 Exit codes: 0 printed; 2 bad flags.`;
@@ -107,14 +107,9 @@ export const qemuArgsCommand: Command = {
     } catch (err) {
       throw new UsageError((err as Error).message);
     }
-    let binary = str('qemu');
-    if (!binary) {
-      try {
-        binary = findQemu() ?? QEMU_BINARY;
-      } catch {
-        binary = QEMU_BINARY;
-      }
-    }
+    // --qemu is printed as given (the line may be for another machine); otherwise the QEMU every
+    // other command would run here, and a VRNIC_QEMU naming nothing is an error, not a fallback.
+    const binary = str('qemu') ?? findQemu()?.binary ?? QEMU_BINARY;
     process.stdout.write(formatCommandLine(binary, args) + '\n');
     return 0;
   },
