@@ -2,6 +2,7 @@
 // `vrnic`: the command-line entry point; dispatches to src/commands/.
 import { commands } from './commands/index';
 import { UsageError } from './commands/command';
+import { errorLine, stacksWanted } from './log';
 
 function usage(): string {
   const width = Math.max(...commands.map((c) => c.name.length), 4);
@@ -16,6 +17,15 @@ function usage(): string {
     'Exit codes: 0 success, 1 failure (a test verdict FAIL, a command that could not be carried out),',
     '            2 bad usage (unknown flag, bad value, unreadable or invalid config file).',
   ].join('\n');
+}
+
+/** The --log-level a command was given, if any (the command's own parser has not run, or threw). */
+function logLevelIn(args: readonly string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--log-level') return args[i + 1];
+    if (args[i].startsWith('--log-level=')) return args[i].slice('--log-level='.length);
+  }
+  return undefined;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -40,7 +50,8 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`vrnic ${name}: ${err.message}\n`);
       return 2;
     }
-    process.stderr.write(`vrnic ${name}: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    // One line a user can act on; the stack is for `--log-level debug` (or VRNIC_LOG_LEVEL=debug).
+    process.stderr.write(`vrnic ${name}: ${errorLine(err, stacksWanted(logLevelIn(rest) ?? process.env.VRNIC_LOG_LEVEL))}\n`);
     return 1;
   }
 }
@@ -50,7 +61,7 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err) => {
-    process.stderr.write(`vrnic: ${String(err)}\n`);
+    process.stderr.write(`vrnic: ${errorLine(err)}\n`);
     process.exitCode = 1;
   },
 );
