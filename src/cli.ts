@@ -3,13 +3,24 @@
 import { commands } from './commands/index';
 import { UsageError } from './commands/command';
 import { errorLine, stacksWanted } from './log';
+import fs from 'node:fs';
+import path from 'node:path';
+
+/** The package's version, from the package.json this build ships with (dist/src/cli.js -> ../../). */
+function version(): string {
+  try {
+    return (JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
 
 function usage(): string {
   const width = Math.max(...commands.map((c) => c.name.length), 4);
   return [
     'vrnic: an emulated PCI RDMA NIC over vfio-user, for testing RDMA drivers without hardware',
     '',
-    'Usage: vrnic <command> [flags]    (vrnic <command> --help for its flags)',
+    'Usage: vrnic <command> [flags]    (vrnic <command> --help for its flags; vrnic --version)',
     '',
     'Commands:',
     ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
@@ -33,6 +44,10 @@ async function main(argv: string[]): Promise<number> {
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(usage() + '\n');
     return name === undefined ? 2 : 0;
+  }
+  if (name === '--version' || name === '-V' || name === 'version') {
+    process.stdout.write(`vrnic ${version()}\n`);
+    return 0;
   }
   const cmd = commands.find((c) => c.name === name);
   if (!cmd) {

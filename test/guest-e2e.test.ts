@@ -9,10 +9,11 @@ import { bootGuest, startGuest, type BootResult } from '../qemu-config/boot';
 import { guestEvents, kernelProblems, type GuestEvent } from '../qemu-config/guest-log';
 import { buildGuestImage, guestAppend } from '../qemu-config/image';
 import { requireVfioUserQemu } from '../qemu-config/qemu';
+import { skipping } from './helpers/skip';
 
 const CLI = path.resolve(__dirname, '..', 'src', 'cli.js');
 const qemuPath = process.env.VRNIC_QEMU;
-if (!qemuPath) console.log('guest-e2e tests skipped: VRNIC_QEMU is not set (needs QEMU >= 10.1 with vfio-user-pci)');
+if (!qemuPath) skipping('guest-e2e tests', 'VRNIC_QEMU is not set (needs QEMU >= 10.1 with vfio-user-pci)');
 const maybe = qemuPath ? test : test.skip;
 
 interface Run {

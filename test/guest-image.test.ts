@@ -7,6 +7,7 @@ import path from 'node:path';
 import { bootGuest, type BootResult } from '../qemu-config/boot';
 import { guestEvents, kernelProblems } from '../qemu-config/guest-log';
 import { buildGuestImage, guestAppend, type GuestImage } from '../qemu-config/image';
+import { skipping } from './helpers/skip';
 
 const DEBIAN_QEMU = '/usr/bin/qemu-system-x86_64';
 const HEADERS = '/usr/src/linux-headers-6.1.0-56-amd64';
@@ -26,7 +27,7 @@ function missing(): string | undefined {
 }
 
 const reason = missing();
-if (reason) console.log(`guest-image tests skipped: ${reason}`);
+if (reason) skipping('guest-image tests', reason);
 const maybe = reason ? test.skip : test;
 
 // One build and one boot, shared by the tests below (each checks one thing about it).

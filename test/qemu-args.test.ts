@@ -8,6 +8,7 @@ import { formatCommandLine, qemuArgs, shellQuote } from '../qemu-config/args';
 import { guestAppend } from '../qemu-config/image';
 import { findQemu, probeQemu, QemuError, requireVfioUserQemu } from '../qemu-config/qemu';
 import { kernelProblems } from '../qemu-config/guest-log';
+import { skipping } from './helpers/skip';
 
 const base = { kernel: '/k/vmlinuz', initrd: '/k/initrd.img', append: 'console=ttyS0' };
 const CLI = path.resolve(__dirname, '..', 'src', 'cli.js');
@@ -131,7 +132,7 @@ test('with no QEMU anywhere the error says to set VRNIC_QEMU', async (t) => {
 
 const debianQemu = '/usr/bin/qemu-system-x86_64';
 const hasDebianQemu = fs.existsSync(debianQemu) && !/version (1[0-9]|[2-9][0-9])\./.test(spawnSync(debianQemu, ['--version'], { encoding: 'utf8' }).stdout ?? '');
-if (!hasDebianQemu) console.log(`skipping the QEMU-without-vfio-user test: no pre-10 QEMU at ${debianQemu}`);
+if (!hasDebianQemu) skipping('the QEMU-without-vfio-user refusal', `no pre-10 QEMU at ${debianQemu} (apt-get install qemu-system-x86)`);
 (hasDebianQemu ? test : test.skip)('a QEMU without vfio-user-pci is refused with a clear error', async (t) => {
   const info = await probeQemu(debianQemu);
   t.false(info.hasVfioUser);
@@ -139,7 +140,7 @@ if (!hasDebianQemu) console.log(`skipping the QEMU-without-vfio-user test: no pr
 });
 
 const vfioQemu = process.env.VRNIC_QEMU;
-if (!vfioQemu) console.log('skipping the vfio-user QEMU probe: VRNIC_QEMU is not set');
+if (!vfioQemu) skipping('the vfio-user QEMU probe', 'VRNIC_QEMU is not set');
 (vfioQemu ? test : test.skip)('the QEMU named by VRNIC_QEMU is accepted when it has vfio-user-pci', async (t) => {
   const info = await requireVfioUserQemu({ VRNIC_QEMU: vfioQemu as string });
   t.true(info.hasVfioUser);

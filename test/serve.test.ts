@@ -79,6 +79,13 @@ test('vrnic --help lists serve and the exit codes', async (t) => {
   t.regex(r.stdout, /Exit codes/);
 });
 
+test('vrnic --version prints the version of the installed package', async (t) => {
+  const r = await runCli(['--version']);
+  t.is(r.code, 0);
+  const pkg = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../../package.json'), 'utf8')) as { version: string };
+  t.is(r.stdout, `vrnic ${pkg.version}\n`);
+});
+
 test('serve --help documents every flag', async (t) => {
   const r = await runCli(['serve', '--help']);
   t.is(r.code, 0);

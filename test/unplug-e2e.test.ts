@@ -10,6 +10,7 @@ import { runUnplugTest } from '../src/unplug/runner';
 import { runAllScenarios, runRepeated } from '../src/unplug/batch';
 import { SCENARIO_NAMES } from '../src/unplug/scenarios';
 import type { VanishMode } from '../src/control/protocol';
+import { skipping } from './helpers/skip';
 
 /** Why the scenario cannot run here, or null. Decided once, at registration. */
 function unavailable(): string | null {
@@ -29,7 +30,7 @@ function unavailable(): string | null {
 }
 
 const why = unavailable();
-if (why) console.log(`unplug e2e tests skipped: ${why}`);
+if (why) skipping('unplug e2e tests', why);
 const e2e = why === null ? test.serial : test.skip;
 
 function failing(r: UnplugReport): CheckName[] {
