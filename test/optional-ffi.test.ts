@@ -70,3 +70,32 @@ test('at --log-level debug the same failure also shows where it was thrown', (t)
   t.is(r.status, 1, r.stderr);
   t.regex(r.stderr, /vrnic serve: Error: the libvfio-user transport needs[^\n]*\n\s+at /);
 });
+
+test('a daemon started in a worker thread (as test runners do) serves on the built-in transport and the process exits cleanly', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vrnic-worker-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const script = path.join(dir, 'worker.js');
+  // The worker loads the package the way a user's test file does, with the default transport.
+  fs.writeFileSync(
+    script,
+    `const { Worker, isMainThread } = require('node:worker_threads');
+if (isMainThread) {
+  new Worker(__filename).on('exit', (code) => console.log('worker exited', code));
+} else {
+  const { createNic, Daemon, VfioUserClient } = require(${JSON.stringify(path.join(dist, 'src', 'index.js'))});
+  (async () => {
+    const daemon = await Daemon.start({ socketPath: ${JSON.stringify(path.join(dir, 'nic.sock'))}, device: createNic() });
+    const client = await VfioUserClient.connect(daemon.socketPath);
+    console.log('transport', daemon.status().transport, 'vendor', (await client.configRead(0, 2)).toString(16));
+    await client.close();
+    await daemon.stop();
+  })();
+}
+`,
+  );
+  const r = spawnSync(process.execPath, [script], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, VRNIC_LIBVFIO_USER: process.env.VRNIC_LIBVFIO_USER ?? '' } });
+  t.is(r.signal, null, `killed by ${r.signal}: ${r.stderr}`);
+  t.is(r.status, 0, r.stderr);
+  t.regex(r.stdout, /^transport native vendor 1234$/m);
+  t.regex(r.stdout, /^worker exited 0$/m);
+});

@@ -1,4 +1,5 @@
 // Picks and builds a transport: the built-in TypeScript one, or libvfio-user through ffi/.
+import { isMainThread } from 'node:worker_threads';
 import type { Transport, TransportName, TransportOptions } from './transport';
 
 export type { Transport, TransportName, TransportOptions, TransportStats } from './transport';
@@ -16,6 +17,11 @@ type LibvfioUserModule = typeof import('./libvfio-user/index');
  * machine where those packages could not be built (no C toolchain).
  */
 function loadLibvfioUser(): LibvfioUserModule | string {
+  // ffi-napi loads in a worker thread but takes the whole process down (SIGSEGV) when that worker
+  // exits; test runners (ava by default) run each file in one. Never load it there.
+  if (!isMainThread) {
+    return 'the libvfio-user transport cannot run in a worker thread (its ffi-napi bindings crash the process when the worker exits); use --transport native there, or run in the main thread';
+  }
   try {
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     return require('./libvfio-user/index') as LibvfioUserModule;
