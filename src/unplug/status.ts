@@ -1,0 +1,17 @@
+// A check's and a run's status as the strings every output prints ('ok', 'FAIL', 'n/a'; 'PASS', 'FAIL', 'ERROR'), whatever fields the report carries.
+import type { Check } from './checks';
+import type { UnplugReport } from './report';
+
+/**
+ * The status of one check: its `status` string when the report has one (a check that could not
+ * be judged is 'n/a'), else 'ok' or 'FAIL' from `ok`. Outputs treat any other string as an error.
+ */
+export function checkStatus(c: Check): string {
+  const s = (c as Check & { readonly status?: unknown }).status;
+  return typeof s === 'string' ? s : c.ok ? 'ok' : 'FAIL';
+}
+
+/** The run's verdict as printed: 'PASS', 'FAIL', or another word (such as 'ERROR') for a run that never reached one. */
+export function verdictOf(r: UnplugReport): string {
+  return String(r.verdict);
+}
