@@ -19,7 +19,8 @@ export { QmpClient, QmpCommandError, QmpClosedError, QmpTimeoutError, type QmpEv
 // The guest and QEMU.
 export { buildGuestImage, latestGuestImage, guestAppend, GUEST_SCENARIOS, type GuestImage, type GuestBuildOptions, type GuestScenario } from '../qemu-config/image';
 export { qemuArgs, formatCommandLine, shellQuote, vfioUserDeviceJson, COMMAND_LINE_FORMATS, type CommandLineFormat, type QemuOptions } from '../qemu-config/args';
-export { findQemu, probeQemu, requireVfioUserQemu, QemuError } from '../qemu-config/qemu';
+export { findQemu, probeQemu, requireVfioUserQemu, QemuError, type FoundQemu, type QemuSource } from '../qemu-config/qemu';
+export { provisionQemu, provisionedQemu, type ProvisionedQemu } from '../qemu-config/provision';
 
 // The unplug scenario and its verdict.
 export { runUnplugTest, type UnplugTestOptions } from './unplug/runner';

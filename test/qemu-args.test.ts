@@ -1,12 +1,9 @@
-// The QEMU command line builder, the printed command line, the kernel command line for /init, and QEMU discovery.
+// The QEMU command line builder, the printed command line, and the kernel command line for /init.
 import test from 'ava';
 import { execFileSync, spawnSync } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { formatCommandLine, qemuArgs, shellQuote } from '../qemu-config/args';
 import { guestAppend } from '../qemu-config/image';
-import { findQemu, probeQemu, QemuError, requireVfioUserQemu } from '../qemu-config/qemu';
 import { kernelProblems } from '../qemu-config/guest-log';
 import { skipping } from './helpers/skip';
 
@@ -114,37 +111,6 @@ test('the kernel command line carries the driver bug and the test options under 
 test('a test option with a space or comma is refused instead of corrupting the kernel command line', (t) => {
   t.throws(() => guestAppend({ testArgs: ['--x', 'a b'] }), { message: /comma or space/ });
   t.throws(() => guestAppend({ testArgs: ['a,b'] }), { message: /comma or space/ });
-});
-
-test('VRNIC_QEMU naming something that is not executable is an error, not a silent fallback', (t) => {
-  t.throws(() => findQemu({ VRNIC_QEMU: '/nonexistent/qemu', PATH: '/usr/bin' }), { instanceOf: QemuError, message: /VRNIC_QEMU/ });
-});
-
-test('with no QEMU anywhere the error says to set VRNIC_QEMU', async (t) => {
-  const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'vrnic-nopath-'));
-  try {
-    t.is(findQemu({ PATH: empty }), undefined);
-    await t.throwsAsync(requireVfioUserQemu({ PATH: empty }), { instanceOf: QemuError, message: /VRNIC_QEMU/ });
-  } finally {
-    fs.rmSync(empty, { recursive: true });
-  }
-});
-
-const debianQemu = '/usr/bin/qemu-system-x86_64';
-const hasDebianQemu = fs.existsSync(debianQemu) && !/version (1[0-9]|[2-9][0-9])\./.test(spawnSync(debianQemu, ['--version'], { encoding: 'utf8' }).stdout ?? '');
-if (!hasDebianQemu) skipping('the QEMU-without-vfio-user refusal', `no pre-10 QEMU at ${debianQemu} (apt-get install qemu-system-x86)`);
-(hasDebianQemu ? test : test.skip)('a QEMU without vfio-user-pci is refused with a clear error', async (t) => {
-  const info = await probeQemu(debianQemu);
-  t.false(info.hasVfioUser);
-  await t.throwsAsync(requireVfioUserQemu({ VRNIC_QEMU: debianQemu }), { instanceOf: QemuError, message: /has no vfio-user-pci device.*10\.1/s });
-});
-
-const vfioQemu = process.env.VRNIC_QEMU;
-if (!vfioQemu) skipping('the vfio-user QEMU probe', 'VRNIC_QEMU is not set');
-(vfioQemu ? test : test.skip)('the QEMU named by VRNIC_QEMU is accepted when it has vfio-user-pci', async (t) => {
-  const info = await requireVfioUserQemu({ VRNIC_QEMU: vfioQemu as string });
-  t.true(info.hasVfioUser);
-  t.is(info.binary, vfioQemu as string);
 });
 
 const cliArgs = ['qemu-args', '--socket', '/tmp/v.sock', '--qmp', '/tmp/q.sock', '--kernel', '/k/vmlinuz', '--initrd', '/k/initrd.img', '--bug', 'no-disassociate', '--qemu', '/opt/qemu'];

@@ -33,7 +33,7 @@ Flags:
   --log-items LIST    QEMU's -d items (e.g. invalid_mem)
   --memory MIB        guest RAM (default 512)
   --device-id ID      QEMU id of the device (default nic0)
-  --qemu PATH         binary to print (default VRNIC_QEMU, else ${QEMU_BINARY} on PATH)
+  --qemu PATH         binary to print, as given (default: the one \`vrnic qemu find\` names)
   --format F          shell: shell-quoted, an option and its value per line (default);
                       args: one raw argument per line; json: a JSON array, binary first
   -h, --help          this text
@@ -113,9 +113,10 @@ export const qemuArgsCommand: Command = {
     } catch (err) {
       throw new UsageError((err as Error).message);
     }
-    // A VRNIC_QEMU that names nothing is the user's mistake to hear about (one line, from the
-    // finder), not to paper over with a binary name they did not ask for.
-    const binary = str('qemu') ?? findQemu() ?? QEMU_BINARY;
+    // --qemu is printed as given (the line may be for another machine); otherwise the QEMU every
+    // other command would run here, and a VRNIC_QEMU naming nothing is an error (one line from the
+    // finder), not a fallback.
+    const binary = str('qemu') ?? findQemu()?.binary ?? QEMU_BINARY;
     let text: string;
     try {
       text = formatCommandLine(binary, args, format);

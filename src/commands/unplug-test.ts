@@ -10,6 +10,8 @@ import { SCENARIOS, SCENARIO_NAMES, type ScenarioName } from '../unplug/scenario
 import { matrixHuman, repeatHuman } from '../unplug/matrix';
 import { runAllScenarios, runRepeated } from '../unplug/batch';
 import type { UnplugReport } from '../unplug/report';
+import { IRQ_CHOICES, type IrqChoice } from '../../qemu-config/msix-unplug';
+import { requireVfioUserQemu } from '../../qemu-config/qemu';
 import { type Command, UsageError } from './command';
 import fs from 'node:fs';
 import { reportsJunit } from '../unplug/junit';
@@ -54,7 +56,11 @@ Flags:
   --html FILE       also write one self-contained HTML page to FILE: each run's timeline
                     (vanish, zap, ib device gone, DEVICE_DELETED, BAR accesses after
                     removal) and its checks
-  --qemu PATH       QEMU >= 10.1 with vfio-user-pci (default $VRNIC_QEMU)
+  --qemu PATH       QEMU >= 10.1 with vfio-user-pci (default: as \`vrnic qemu find\` says:
+                    VRNIC_QEMU, then the provisioned QEMU, then PATH)
+  --irq I           the device's interrupts: auto | msix | msi | intx (default auto: MSI-X
+                    only on a QEMU on record as surviving an MSI-X unplug, else MSI; every
+                    QEMU release so far aborts on it, see docs/unplug.md)
   --transport T     auto | libvfio-user | native, for the emulator (default auto)
   --work-dir DIR    keep the run's files (console, QEMU and daemon logs) in DIR
   --keep            keep the work directory after a PASS (a FAIL always keeps it)
@@ -83,6 +89,7 @@ export const unplugTestCommand: Command = {
       seed?: string;
       junit?: string;
       html?: string;
+      irq?: string;
     };
     try {
       ({ values } = parseArgs({
@@ -102,6 +109,7 @@ export const unplugTestCommand: Command = {
           seed: { type: 'string' },
           junit: { type: 'string' },
           html: { type: 'string' },
+          irq: { type: 'string', default: 'auto' },
         },
         strict: true,
         allowPositionals: false,
@@ -117,6 +125,8 @@ export const unplugTestCommand: Command = {
     if (transport !== undefined && !['auto', 'libvfio-user', 'native'].includes(transport)) {
       throw new UsageError(`--transport: '${transport}' is not one of auto, libvfio-user, native`);
     }
+    const irq = values.irq as IrqChoice;
+    if (!IRQ_CHOICES.includes(irq)) throw new UsageError(`--irq: '${values.irq}' is not one of ${IRQ_CHOICES.join(', ')}`);
     const level = values['log-level'] as 'warn';
     if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(level)) throw new UsageError(`--log-level: '${level}' is not a level`);
     const scenarioArg = values.scenario ?? 'single';
@@ -151,7 +161,8 @@ export const unplugTestCommand: Command = {
     const common = {
       mode,
       driverBug,
-      qemu: values.qemu,
+      qemu: (await requireVfioUserQemu({ flag: values.qemu })).binary,
+      irq,
       transport: transport as 'auto' | 'libvfio-user' | 'native' | undefined,
       workDir: values['work-dir'],
       keep: values.keep,
