@@ -3,12 +3,13 @@ import type { Check } from './checks';
 import type { UnplugReport } from './report';
 
 /**
- * The status of one check: its `status` string when the report has one (a check that could not
- * be judged is 'n/a'), else 'ok' or 'FAIL' from `ok`. Outputs treat any other string as an error.
+ * The status of one check: its `result` string when the report has one ('ok', 'FAIL', or 'n/a'
+ * for a check that could not be judged), else 'ok' or 'FAIL' from `ok`. Outputs treat any other
+ * string as an error.
  */
 export function checkStatus(c: Check): string {
-  const s = (c as Check & { readonly status?: unknown }).status;
-  return typeof s === 'string' ? s : c.ok ? 'ok' : 'FAIL';
+  const r = (c as Check & { readonly result?: unknown }).result;
+  return typeof r === 'string' ? r : c.ok ? 'ok' : 'FAIL';
 }
 
 /** The run's verdict as printed: 'PASS', 'FAIL', or another word (such as 'ERROR') for a run that never reached one. */
