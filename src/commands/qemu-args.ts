@@ -11,11 +11,11 @@ type Bug = (typeof BUGS)[number];
 
 const help = `Usage: vrnic qemu-args --socket PATH [--qmp PATH] [--guest DIR] [flags]
 
-Prints the QEMU command line for a q35 guest with guest RAM
-in a shared memfd, a PCIe root port carrying the vfio-user-pci device on the daemon's socket, the
-console on a serial port and QMP on a Unix socket. The kernel and initramfs are those
-\`vrnic guest build\` made (give its directory with --guest, or --kernel and --initrd).
-By default the output is ready to paste into a shell (or to run with \`eval\`).
+Prints the QEMU command line for a q35 guest with guest RAM in a shared memfd, a PCIe root port
+carrying the vfio-user-pci device on the daemon's socket, the console on a serial port and QMP
+on a Unix socket. The kernel and initramfs are those \`vrnic guest build\` made (give its
+directory with --guest, or --kernel and --initrd). By default the output is ready to paste into
+a shell (or to save as a script and run).
 
 Flags:
   --socket PATH       the daemon's vfio-user socket (required; --no-device for a guest without it)
