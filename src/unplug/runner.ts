@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { ControlClient } from '../control/client';
 import { controlPathFor } from '../control/server';
 import type { VanishMode } from '../control/protocol';
-import { moduleLogger } from '../log';
+import { errorLine, moduleLogger } from '../log';
 import { flattenPci, QmpClient, type QmpEvent } from '../qmp/client';
 import type { TransportChoice } from '../transports/index';
 import { computeChecks, driverRemoveMs, type CheckName } from './checks';
@@ -276,8 +276,9 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
       ...(qemuAbort ? { error: qemuAbort } : done ? {} : { error: exited ? 'the guest never dumped its kernel log; no-kernel-warnings judged on the console alone' : 'the guest program never exited; checks judged on what it printed' }),
     };
   } catch (err) {
-    log.error({ err }, 'unplug run broke');
-    return fail(err instanceof RunError ? err.message : (err as Error).stack ?? String(err));
+    // The report carries the error as one line; the stack only when debugging vrnic itself.
+    log.debug({ err }, 'unplug run broke');
+    return fail(err instanceof RunError ? err.message : errorLine(err, log.isLevelEnabled('debug')));
   } finally {
     control?.close();
     qmp?.close();

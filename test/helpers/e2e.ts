@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { defaultKernelRelease } from '../../qemu-config/image';
 import { findQemu } from '../../qemu-config/qemu';
+import { skipping } from './skip';
 
 export const E2E_REQUIRED = process.env.VRNIC_REQUIRE_E2E === '1';
 
@@ -53,7 +54,7 @@ export function e2eTest(file: string): SerialFn | SkipFn {
   const why = e2eUnavailable();
   if (why === null) return test.serial;
   if (!E2E_REQUIRED) {
-    console.log(`${file}: end-to-end tests skipped: ${why}`);
+    skipping(`${file}: end-to-end tests`, why);
     return test.skip;
   }
   test(`${file}: the end-to-end tests can run here (required by VRNIC_REQUIRE_E2E)`, (t) => t.fail(why));
