@@ -57,20 +57,44 @@ function readSkips(): SkipRecord[] {
     .map((l) => JSON.parse(l) as SkipRecord);
 }
 
+/** Adds one of ava's closing count lines ('  3 tests passed', '  1 test failed', ...) to counts. */
+export function countLine(line: string, counts: { passed: number; failed: number; skipped: number }): void {
+  // eslint-disable-next-line no-control-regex
+  const m = /^\s*(\d+) (tests?|known failures?|uncaught exceptions?|unhandled rejections?) ?(passed|failed|skipped)?\s*$/.exec(line.replace(/\x1b\[[0-9;]*m/g, ''));
+  if (!m) return;
+  const n = Number(m[1]);
+  if (m[3] === 'passed' || m[2].startsWith('known')) counts.passed += n; // a known failure is a test.failing that failed, as it should
+  else if (m[3] === 'skipped') counts.skipped += n;
+  else counts.failed += n; // failed tests, and uncaught exceptions / unhandled rejections, which fail the run
+}
+
 function main(): void {
   // ava exports no path to its CLI; its main entry sits beside it in entrypoints/.
   const ava = path.join(path.dirname(require.resolve('ava')), 'cli.mjs');
   const child = spawn(process.execPath, [ava, ...process.argv.slice(2)], {
-    stdio: 'inherit',
+    stdio: ['inherit', 'pipe', 'inherit'],
     env: { ...process.env, TMPDIR: root, [SKIP_LOG_ENV]: skipLog },
+  });
+  // ava's output passes through as it comes; its closing counts are read on the way to end the
+  // run with one plain 'N passed, N failed, N skipped' line that any CI can read.
+  const counts = { passed: 0, failed: 0, skipped: 0 };
+  let pending = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    process.stdout.write(chunk);
+    pending += chunk.toString('utf8');
+    const lines = pending.split('\n');
+    pending = lines.pop() ?? '';
+    for (const line of lines) countLine(line, counts);
   });
   // Ctrl-C reaches ava too (same process group); we stay to clean up after it.
   const ignore = () => undefined;
   process.on('SIGINT', ignore);
   process.on('SIGTERM', (s) => child.kill(s));
-  child.on('exit', (code, signal) => {
+  child.on('close', (code, signal) => {
+    countLine(pending, counts);
     const skips = readSkips();
     if (skips.length > 0) process.stdout.write(`\n${groupSkips(skips)}\n`);
+    process.stdout.write(`\ntests: ${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped\n`);
     removeRoot();
     process.exitCode = code ?? (signal ? 1 : 0);
   });
