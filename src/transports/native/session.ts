@@ -67,7 +67,7 @@ import { ShortMessageError } from '../../protocol/reader';
 import { FramingError, MessageStream, type RawMessage } from '../../protocol/stream';
 import { IRQ_INDEX_NAMES, IrqState, isEventfd } from './irq';
 import { RequestReader } from './reader';
-import { describeRegion } from './realized';
+import { describeRegion } from './regions';
 import type { PciFunction } from '../../../emulator/framework/pci-function';
 
 /** What the server offers in VERSION. */
