@@ -1,12 +1,34 @@
 // Builds the guest kit: vmlinuz + initramfs from Debian packages, vrnic.ko, vrnic_pfn.ko and vrnic-test, cached by input hash.
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { cacheDir, packageRoot } from './cache';
 import { CpioWriter } from './cpio';
 
-export const DEFAULT_KERNEL_RELEASE = '6.1.0-56-amd64';
+/**
+ * The guest kernel follows Debian: the release the metapackage linux-image-amd64 currently
+ * depends on (e.g. 6.1.0-56-amd64). Each bookworm point or security release moves it, and the
+ * previous ABI's packages then leave the archive, so a hard-coded release would break every
+ * fresh install the day the next one ships. A pin stays possible (--kernel-release,
+ * VRNIC_KERNEL_RELEASE); the image cache keys on the package versions it resolved to.
+ */
+export const KERNEL_METAPACKAGE = 'linux-image-amd64';
+
+/** The kernel release to build the guest for: VRNIC_KERNEL_RELEASE, else the metapackage's current one. */
+export function defaultKernelRelease(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.VRNIC_KERNEL_RELEASE) return env.VRNIC_KERNEL_RELEASE;
+  let out: string;
+  try {
+    out = execFileSync('apt-cache', ['show', '--no-all-versions', KERNEL_METAPACKAGE], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    throw new Error(`apt-cache show ${KERNEL_METAPACKAGE} failed (run apt-get update; or pin a release with --kernel-release): ${(err as Error).message.split('\n')[0]}`);
+  }
+  const m = /^Depends:.*?\blinux-image-(\d[\w.+~-]*-amd64)\b/m.exec(out);
+  if (!m) throw new Error(`${KERNEL_METAPACKAGE} names no linux-image-*-amd64 in its Depends (apt-get update?)`);
+  return m[1];
+}
 
 /** Images kept in a cache root; older ones are removed after a new build (the .deb downloads stay). */
 const KEEP_IMAGES = 4;
@@ -15,7 +37,7 @@ const KEEP_IMAGES = 4;
 const BUILDER_VERSION = 4;
 
 export interface GuestBuildOptions {
-  /** Cache root; each build lives in a subdirectory named by its input hash. Default `<repo>/.vrnic-cache/guest`. */
+  /** Cache root; each build lives in a subdirectory named by its input hash. Default `<cache root>/guest` (qemu-config/cache.ts). */
   outDir?: string;
   /** Repository root holding guest/; default: found from this file's location. */
   repoRoot?: string;
@@ -225,13 +247,6 @@ poweroff -f
 `;
 }
 
-function findRepoRoot(): string {
-  // dist/qemu-config/image.js -> repo root; also works from the TypeScript source path.
-  for (const up of [path.resolve(__dirname, '..', '..'), path.resolve(__dirname, '..')]) {
-    if (fs.existsSync(path.join(up, 'guest', 'driver', 'vrnic.c'))) return up;
-  }
-  throw new Error(`cannot find the repository (guest/driver/vrnic.c) above ${__dirname}; pass repoRoot`);
-}
 
 function run(cmd: string, args: readonly string[], cwd?: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -401,11 +416,11 @@ function pruneImages(root: string, keep: string, progress: (l: string) => void):
   }
 }
 
-/** The most recently built image under a cache root (default `<repo>/.vrnic-cache/guest`), if any. */
+/** The most recently built image under a cache root (default `<cache root>/guest`), if any. */
 export function latestGuestImage(outDir?: string, repoRoot?: string): GuestImage | undefined {
   let root: string;
   try {
-    root = path.resolve(outDir ?? path.join(repoRoot ?? findRepoRoot(), '.vrnic-cache', 'guest'));
+    root = path.resolve(outDir ?? (repoRoot === undefined ? cacheDir('guest') : path.join(repoRoot, '.vrnic-cache', 'guest')));
   } catch {
     return undefined;
   }
@@ -422,10 +437,10 @@ export function latestGuestImage(outDir?: string, repoRoot?: string): GuestImage
 /** Builds (or reuses) the guest image. */
 export async function buildGuestImage(opts: GuestBuildOptions = {}): Promise<GuestImage> {
   const progress = opts.progress ?? (() => undefined);
-  const repo = opts.repoRoot ?? findRepoRoot();
-  const release = opts.kernelRelease ?? DEFAULT_KERNEL_RELEASE;
+  const repo = opts.repoRoot ?? packageRoot();
+  const release = opts.kernelRelease ?? defaultKernelRelease();
   const headersDir = opts.headersDir ?? `/usr/src/linux-headers-${release}`;
-  const root = path.resolve(opts.outDir ?? path.join(repo, '.vrnic-cache', 'guest'));
+  const root = path.resolve(opts.outDir ?? (opts.repoRoot === undefined ? cacheDir('guest') : path.join(repo, '.vrnic-cache', 'guest')));
   const imagePkg = `linux-image-${release}`;
 
   if (!fs.existsSync(path.join(headersDir, 'Makefile'))) {

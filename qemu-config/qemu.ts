@@ -1,38 +1,53 @@
-// Finds the QEMU binary (VRNIC_QEMU or PATH) and checks that it has the vfio-user client device.
-import { execFile } from 'node:child_process';
+// Finds the QEMU to run the vrnic device with, in one documented order, and refuses one without vfio-user-pci.
+//
+// Order: the --qemu flag, then $VRNIC_QEMU, then the QEMU `vrnic qemu provision` put in vrnic's
+// cache, then qemu-system-x86_64 on PATH. The first candidate found is the one used: a flag or
+// variable that names nothing runnable is an error, never a silent fall-through to another QEMU.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { cacheDir } from './cache';
+import { probeQemu, QEMU_BINARY, QemuError, type QemuInfo } from './probe';
+import { provisionedQemu } from './provision';
 
-export const QEMU_BINARY = 'qemu-system-x86_64';
+export { probeQemu, QEMU_BINARY, QemuError, type QemuInfo } from './probe';
 
-export interface QemuInfo {
+export type QemuSource = '--qemu' | 'VRNIC_QEMU' | 'provisioned' | 'PATH';
+
+export interface FoundQemu {
   readonly binary: string;
-  /** "10.1.92" */
-  readonly version: string;
-  readonly hasVfioUser: boolean;
+  readonly source: QemuSource;
 }
 
-/** What is wrong with the QEMU at hand, said so a user can fix it. */
-export class QemuError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'QemuError';
-  }
+export interface FindQemuOptions {
+  /** The --qemu flag's value, if given. */
+  readonly flag?: string;
+  /** Environment to read VRNIC_QEMU, VRNIC_CACHE and PATH from (default process.env). */
+  readonly env?: NodeJS.ProcessEnv;
 }
 
-/** VRNIC_QEMU if set (must exist), else qemu-system-x86_64 on PATH, else undefined. */
-export function findQemu(env: NodeJS.ProcessEnv = process.env): string | undefined {
-  const fromEnv = env.VRNIC_QEMU;
-  if (fromEnv) {
-    if (!isExecutable(fromEnv)) throw new QemuError(`VRNIC_QEMU=${fromEnv} is not an executable file`);
-    return fromEnv;
-  }
+/** How to get a QEMU with the vfio-user client, for every message that lacks one. */
+export const HOW_TO_GET_QEMU =
+  "run `vrnic qemu provision` (Debian's QEMU 11.1 into vrnic's cache, the host untouched), " +
+  'or pass --qemu / set VRNIC_QEMU to a qemu-system-x86_64 >= 10.1 with vfio-user-pci';
+
+/** The first QEMU candidate in the documented order, or undefined when there is none at all. */
+export function findQemu(opts: FindQemuOptions = {}): FoundQemu | undefined {
+  const env = opts.env ?? process.env;
+  if (opts.flag !== undefined) return { binary: executable(opts.flag, '--qemu'), source: '--qemu' };
+  if (env.VRNIC_QEMU) return { binary: executable(env.VRNIC_QEMU, 'VRNIC_QEMU'), source: 'VRNIC_QEMU' };
+  const provisioned = provisionedQemu({ dir: cacheDir('qemu', env) });
+  if (provisioned) return { binary: provisioned.binary, source: 'provisioned' };
   for (const dir of (env.PATH ?? '').split(path.delimiter)) {
     if (!dir) continue;
     const p = path.join(dir, QEMU_BINARY);
-    if (isExecutable(p)) return p;
+    if (isExecutable(p)) return { binary: p, source: 'PATH' };
   }
   return undefined;
+}
+
+function executable(p: string, from: string): string {
+  if (!isExecutable(p)) throw new QemuError(`${from}=${p} is not an executable file`);
+  return p;
 }
 
 function isExecutable(p: string): boolean {
@@ -44,37 +59,16 @@ function isExecutable(p: string): boolean {
   }
 }
 
-function output(binary: string, args: readonly string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(binary, args, { timeout: 30_000, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      if (err) reject(new QemuError(`${binary} ${args.join(' ')} failed: ${err.message}${stderr ? `\n${stderr.trim()}` : ''}`));
-      else resolve(stdout);
-    });
-  });
-}
-
-/** Asks the binary for its version and its device list. */
-export async function probeQemu(binary: string): Promise<QemuInfo> {
-  const versionText = await output(binary, ['--version']);
-  const m = /version (\d+\.\d+(?:\.\d+)?)/.exec(versionText);
-  const devices = await output(binary, ['-machine', 'none', '-device', 'help']);
-  return { binary, version: m ? m[1] : 'unknown', hasVfioUser: /"vfio-user-pci"/.test(devices) };
-}
-
 /** The QEMU to run the vrnic device with; throws a QemuError saying what to do when there is none. */
-export async function requireVfioUserQemu(env: NodeJS.ProcessEnv = process.env): Promise<QemuInfo> {
-  const binary = findQemu(env);
-  if (!binary) {
-    throw new QemuError(
-      `no ${QEMU_BINARY} found: set VRNIC_QEMU to a QEMU >= 10.1 built with vfio-user (the client device vfio-user-pci)`,
-    );
-  }
-  const info = await probeQemu(binary);
+export async function requireVfioUserQemu(opts: FindQemuOptions = {}): Promise<QemuInfo & { readonly source: QemuSource }> {
+  const found = findQemu(opts);
+  if (!found) throw new QemuError(`no ${QEMU_BINARY} found: ${HOW_TO_GET_QEMU}`);
+  const info = await probeQemu(found.binary);
   if (!info.hasVfioUser) {
     throw new QemuError(
-      `${binary} (QEMU ${info.version}) has no vfio-user-pci device: the vfio-user client is in QEMU from 10.1 ` +
-        `(Debian bookworm ships 7.2). Build a newer QEMU and set VRNIC_QEMU to its qemu-system-x86_64.`,
+      `${found.binary} (QEMU ${info.version}, from ${found.source}) has no vfio-user-pci device: the vfio-user client ` +
+        `is in QEMU from 10.1 (Debian bookworm ships 7.2); ${HOW_TO_GET_QEMU}`,
     );
   }
-  return info;
+  return { ...info, source: found.source };
 }

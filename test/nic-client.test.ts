@@ -11,6 +11,7 @@ import { GuestMemory, IrqIndex, VfioUserClient, type Mapping } from '../src/clie
 import { availableTransports, createTransport, libvfioUserUnavailable, type Transport, type TransportName } from '../src/transports/index';
 import { NIC_CASES, type NicEnv } from './nic-suite';
 import { command, type DeviceAccess, GuestHeap, OP, ST, TestDriver, until } from './nic-support';
+import { skipping } from './helpers/skip';
 
 const GUEST_BASE = 0x10_0000n;
 const GUEST_SIZE = 4 << 20;
@@ -100,7 +101,7 @@ const present = availableTransports();
 const all: TransportName[] = ['native', 'libvfio-user'];
 for (const name of all) {
   const run = present.includes(name);
-  if (!run) console.log(`nic-client: skipping ${name}: ${name === 'libvfio-user' ? libvfioUserUnavailable() : 'not available'}`);
+  if (!run) skipping(`nic-client on ${name}`, (name === 'libvfio-user' ? libvfioUserUnavailable() : null) ?? 'not available');
   const reg = run ? test.serial : test.serial.skip;
 
   for (const [title, body] of NIC_CASES) {

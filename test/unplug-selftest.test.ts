@@ -1,10 +1,9 @@
 // The harness judged by its own negative controls on a real guest: each planted driver bug fails exactly the checks it is documented to fail, the reference driver passes.
-import test from 'ava';
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DEFAULT_KERNEL_RELEASE } from '../qemu-config/image';
+import { findQemu } from '../qemu-config/qemu';
+import { e2eTest } from './helpers/e2e';
 import type { CheckName, CheckResult } from '../src/unplug/checks';
 import type { DriverBug } from '../src/unplug/evidence';
 import type { UnplugReport } from '../src/unplug/report';
@@ -37,25 +36,7 @@ const CASES: readonly {
   { bug: 'no-disassociate', scenario: 'vanish-during-admin', fail: ['removal-bounded'], na: ['mapping-moved-off-bar', 'reads-return-zero'] },
 ];
 
-/** Why the self-test cannot run here, or null. */
-function unavailable(): string | null {
-  const qemu = process.env.VRNIC_QEMU;
-  if (!qemu) return 'VRNIC_QEMU is not set (a qemu-system-x86_64 >= 10.1 with vfio-user-pci)';
-  if (!fs.existsSync(qemu)) return `VRNIC_QEMU=${qemu} does not exist`;
-  try {
-    if (!execFileSync(qemu, ['-machine', 'none', '-device', 'help'], { encoding: 'utf8', timeout: 30_000 }).includes('"vfio-user-pci"')) {
-      return `VRNIC_QEMU=${qemu} has no vfio-user-pci device`;
-    }
-  } catch (err) {
-    return `VRNIC_QEMU=${qemu} does not run: ${(err as Error).message}`;
-  }
-  if (!fs.existsSync(`/usr/src/linux-headers-${DEFAULT_KERNEL_RELEASE}/Makefile`)) return `no kernel headers for the guest modules (linux-headers-${DEFAULT_KERNEL_RELEASE})`;
-  return null;
-}
-
-const why = unavailable();
-if (why) console.log(`unplug self-test skipped: ${why}`);
-const selftest = why === null ? test.serial : test.skip;
+const selftest = e2eTest('unplug-selftest');
 
 function results(r: UnplugReport): Partial<Record<CheckName, CheckResult>> {
   return Object.fromEntries(r.checks.map((c) => [c.name, c.result]));
@@ -91,7 +72,7 @@ selftest('a run whose QEMU invalid_mem log is missing is ERROR, not PASS', async
   const wrapper = path.join(dir, 'qemu-without-log');
   fs.writeFileSync(
     wrapper,
-    `#!/bin/sh\n# Runs QEMU without its -D log file.\nfor a in "$@"; do shift; if [ "$skip" = 1 ]; then skip=0; continue; fi; if [ "$a" = -D ]; then skip=1; continue; fi; set -- "$@" "$a"; done\nexec ${JSON.stringify(process.env.VRNIC_QEMU)} "$@"\n`,
+    `#!/bin/sh\n# Runs QEMU without its -D log file.\nfor a in "$@"; do shift; if [ "$skip" = 1 ]; then skip=0; continue; fi; if [ "$a" = -D ]; then skip=1; continue; fi; set -- "$@" "$a"; done\nexec ${JSON.stringify(findQemu()?.binary)} "$@"\n`,
     { mode: 0o700 },
   );
   try {

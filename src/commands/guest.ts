@@ -1,6 +1,6 @@
 // `vrnic guest build`: builds (or reuses) the guest kit: kernel, initramfs, vrnic.ko, vrnic_pfn.ko, vrnic-test.
 import { parseArgs } from 'node:util';
-import { buildGuestImage, DEFAULT_KERNEL_RELEASE } from '../../qemu-config/image';
+import { buildGuestImage, KERNEL_METAPACKAGE } from '../../qemu-config/image';
 import { type Command, UsageError } from './command';
 
 const help = `Usage: vrnic guest build [--out DIR] [--force] [--kernel-release REL] [--headers DIR] [--json]
@@ -14,9 +14,10 @@ vrnic.watch=, ...). The result is cached under DIR/<hash of the inputs> and reus
 sources, package versions and builder are unchanged.
 
 Flags:
-  --out DIR             cache directory (default <repo>/.vrnic-cache/guest)
+  --out DIR             cache directory (default $VRNIC_CACHE/guest, else <package>/.vrnic-cache/guest)
   --force               rebuild even if a cached image matches
-  --kernel-release REL  Debian kernel release (default ${DEFAULT_KERNEL_RELEASE})
+  --kernel-release REL  Debian kernel release to pin, e.g. 6.1.0-56-amd64 (default: the one
+                        ${KERNEL_METAPACKAGE} depends on now, or VRNIC_KERNEL_RELEASE)
   --headers DIR         Kbuild directory (default /usr/src/linux-headers-REL)
   --json                print the result as one JSON object on stdout (progress goes to stderr)
   -h, --help            this text

@@ -6,6 +6,7 @@ import { vanishCommand } from './vanish';
 import { unplugTestCommand } from './unplug-test';
 import { guestCommand } from './guest';
 import { qemuArgsCommand } from './qemu-args';
+import { qemuCommand } from './qemu';
 
 export const commands: readonly Command[] = [
   serveCommand,
@@ -14,4 +15,5 @@ export const commands: readonly Command[] = [
   unplugTestCommand,
   guestCommand,
   qemuArgsCommand,
+  qemuCommand,
 ];

@@ -6,16 +6,17 @@ import type { Logger } from 'pino';
 import { ControlClient } from '../control/client';
 import { controlPathFor } from '../control/server';
 import type { VanishMode } from '../control/protocol';
-import { moduleLogger } from '../log';
+import { errorLine, moduleLogger } from '../log';
 import { flattenPci, QmpClient, type QmpEvent } from '../qmp/client';
 import type { TransportChoice } from '../transports/index';
-import type { IrqMode } from '../../emulator/nic';
 import { computeChecks, driverRemoveMs, verdictOf, type CheckName } from './checks';
 import { formatWhen, parseWhen, whenToJson } from '../control/when';
 import type { ArmedVanishResult } from '../control/server';
 import { isMappingCheck, scenarioByName, type Scenario, type ScenarioName } from './scenarios';
 import type { Canary, DriverBug, GuestDeviceView, PhysRange, UnplugEvidence } from './evidence';
 import { prepareGuest, type GuestMachine } from './guest';
+import { requireVfioUserQemu } from '../../qemu-config/qemu';
+import { chooseIrq, MSIX_TEARDOWN_ABORT, recordMsixUnplug, type IrqChoice, type IrqDecision } from '../../qemu-config/msix-unplug';
 import { GuestConsole, guestBar2, parseNumber, type ReportLine } from './guest-report';
 import { spawnChild, type Child } from './processes';
 import { timingsFrom, type UnplugReport } from './report';
@@ -27,11 +28,11 @@ export interface UnplugTestOptions {
   /** For a scenario that vanishes once the guest is ready: wait this long after ready first (default 0). */
   readonly vanishDelayMs?: number;
   readonly driverBug?: DriverBug;
-  /** QEMU >= 10.1 with vfio-user-pci; default $VRNIC_QEMU. */
+  /** QEMU >= 10.1 with vfio-user-pci; default as qemu-config/qemu.ts finds it (VRNIC_QEMU, provisioned, PATH). */
   readonly qemu?: string;
   readonly transport?: TransportChoice;
-  /** The device's interrupt mode (serve --irq); QEMU 11.1.3 aborts when a device with MSI-X is unplugged. */
-  readonly irq?: IrqMode;
+  /** The device's interrupt mode; auto (default) picks one the QEMU survives (qemu-config/msix-unplug.ts). */
+  readonly irq?: IrqChoice;
   /**
    * How the platform removes the device: q35's ACPI hotplug (default), or native PCIe hotplug
    * (pciehp: QEMU presses the slot's attention button and the guest powers the slot off).
@@ -112,18 +113,26 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
     ...(opts.hotplug !== undefined ? { hotplug } : {}),
     ...(opts.vanishDelayMs !== undefined ? { vanishDelayMs: opts.vanishDelayMs } : {}),
   };
+  let irq: IrqDecision | null = null;
 
   // A run that broke is ERROR. Once the guest ran, what it showed is judged and printed too; a
   // run that never started (no QEMU, no image, no daemon) has nothing to judge and shows no checks.
   const fail = (error: string): UnplugReport => {
     const e = evidence(guest, { mode, driverBug, vanishAtMs: vanishAtMs ?? Date.now(), deviceDelSentAtMs, deviceDeleted, invalidMem: readLinesOrNull(files.invalidMem), invalidMemAtVanish, qemuBars: bars });
     const checks = vmStarted ? computeChecks(e, checksFor(scenario, e)) : [];
-    return { verdict: 'ERROR', ...base, checks, timings: timingsFrom(e, startedAtMs, readyAtMs, Date.now()), artifacts, error };
+    return { verdict: 'ERROR', ...base, ...(irq ? { irq } : {}), checks, timings: timingsFrom(e, startedAtMs, readyAtMs, Date.now()), artifacts, error };
   };
 
   try {
-    const qemu = opts.qemu ?? process.env.VRNIC_QEMU;
-    if (!qemu) throw new RunError('no QEMU: set VRNIC_QEMU to a qemu-system-x86_64 >= 10.1 with vfio-user-pci');
+    let qemuInfo: Awaited<ReturnType<typeof requireVfioUserQemu>>;
+    try {
+      qemuInfo = await requireVfioUserQemu({ flag: opts.qemu });
+    } catch (err) {
+      throw new RunError((err as Error).message);
+    }
+    const qemu = qemuInfo.binary;
+    irq = chooseIrq(opts.irq ?? 'auto', qemuInfo);
+    log.info({ qemu, version: qemuInfo.version, source: qemuInfo.source, irq: irq.mode, why: irq.reason }, 'QEMU and interrupt mode');
     let machine: GuestMachine;
     try {
       machine = await prepareGuest({ driverBug, scenario: scenario.guest.scenario, procs: scenario.guest.procs, watchSeconds: scenario.guest.watchSeconds, hotplug, log });
@@ -132,9 +141,8 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
     }
 
     // The daemon runs as a child: the crash mode kills it with SIGKILL.
-    const daemonArgs = [CLI, 'serve', '--socket', files.socket, '--qmp', files.qmpDaemon, '--log-level', 'info'];
+    const daemonArgs = [CLI, 'serve', '--socket', files.socket, '--qmp', files.qmpDaemon, '--log-level', 'info', '--irq', irq.mode];
     if (opts.transport) daemonArgs.push('--transport', opts.transport);
-    if (opts.irq) daemonArgs.push('--irq', opts.irq);
     if (scenario.nic) {
       const config = path.join(workDir, 'device.json');
       fs.writeFileSync(config, JSON.stringify(scenario.nic) + '\n', { mode: 0o600 });
@@ -279,6 +287,11 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
     await daemon.stop(3000);
     const vmEnd = await vm.exited;
     const qemuAbort = vmEnd.signal !== null && vmEnd.signal !== 'SIGTERM' && vmEnd.signal !== 'SIGKILL' ? qemuDiagnosis(files.qemuLog, vmEnd.signal) : null;
+    // What an MSI-X unplug did to this QEMU is evidence for later `--irq auto` choices.
+    if (irq.mode === 'msix') {
+      if (qemuAbort && MSIX_TEARDOWN_ABORT.test(qemuAbort)) recordMsixUnplug(qemuInfo, false);
+      else if (!qemuAbort && deviceDeleted) recordMsixUnplug(qemuInfo, true);
+    }
 
     const invalidMem = readLinesOrNull(files.invalidMem);
     const e = evidence(guest, { mode, driverBug, vanishAtMs, deviceDelSentAtMs, deviceDeleted, invalidMem, invalidMemAtVanish, qemuBars: bars });
@@ -294,6 +307,7 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
     return {
       verdict: verdictOf(checks, error),
       ...base,
+      irq,
       ...(fired ? { fired: fired.fired } : {}),
       checks,
       timings: timingsFrom(e, startedAtMs, readyAtMs, Date.now()),
@@ -301,8 +315,9 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
       ...(error !== undefined ? { error } : {}),
     };
   } catch (err) {
-    log.error({ err }, 'unplug run broke');
-    return fail(err instanceof RunError ? err.message : (err as Error).stack ?? String(err));
+    // The report carries the error as one line; the stack only when debugging vrnic itself.
+    log.debug({ err }, 'unplug run broke');
+    return fail(err instanceof RunError ? err.message : errorLine(err, log.isLevelEnabled('debug')));
   } finally {
     control?.close();
     qmp?.close();
