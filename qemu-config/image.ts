@@ -188,6 +188,8 @@ if [ "$(param test 1)" != 0 ]; then
   rc=$?
   say test-exit "\\"code\\":$rc,\\"uptime\\":\\"$(cut -d' ' -f1 /proc/uptime)\\""
 fi
+# which interrupt the driver got (MSI-X, MSI or INTx) and how often each fired
+say interrupts "\\"vrnic\\":\\"$(grep vrnic /proc/interrupts | tr -s ' ' | tr '\\n' ';')\\""
 sleep "$(param linger 0)"
 say dmesg-begin
 dmesg

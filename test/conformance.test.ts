@@ -349,6 +349,146 @@ for (const name of transports) {
   });
 }
 
+/** MSI capability registers of the test device (msi mode): control, mask bits, pending bits. */
+const MSI = { cap: 0x48, control: 0x4a, mask: 0x58, pending: 0x5c } as const;
+
+async function withServedIrq(name: (typeof transports)[number], irq: 'msi' | 'intx', fn: (s: Served) => Promise<void>): Promise<void> {
+  const s = await serve(name, {}, { irq });
+  try {
+    await fn(s);
+  } finally {
+    await s.close();
+  }
+}
+
+for (const name of transports) {
+  test.serial(`${name}: a second client finds the command register and MSI-X control at power-on after the first enabled them`, async (t) => {
+    await withServed(name, async (s) => {
+      await s.client.configWrite(0x04, 0x0006, 2);
+      await s.client.configWrite(0x52, 0x8000, 2);
+      t.is(await s.client.configRead(0x04, 2), 0x0006);
+      const powerOn = (await (async () => {
+        await s.client.close();
+        const next = await s.connect();
+        try {
+          return await next.configSpace();
+        } finally {
+          await next.close();
+        }
+      })());
+      t.is(powerOn.readUInt16LE(0x04), 0x0000, 'command register reset');
+      t.is(powerOn.readUInt16LE(0x52) & 0xc000, 0, 'MSI-X disabled again');
+      t.is(powerOn.readUInt32LE(0x10), 0, 'BAR0 address forgotten');
+    });
+  });
+
+  test.serial(`${name}: with MSI the capability list is PM, MSI at 0x48, PCIe; IRQ info offers 4 MSI vectors and no MSI-X`, async (t) => {
+    await withServedIrq(name, 'msi', async ({ client }) => {
+      const cfg = await client.configSpace();
+      t.is(cfg[0x34], 0x40);
+      t.deepEqual([cfg[0x40], cfg[0x41]], [0x01, 0x48], 'PM, next MSI');
+      t.deepEqual([cfg[0x48], cfg[0x49]], [0x05, 0x60], 'MSI, next PCIe');
+      t.is(cfg.readUInt16LE(MSI.control), 0x0184, '64-bit, per-vector masking, 4 vectors capable, disabled');
+      const counts = [];
+      for (let i = 0; i < 5; i++) counts.push((await client.irqInfo(i)).count);
+      t.deepEqual(counts, [1, 4, 0, 1, 1]);
+      t.is((await client.regionInfo(4)).size, 0n, 'no MSI-X BAR');
+    });
+  });
+
+  test.serial(`${name}: an MSI vector fires its eventfd, and vectors fold onto the vectors the guest enabled`, async (t) => {
+    await withServedIrq(name, 'msi', async ({ client }) => {
+      await client.enableDevice();
+      await client.configWrite(MSI.control, 0x0001, 2); // enabled, one vector
+      await client.setIrqEventfds(IrqIndex.Msi, 0, 1);
+      await client.barWrite32(0, REG.irq, 3);
+      t.is(await client.waitIrq(IrqIndex.Msi, 0), 1n, 'vector 3 folds onto the only vector');
+      await client.configWrite(MSI.control, 0x0021, 2); // four vectors
+      await client.setIrqEventfds(IrqIndex.Msi, 0, 4);
+      await client.barWrite32(0, REG.irq, 3);
+      t.is(await client.waitIrq(IrqIndex.Msi, 3), 1n);
+      await client.barWrite32(0, REG.irq, 5);
+      t.is(await client.waitIrq(IrqIndex.Msi, 1), 1n, 'vector 5 goes to 5 mod 4');
+      t.is(client.takeIrq(IrqIndex.Msi, 0), 0n);
+    });
+  });
+
+  test.serial(`${name}: an MSI vector masked in the capability sets its pending bit and fires when unmasked`, async (t) => {
+    await withServedIrq(name, 'msi', async ({ client }) => {
+      await client.enableDevice();
+      await client.configWrite(MSI.control, 0x0001, 2);
+      await client.setIrqEventfds(IrqIndex.Msi, 0, 1);
+      await client.configWrite(MSI.mask, 1, 4);
+      await client.barWrite32(0, REG.irq, 0);
+      t.is(await client.configRead(MSI.pending, 4), 1, 'pending');
+      t.is(client.takeIrq(IrqIndex.Msi, 0), 0n, 'masked: nothing delivered');
+      await client.configWrite(MSI.mask, 0, 4);
+      t.is(await client.waitIrq(IrqIndex.Msi, 0), 1n);
+      t.is(await client.configRead(MSI.pending, 4), 0, 'no longer pending');
+    });
+  });
+
+  test.serial(`${name}: an MSI vector masked with SET_IRQS is held pending and fires on unmask`, async (t) => {
+    await withServedIrq(name, 'msi', async ({ client }) => {
+      await client.enableDevice();
+      await client.configWrite(MSI.control, 0x0001, 2);
+      await client.setIrqEventfds(IrqIndex.Msi, 0, 1);
+      await client.maskIrqs(IrqIndex.Msi, 0, 1, true);
+      await client.barWrite32(0, REG.irq, 0);
+      await client.barRead32(0, REG.id);
+      t.is(client.takeIrq(IrqIndex.Msi, 0), 0n, 'masked: nothing delivered');
+      await client.maskIrqs(IrqIndex.Msi, 0, 1, false);
+      t.is(await client.waitIrq(IrqIndex.Msi, 0), 1n);
+    });
+  });
+
+  test.serial(`${name}: INTx is level-triggered: signalled once, masked until unmasked, signalled again while still asserted`, async (t) => {
+    await withServedIrq(name, 'intx', async ({ client }) => {
+      await client.enableDevice();
+      await client.setIrqEventfds(IrqIndex.Intx, 0, 1);
+      await client.barWrite32(0, REG.level, 1);
+      t.is(await client.waitIrq(IrqIndex.Intx, 0), 1n);
+      t.is((await client.configRead(0x06, 2)) & 0x0008, 0x0008, 'Interrupt Status set');
+      await client.barWrite32(0, REG.level, 1); // still asserted: no second edge while masked
+      await client.barRead32(0, REG.id);
+      t.is(client.takeIrq(IrqIndex.Intx, 0), 0n, 'auto-masked after the signal');
+      await client.maskIrqs(IrqIndex.Intx, 0, 1, false); // the end of interrupt, condition still there
+      t.is(await client.waitIrq(IrqIndex.Intx, 0), 1n, 'signalled again on unmask');
+      await client.barWrite32(0, REG.level, 0);
+      await client.maskIrqs(IrqIndex.Intx, 0, 1, false);
+      await client.barRead32(0, REG.id);
+      t.is(client.takeIrq(IrqIndex.Intx, 0), 0n, 'deasserted: unmask signals nothing');
+      t.is((await client.configRead(0x06, 2)) & 0x0008, 0, 'Interrupt Status clear');
+    });
+  });
+
+  test.serial(`${name}: the Interrupt Disable bit holds INTx back while Interrupt Status still shows it`, async (t) => {
+    await withServedIrq(name, 'intx', async ({ client }) => {
+      await client.configWrite(0x04, 0x0406, 2);
+      await client.setIrqEventfds(IrqIndex.Intx, 0, 1);
+      await client.barWrite32(0, REG.level, 1);
+      t.is((await client.configRead(0x06, 2)) & 0x0008, 0x0008);
+      t.is(client.takeIrq(IrqIndex.Intx, 0), 0n, 'disabled: not signalled');
+      await client.configWrite(0x04, 0x0006, 2);
+      t.is(await client.waitIrq(IrqIndex.Intx, 0), 1n, 'signalled once enabled');
+    });
+  });
+
+  test.serial(`${name}: while MSI is enabled the device's INTx condition is not signalled`, async (t) => {
+    await withServedIrq(name, 'msi', async ({ client }) => {
+      await client.enableDevice();
+      await client.setIrqEventfds(IrqIndex.Intx, 0, 1);
+      await client.configWrite(MSI.control, 0x0001, 2);
+      await client.barWrite32(0, REG.level, 1);
+      await client.barRead32(0, REG.id);
+      t.is(client.takeIrq(IrqIndex.Intx, 0), 0n);
+      t.is((await client.configRead(0x06, 2)) & 0x0008, 0, 'Interrupt Status clear while MSI is the interrupt');
+      await client.configWrite(MSI.control, 0x0000, 2);
+      t.is(await client.waitIrq(IrqIndex.Intx, 0), 1n, 'MSI off: the condition goes out as INTx');
+    });
+  });
+}
+
 const compare = transports.length > 1 ? test.serial : test.serial.skip;
 if (transports.length < 2) console.log('conformance: cross-transport comparison skipped (one transport present)');
 

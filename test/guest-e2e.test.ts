@@ -9,6 +9,7 @@ import { bootGuest, startGuest, type BootResult } from '../qemu-config/boot';
 import { guestEvents, kernelProblems, type GuestEvent } from '../qemu-config/guest-log';
 import { buildGuestImage, guestAppend } from '../qemu-config/image';
 import { requireVfioUserQemu } from '../qemu-config/qemu';
+import { QmpClient } from '../src/qmp/client';
 
 const CLI = path.resolve(__dirname, '..', 'src', 'cli.js');
 const qemuPath = process.env.VRNIC_QEMU;
@@ -24,8 +25,8 @@ interface Run {
 }
 
 /** Starts `vrnic serve` and resolves once it says it is serving (no probe connection: that would be a client). */
-async function startServe(socket: string, trace: string): Promise<{ child: ChildProcess; log: () => string }> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--socket', socket, '--trace', trace, '--log-level', 'info'], {
+async function startServe(socket: string, trace: string, extra: readonly string[] = []): Promise<{ child: ChildProcess; log: () => string }> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--socket', socket, '--trace', trace, '--log-level', 'info', ...extra], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let log = '';
@@ -89,7 +90,7 @@ maybe('the driver probes the vrnic device and uverbs0 appears for vrnic0', async
   t.timeout(600_000);
   const r = await run();
   t.false(r.boot.timedOut);
-  t.regex(r.boot.console, /vrnic 0000:01:00\.0: vrnic0: version 0x00010000, 16 UAR pages at 0x[0-9a-f]+, 4 vectors, bug=none/);
+  t.regex(r.boot.console, /vrnic 0000:01:00\.0: vrnic0: version 0x00010000, 16 UAR pages at 0x[0-9a-f]+, 4 vectors, MSI-X, bug=none/);
   const loaded = r.events.find((e) => e.source === 'init' && e.event === 'modules-loaded');
   t.regex(String(loaded?.fields.uverbs), /\buverbs0\b/);
   t.regex(String(loaded?.fields.ib), /\bvrnic0\b/);
@@ -211,3 +212,116 @@ maybe('line commands on a second serial port start, query and stop the watch loo
   t.is(events.find((e) => e.event === 'exit')?.fields.code, 0);
   t.deepEqual(kernelProblems(result.console), []);
 });
+
+/** One guest per interrupt mode the device offers, unplugged with QMP device_del once vrnic-test is done. */
+interface ModeRun {
+  readonly dir: string;
+  readonly boot: BootResult;
+  readonly events: GuestEvent[];
+  readonly trace: Record<string, unknown>[];
+  /** DEVICE_DELETED came (ms after device_del), and QEMU still answered query-status after it. */
+  readonly unplug: { readonly deletedAfterMs: number | null; readonly aliveAfter: boolean; readonly error: string | null };
+}
+
+const modeRuns = new Map<string, Promise<ModeRun>>();
+function runMode(irq: 'msi' | 'intx'): Promise<ModeRun> {
+  let p = modeRuns.get(irq);
+  if (p !== undefined) return p;
+  p = (async () => {
+    await run().catch(() => undefined); // one guest at a time on this machine's two cores
+    const qemu = await requireVfioUserQemu();
+    const image = await buildGuestImage();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `vrnic-e2e-${irq}-`));
+    const socket = path.join(dir, 'vrnic.sock');
+    const qmpPath = path.join(dir, 'qmp.sock');
+    const tracePath = path.join(dir, 'trace.ndjson');
+    const serve = await startServe(socket, tracePath, ['--irq', irq]);
+    const lines: string[] = [];
+    let boot: BootResult;
+    let unplug: ModeRun['unplug'] = { deletedAfterMs: null, aliveAfter: false, error: null };
+    try {
+      // the guest lingers after vrnic-test so the device can be unplugged under it
+      const guest = startGuest({
+        qemu: qemu.binary,
+        kernel: image.kernel,
+        initrd: image.initrd,
+        append: guestAppend({ loglevel: 7, lingerSeconds: 20 }),
+        socket,
+        qmp: qmpPath,
+        consoleFile: path.join(dir, 'console.log'),
+        timeoutMs: 300_000,
+        onLine: (l) => lines.push(l),
+      });
+      const ended = guest.done.then(() => true);
+      while (!lines.some((l) => l.includes('"event":"interrupts"'))) {
+        if (await Promise.race([ended, new Promise<false>((r) => setTimeout(() => r(false), 100))])) break;
+      }
+      if (lines.some((l) => l.includes('"event":"interrupts"'))) {
+        let qmp: QmpClient | undefined;
+        try {
+          qmp = await QmpClient.connect(qmpPath);
+          const { sentAtMs, event } = await qmp.deviceDelAndWait('nic0', 15_000);
+          const deletedAt = event.timestampMs;
+          await new Promise((r) => setTimeout(r, 1000)); // an abort at finalize comes right after
+          await qmp.execute('query-status');
+          unplug = { deletedAfterMs: Math.round(deletedAt - sentAtMs), aliveAfter: true, error: null };
+          await qmp.quit().catch(() => undefined);
+        } catch (err) {
+          unplug = { ...unplug, error: (err as Error).message };
+        } finally {
+          qmp?.close();
+        }
+      } else {
+        guest.kill();
+      }
+      boot = await guest.done;
+    } finally {
+      serve.child.kill('SIGTERM');
+      await new Promise((r) => (serve.child.exitCode !== null ? r(null) : serve.child.once('exit', r)));
+    }
+    const trace = fs
+      .readFileSync(tracePath, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    console.log(`guest-e2e ${irq} artifacts in ${dir} (QEMU ran ${(boot.elapsedMs / 1000).toFixed(1)} s, exit ${boot.exitCode} ${boot.signal ?? ''})`);
+    return { dir, boot, events: guestEvents(boot.console), trace, unplug };
+  })();
+  modeRuns.set(irq, p);
+  return p;
+}
+
+for (const [irq, kind, handler] of [['msi', 'MSI', /PCI-MSI/], ['intx', 'INTx', /IO-APIC|fasteoi/]] as const) {
+  maybe(`with --irq ${irq} the driver binds with ${kind}, admin commands and a CQ completion work, and the device unplugs with QEMU alive`, async (t) => {
+    t.timeout(900_000);
+    const r = await runMode(irq);
+    t.false(r.boot.timedOut);
+    // bound with one vector of that kind; uverbs0 there; admin commands answered (QUERY_DEVICE, QUERY_PORT in probe)
+    t.regex(r.boot.console, new RegExp(`vrnic 0000:01:00\\.0: vrnic0: version 0x00010000, 16 UAR pages at 0x[0-9a-f]+, 1 vectors, ${kind}, bug=none`));
+    const loaded = r.events.find((e) => e.source === 'init' && e.event === 'modules-loaded');
+    t.regex(String(loaded?.fields.uverbs), /\buverbs0\b/);
+    const admin = r.trace.filter((rec) => rec.kind === 'admin');
+    for (const op of ['QUERY_DEVICE', 'QUERY_PORT', 'CREATE_PD', 'CREATE_CQ', 'CREATE_QP']) t.true(admin.some((rec) => rec.op === op && rec.status === 0), op);
+    // a NOP completed into the user CQ, and the CQ's completion interrupt went out on the one vector
+    const nop = testEvent(r as unknown as Run, 'nop');
+    t.is(nop?.fields.step, 'done', JSON.stringify(nop?.fields));
+    t.is(nop?.fields.completed, nop?.fields.posted);
+    const irqs = r.trace.filter((rec) => rec.kind === 'irq');
+    t.true(irqs.some((rec) => rec.reason === 'admin-completion' && rec.delivered === true), 'an admin completion interrupt was delivered');
+    // the guest took interrupts through the handler of that kind
+    const interrupts = String(r.events.find((e) => e.source === 'init' && e.event === 'interrupts')?.fields.vrnic ?? '');
+    t.log(`/proc/interrupts: ${interrupts}`);
+    t.regex(interrupts, handler);
+    const count = Number(/^\s*\d+:\s*(\d+)/.exec(interrupts)?.[1] ?? 0);
+    t.true(count > 0, `the vrnic handler ran (${interrupts})`);
+    t.deepEqual(kernelProblems(r.boot.console), []);
+    t.notRegex(r.boot.console, /vrnic [0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]: .*(timed out|failed)|nobody cared/);
+    // hot unplug: DEVICE_DELETED, and QEMU still answers afterwards (no abort at finalize)
+    t.log(`unplug: ${JSON.stringify(r.unplug)}`);
+    t.is(r.unplug.error, null);
+    t.not(r.unplug.deletedAfterMs, null);
+    t.true(r.unplug.aliveAfter);
+    t.notRegex(r.boot.stderr, /Assertion|Aborted/);
+    t.is(r.boot.signal, null, `QEMU ended by ${r.boot.signal}`);
+  });
+}

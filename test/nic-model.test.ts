@@ -30,6 +30,44 @@ test('a partial config takes the documented defaults for the rest', (t) => {
   t.is(c.poll.maxSleepMs, 10);
 });
 
+test('the interrupt mode defaults to msix, a config may name msi or intx, and anything else is refused', (t) => {
+  t.is(validateNicConfig({}).irq, 'msix');
+  t.is(validateNicConfig({ irq: 'intx' }).irq, 'intx');
+  const err = t.throws(() => validateNicConfig({ irq: 'msi-x' }), { instanceOf: NicConfigError });
+  t.regex(err!.problems[0]!, /^irq: expected one of msix, msi, intx/);
+});
+
+test('each interrupt mode offers only its capability: MSI-X with its BAR4, MSI rounded up to a power of two, or neither', (t) => {
+  const msix = createNic({ irq: 'msix', msixVectors: 5 });
+  const msi = createNic({ irq: 'msi', msixVectors: 5 });
+  const intx = createNic({ irq: 'intx' });
+  try {
+    t.deepEqual(msix.capabilities.msix, { vectors: 5, bar: 4, tableOffset: 0, pbaOffset: 0x800 });
+    t.is(msix.capabilities.msi, undefined);
+    t.deepEqual(msi.capabilities.msi, { vectors: 8 });
+    t.is(msi.capabilities.msix, undefined);
+    t.is(intx.capabilities.msi, undefined);
+    t.is(intx.capabilities.msix, undefined);
+  } finally {
+    msix.close();
+    msi.close();
+    intx.close();
+  }
+});
+
+test('INT_CAUSE names each source that raised an interrupt until the driver writes 1 to clear it', async (t) => {
+  const { nic, access } = setup({ irq: 'msi' });
+  nic.raise(0, 'test');
+  nic.raise(5, 'test'); // a completion vector
+  t.is(await access.readReg(Reg.IntCause), 0b101);
+  await access.writeReg(Reg.IntCause, 0b001);
+  t.is(await access.readReg(Reg.IntCause), 0b100);
+  nic.raise(1, 'test');
+  await access.writeReg(Reg.Ctrl, 2); // RESET clears it
+  t.is(await access.readReg(Reg.IntCause), 0);
+  nic.close();
+});
+
 test('identity registers read as the datasheet says and undefined offsets read 0', async (t) => {
   const { nic, access } = setup({ numUars: 8 });
   t.is(await access.readReg(Reg.Version), 0x00010000);

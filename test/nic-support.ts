@@ -284,6 +284,7 @@ export function localAccess(nic: Nic, base = 0x10_0000n, size = 4 << 20): { acce
       waiters.delete(v);
       return true;
     },
+    setLevel: () => false,
   };
   const ctx: DeviceContext = { dma, irq, log: pino({ level: 'silent' }) };
   const bar0 = nic.bars.find((b) => b.index === 0);

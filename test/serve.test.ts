@@ -82,7 +82,7 @@ test('vrnic --help lists serve and the exit codes', async (t) => {
 test('serve --help documents every flag', async (t) => {
   const r = await runCli(['serve', '--help']);
   t.is(r.code, 0);
-  for (const flag of ['--socket', '--transport', '--config', '--trace', '--log-level', '--pretty', '--socket-mode', '--force']) {
+  for (const flag of ['--socket', '--transport', '--config', '--irq', '--trace', '--log-level', '--pretty', '--socket-mode', '--force']) {
     t.true(r.stdout.includes(flag), `help mentions ${flag}`);
   }
 });
@@ -118,6 +118,24 @@ test('a missing config file is refused with exit code 2', async (t) => {
   const r = await runCli(['serve', '--socket', path.join(dir, 's.sock'), '--config', path.join(dir, 'nope.json')]);
   t.is(r.code, 2);
   t.regex(r.stderr, /nope\.json/);
+});
+
+test('an unknown --irq mode is refused with exit code 2, naming the modes', async (t) => {
+  const dir = privateDir();
+  const r = await runCli(['serve', '--socket', path.join(dir, 's.sock'), '--irq', 'msi-x']);
+  t.is(r.code, 2);
+  t.regex(r.stderr, /--irq: 'msi-x' is not one of msix, msi, intx/);
+});
+
+test('--irq overrides the config file and the daemon logs the mode it serves', async (t) => {
+  const dir = privateDir();
+  const config = path.join(dir, 'nic.json');
+  fs.writeFileSync(config, JSON.stringify({ irq: 'intx' }));
+  const s = await startServe(['--config', config, '--irq', 'msi'], path.join(dir, 'vrnic.sock'));
+  s.child.kill('SIGTERM');
+  await exited(s.child);
+  const line = s.stderr().split('\n').find((l) => l.includes('"device configured"'));
+  t.is(JSON.parse(line!).irq, 'msi');
 });
 
 test('serve logs the exact QEMU -device argument that attaches it', async (t) => {

@@ -2,10 +2,11 @@
 //
 // Layout (what QEMU's vfio-pci and the Linux PCI core walk):
 //   0x00 type-0 header, 32-bit non-prefetchable memory BARs sized by the all-ones write
-//   0x40 power management (PM 1.2), 0x50 MSI-X (when declared), 0x60 PCI Express v2 endpoint
+//   0x40 power management (PM 1.2), then MSI at 0x48 or MSI-X at 0x50 (whichever is declared),
+//   0x60 PCI Express v2 endpoint
 //   0x100 extended space: no extended capabilities (the header at 0x100 reads 0, which ends the list)
 // Both transports use this model so the bytes a client sees do not depend on the transport.
-import type { CapabilityDecl, MsixDecl, PciIdentity } from './device';
+import type { CapabilityDecl, MsiDecl, MsixDecl, PciIdentity } from './device';
 
 export const CONFIG_SPACE_SIZE = 4096;
 
@@ -39,12 +40,16 @@ export const enum CommandBit {
 
 export const enum CapId {
   PowerManagement = 0x01,
+  Msi = 0x05,
   PciExpress = 0x10,
   Msix = 0x11,
 }
 
 /** Where each capability sits; fixed so the layout is the same for every device. */
 export const PM_CAP = 0x40;
+/** MSI, 64-bit with per-vector masking (0x18 bytes), fits between PM and PCI Express. */
+export const MSI_CAP = 0x48;
+export const MSI_CAP_SIZE = 0x18;
 export const MSIX_CAP = 0x50;
 export const PCIE_CAP = 0x60;
 /** PCI Express capability structure v2 length. */
@@ -53,6 +58,16 @@ export const PCIE_CAP_SIZE = 0x3c;
 export const MSIX_CTRL_ENABLE = 0x8000;
 export const MSIX_CTRL_FUNCTION_MASK = 0x4000;
 
+/** Status register bit 3: the function's INTx condition, whatever the Interrupt Disable bit says. */
+export const STATUS_INTERRUPT = 0x0008;
+
+/** MSI message control bits and register offsets inside the capability. */
+export const MSI_CTRL_ENABLE = 0x0001;
+export const MSI_CTRL_64BIT = 0x0080;
+export const MSI_CTRL_MASKBIT = 0x0100;
+export const MSI_MASK = 0x10;
+export const MSI_PENDING = 0x14;
+
 /** A BAR as the configuration header sees it. */
 export interface BarShape {
   readonly index: number;
@@ -60,10 +75,12 @@ export interface BarShape {
   readonly size: number;
 }
 
-/** What changed after a write, so the transport can react (MSI-X unmask delivers pending vectors). */
+/** What changed after a write, so the PCI function can react (an unmask delivers pending interrupts). */
 export interface ConfigWriteEffect {
   readonly commandChanged: boolean;
   readonly msixControlChanged: boolean;
+  /** Anything in the MSI capability (enable, vector count, masks). */
+  readonly msiChanged: boolean;
 }
 
 /**
@@ -78,9 +95,12 @@ export class ConfigSpace {
   /** Bits a written 1 clears. */
   private readonly w1cmask = Buffer.alloc(CONFIG_SPACE_SIZE);
   readonly msix: MsixDecl | undefined;
+  readonly msi: MsiDecl | undefined;
 
   constructor(identity: PciIdentity, caps: CapabilityDecl, bars: readonly BarShape[]) {
+    if (caps.msix !== undefined && caps.msi !== undefined) throw new RangeError('a device declares MSI-X or MSI, not both (the layout has room for one)');
     this.msix = caps.msix;
+    this.msi = caps.msi;
     const b = this.initial;
     b.writeUInt16LE(identity.vendorId, Cfg.VendorId);
     b.writeUInt16LE(identity.deviceId, Cfg.DeviceId);
@@ -106,6 +126,7 @@ export class ConfigSpace {
 
     const chain: number[] = [];
     if (caps.pm) chain.push(PM_CAP);
+    if (caps.msi !== undefined) chain.push(MSI_CAP);
     if (caps.msix !== undefined) chain.push(MSIX_CAP);
     if (caps.pcie) chain.push(PCIE_CAP);
     if (chain.length > 0) {
@@ -120,6 +141,21 @@ export class ConfigSpace {
       b.writeUInt16LE(0x0003, PM_CAP + 2); // PMC: version 1.2, no PME, D1/D2 unsupported
       b.writeUInt16LE(0x0008, PM_CAP + 4); // PMCSR: D0, No_Soft_Reset (D3hot->D0 keeps state)
       this.setW(PM_CAP + 4, 2, 0x0003); // power state
+    }
+    if (caps.msi !== undefined) {
+      const n = caps.msi.vectors;
+      if (!Number.isInteger(n) || n < 1 || n > 32 || (n & (n - 1)) !== 0) throw new RangeError(`MSI vectors ${n} is not a power of two in 1..32`);
+      const mmc = Math.log2(n);
+      b.writeUInt8(CapId.Msi, MSI_CAP);
+      b.writeUInt8(next(MSI_CAP), MSI_CAP + 1);
+      b.writeUInt16LE(MSI_CTRL_MASKBIT | MSI_CTRL_64BIT | (mmc << 1), MSI_CAP + 2);
+      // enable and Multiple Message Enable (bits 6:4); the count is clamped to MMC when read
+      this.setW(MSI_CAP + 2, 2, MSI_CTRL_ENABLE | 0x0070);
+      this.setW(MSI_CAP + 4, 4, 0xfffffffc); // message address, dword aligned
+      this.setW(MSI_CAP + 8, 4, 0xffffffff); // upper address
+      this.setW(MSI_CAP + 0x0c, 2, 0xffff); // message data
+      this.setW(MSI_CAP + MSI_MASK, 4, n === 32 ? 0xffffffff : (1 << n) - 1);
+      // the pending bits (MSI_PENDING) are read-only to the client; the function sets them
     }
     if (caps.msix !== undefined) {
       const m = caps.msix;
@@ -175,6 +211,7 @@ export class ConfigSpace {
   write(offset: number, data: Buffer): ConfigWriteEffect {
     const cmdBefore = this.command;
     const msixBefore = this.msixControl;
+    const msiBefore = this.msiState();
     const end = Math.min(CONFIG_SPACE_SIZE, offset + data.length);
     for (let at = Math.max(0, offset); at < end; at++) {
       const v = data[at - offset]!;
@@ -183,7 +220,13 @@ export class ConfigSpace {
       cur &= ~(v & this.w1cmask[at]!);
       this.bytes[at] = cur;
     }
-    return { commandChanged: this.command !== cmdBefore, msixControlChanged: this.msixControl !== msixBefore };
+    return { commandChanged: this.command !== cmdBefore, msixControlChanged: this.msixControl !== msixBefore, msiChanged: this.msiState() !== msiBefore };
+  }
+
+  /** Message control and mask bits in one string, to tell whether a write changed them. */
+  private msiState(): string {
+    if (this.msi === undefined) return '';
+    return `${this.bytes.readUInt16LE(MSI_CAP + 2)}:${this.bytes.readUInt32LE(MSI_CAP + MSI_MASK)}`;
   }
 
   /** A copy of all 4096 bytes. */
@@ -219,6 +262,49 @@ export class ConfigSpace {
 
   get msixFunctionMasked(): boolean {
     return (this.msixControl & MSIX_CTRL_FUNCTION_MASK) !== 0;
+  }
+
+  get intxDisabled(): boolean {
+    return (this.command & CommandBit.IntxDisable) !== 0;
+  }
+
+  /** Status bit 3, set by the function (read-only to the client). */
+  setInterruptStatus(on: boolean): void {
+    const v = this.bytes.readUInt16LE(Cfg.Status);
+    this.bytes.writeUInt16LE(on ? v | STATUS_INTERRUPT : v & ~STATUS_INTERRUPT, Cfg.Status);
+  }
+
+  get interruptStatus(): boolean {
+    return (this.bytes.readUInt16LE(Cfg.Status) & STATUS_INTERRUPT) !== 0;
+  }
+
+  private get msiControl(): number {
+    return this.msi === undefined ? 0 : this.bytes.readUInt16LE(MSI_CAP + 2);
+  }
+
+  get msiEnabled(): boolean {
+    return (this.msiControl & MSI_CTRL_ENABLE) !== 0;
+  }
+
+  /** Vectors the guest enabled (Multiple Message Enable), never more than the device is capable of. */
+  get msiEnabledVectors(): number {
+    if (this.msi === undefined) return 0;
+    return Math.min(1 << ((this.msiControl >> 4) & 7), this.msi.vectors);
+  }
+
+  msiVectorMasked(vector: number): boolean {
+    return vector < 32 && (this.bytes.readUInt32LE(MSI_CAP + MSI_MASK) & (1 << vector)) !== 0;
+  }
+
+  msiPending(vector: number): boolean {
+    return vector < 32 && (this.bytes.readUInt32LE(MSI_CAP + MSI_PENDING) & (1 << vector)) !== 0;
+  }
+
+  /** The MSI pending bit of vector (read-only to the client, set by the function). */
+  setMsiPending(vector: number, on: boolean): void {
+    if (this.msi === undefined || vector >= this.msi.vectors) return;
+    const v = this.bytes.readUInt32LE(MSI_CAP + MSI_PENDING);
+    this.bytes.writeUInt32LE((on ? v | (1 << vector) : v & ~(1 << vector)) >>> 0, MSI_CAP + MSI_PENDING);
   }
 
   /** The BAR register's current value (address bits as the client programmed them). */

@@ -63,12 +63,26 @@ export interface MsixDecl {
   readonly pbaOffset: number;
 }
 
+/**
+ * MSI: the framework emulates a 64-bit MSI capability with per-vector masking in config space.
+ * `vectors` is the Multiple Message Capable count (a power of two, 1..32); how many the guest
+ * enables can be fewer, and the framework folds the device's vectors onto those (vector % enabled).
+ */
+export interface MsiDecl {
+  readonly vectors: number;
+}
+
+/**
+ * A device declares MSI-X or MSI or neither (INTx only). INTx (pin INTA#) is always there, as the
+ * interrupt a function uses while neither message kind is enabled.
+ */
 export interface CapabilityDecl {
   /** PCI power management capability (D0/D3hot). */
   readonly pm: boolean;
   /** PCI Express capability, endpoint type. */
   readonly pcie: boolean;
   readonly msix?: MsixDecl;
+  readonly msi?: MsiDecl;
 }
 
 /** Thrown by DmaAccess when the guest address range is not inside one mapped DMA region. */
@@ -96,10 +110,24 @@ export interface DmaAccess {
   isMapped(addr: bigint, length: number, writable: boolean): boolean;
 }
 
-/** Interrupt delivery. Triggering a vector nobody wired up is counted and otherwise ignored. */
+/**
+ * Interrupt delivery, as the PCI function's rules allow it (emulator/framework/pci-function.ts).
+ * Triggering a vector nobody wired up is counted and otherwise ignored.
+ */
 export interface InterruptSink {
-  /** Raise MSI-X vector `vector`; false when the client has no eventfd for it (or it is masked). */
+  /**
+   * Sends message `vector` (the device's own numbering): as that MSI-X vector while MSI-X is
+   * enabled, folded onto the enabled MSI vectors while MSI is. False when it was not delivered
+   * now (masked and left pending, no eventfd, or no message interrupt enabled).
+   */
   trigger(vector: number): boolean;
+  /**
+   * The device's interrupt condition for INTx: asserted while true (level-triggered). The function
+   * signals INTx only while neither MSI nor MSI-X is enabled and the command register allows it.
+   * True when an asserted condition reaches the client as INTx (signalled now, or signalled before
+   * and waiting for the client's unmask).
+   */
+  setLevel(asserted: boolean): boolean;
 }
 
 export interface DeviceContext {

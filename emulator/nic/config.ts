@@ -7,6 +7,10 @@ export interface NicPollConfig {
   readonly maxSleepMs: number;
 }
 
+/** How the device interrupts (docs/device.md section 2): the one capability it offers. */
+export type IrqMode = 'msix' | 'msi' | 'intx';
+export const IRQ_MODES: readonly IrqMode[] = ['msix', 'msi', 'intx'];
+
 export interface NicConfig {
   readonly vendorId: number;
   readonly deviceId: number;
@@ -15,8 +19,10 @@ export interface NicConfig {
   readonly revision: number;
   /** UAR pages in BAR2; a power of two. */
   readonly numUars: number;
-  /** MSI-X vectors: 0 admin, 1 events, 2.. completion vectors. */
+  /** Interrupt vectors the device uses: 0 admin, 1 events, 2.. completion vectors (MSI-X table size). */
   readonly msixVectors: number;
+  /** msix: MSI-X only; msi: an MSI capability only; intx: neither (the INTx line). */
+  readonly irq: IrqMode;
   readonly maxPd: number;
   readonly maxCq: number;
   readonly maxQp: number;
@@ -37,6 +43,7 @@ export interface NicConfigInput {
   revision?: number;
   numUars?: number;
   msixVectors?: number;
+  irq?: IrqMode;
   maxPd?: number;
   maxCq?: number;
   maxQp?: number;
@@ -57,6 +64,7 @@ export const NIC_DEFAULTS: NicConfig = Object.freeze({
   revision: 0x01,
   numUars: 16,
   msixVectors: 4,
+  irq: 'msix',
   maxPd: 256,
   maxCq: 256,
   maxQp: 256,
@@ -157,6 +165,9 @@ export function validateNicConfig(input: unknown, source?: string): NicConfig {
     if (key in INT_RULES) {
       const v = checkInt(key, value, INT_RULES[key], problems);
       if (v !== undefined) out[key] = v;
+    } else if (key === 'irq') {
+      if (typeof value === 'string' && (IRQ_MODES as readonly string[]).includes(value)) out.irq = value;
+      else problems.push(`irq: expected one of ${IRQ_MODES.join(', ')}, got ${JSON.stringify(value)}`);
     } else if (key === 'maxMrSize') {
       const v = checkBig(key, value, 4096n, 1n << 48n, problems);
       if (v !== undefined) out[key] = v;

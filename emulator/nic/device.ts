@@ -1,17 +1,17 @@
-// The vrnic RDMA NIC as a PciDevice: identity, BARs, MSI-X, and the device state the register, admin, event and doorbell parts share.
+// The vrnic RDMA NIC as a PciDevice: identity, BARs, its interrupt mode, and the device state the register, admin, event and doorbell parts share.
 import type { Logger } from 'pino';
 import { SharedMemory } from '../../ffi/libc';
 import { moduleLogger } from '../../src/log';
 import type { BarDecl, CapabilityDecl, DeviceContext, DmaAccess, PciDevice, PciIdentity } from '../framework/device';
 import { DmaError } from '../framework/device';
 import { AdminQueue } from './admin-queue';
-import { nicConfigToJson, validateNicConfig, type NicConfig, type NicConfigInput } from './config';
+import { nicConfigToJson, validateNicConfig, type IrqMode, type NicConfig, type NicConfigInput } from './config';
 import { sharedFabric, type Fabric } from '../datapath/fabric';
 import { DataPath } from './datapath';
 import { dispatchDoorbell, DoorbellPoller, type PollerStats } from './doorbells';
 import { EventQueue } from './event-queue';
 import { NicObjects, UAR_PAGE_SIZE } from './objects';
-import { BAR0_SIZE, barRead, barWrite, RegisterFile } from './regs';
+import { BAR0_SIZE, barRead, barWrite, INT_CAUSE_COMPLETION, RegisterFile } from './regs';
 import { hex, Observer, type NicCounters, type NicTrace } from './trace';
 import { ACQ_ENTRY_SIZE, ADMIN_QUEUE_MAX, ASQ_ENTRY_SIZE, EQ_ENTRY_SIZE, EventType, FATAL_NAMES, FatalCode, isPowerOfTwo, QUEUE_ALIGN } from './wire';
 
@@ -19,6 +19,25 @@ export const UAR_BAR = 2;
 export const MSIX_BAR = 4;
 /** InfiniBand controller: network (0x02), InfiniBand (0x07), prog-if 0. */
 export const NIC_CLASS_CODE = 0x020700;
+
+/** The interrupt capability of each mode (docs/device.md section 2): MSI-X in BAR4, or MSI, or neither. */
+function interruptCapabilities(mode: IrqMode, vectors: number): Pick<CapabilityDecl, 'msix' | 'msi'> {
+  if (mode === 'msix') return { msix: { vectors, bar: MSIX_BAR, tableOffset: 0x000, pbaOffset: 0x800 } };
+  if (mode === 'msi') return { msi: { vectors: msiVectors(vectors) } };
+  return {};
+}
+
+/** The MSI capability offers the device's vectors rounded up to a power of two, at most 32. */
+export function msiVectors(vectors: number): number {
+  let n = 1;
+  while (n < vectors && n < 32) n *= 2;
+  return n;
+}
+
+/** INT_CAUSE bit for a source vector: 0 admin, 1 event queue, 2.. every completion vector. */
+export function causeBit(vector: number): number {
+  return vector <= 1 ? 1 << vector : INT_CAUSE_COMPLETION;
+}
 
 /** Before a transport attaches there is no guest memory and no interrupt wire. */
 const DETACHED_DMA: DmaAccess = {
@@ -86,11 +105,7 @@ export class Nic implements PciDevice {
       classCode: NIC_CLASS_CODE,
       revision: config.revision,
     };
-    this.capabilities = {
-      pm: true,
-      pcie: true,
-      msix: { vectors: config.msixVectors, bar: MSIX_BAR, tableOffset: 0x000, pbaOffset: 0x800 },
-    };
+    this.capabilities = { pm: true, pcie: true, ...interruptCapabilities(config.irq, config.msixVectors) };
     this.uarMemory = new SharedMemory('vrnic-uar', config.numUars * UAR_PAGE_SIZE);
     this.uarView = this.uarMemory.buffer;
     this.bars = [
@@ -158,6 +173,7 @@ export class Nic implements PciDevice {
     this.datapath.reset();
     this.objects.reset();
     this.regs.reset();
+    this.ctx?.irq.setLevel(false);
     this.ready = false;
     this.fatalCode = FatalCode.None;
     this.fatalReason = null;
@@ -260,6 +276,12 @@ export class Nic implements PciDevice {
     }
   }
 
+  /** INT_CAUSE write: the bits written as 1 are acknowledged; the INTx level follows what is left. */
+  ackCause(bits: number): void {
+    this.regs.intCause &= ~bits;
+    this.ctx?.irq.setLevel(this.regs.intCause !== 0);
+  }
+
   /** Zeroes UAR pages (ALLOC_UAR, FREE_UAR) without the poller mistaking that for doorbells. */
   zeroUarPages(first: number, count: number): void {
     if (this.closed) return;
@@ -267,9 +289,16 @@ export class Nic implements PciDevice {
     this.poller.resync();
   }
 
-  /** The only way the device interrupts: MSI-X through the transport. */
+  /**
+   * The only way the device interrupts: the source's INT_CAUSE bit is set, then the message goes
+   * out (MSI-X vector, or folded onto the enabled MSI vectors) and the INTx level follows
+   * INT_CAUSE (the framework's PCI function decides which of them reaches the client).
+   */
   raise(vector: number, reason: string, fields: Record<string, number> = {}): void {
-    const delivered = this.ctx?.irq.trigger(vector) ?? false;
+    this.regs.intCause |= causeBit(vector);
+    const sent = this.ctx?.irq.trigger(vector) ?? false;
+    const asserted = this.ctx?.irq.setLevel(true) ?? false;
+    const delivered = sent || asserted;
     this.obs.counters.interrupts++;
     if (!delivered) this.obs.counters.interruptsUndelivered++;
     if (this.obs.verbose) this.obs.emit('irq', { vector, reason, delivered, ...fields }, 'interrupt');

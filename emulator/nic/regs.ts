@@ -20,6 +20,7 @@ export const enum Reg {
   Ctrl = 0x040,
   Status = 0x044,
   FatalCode = 0x048,
+  IntCause = 0x04c,
   AsqBaseLo = 0x080,
   AsqBaseHi = 0x084,
   AsqSize = 0x088,
@@ -57,6 +58,7 @@ export const REG_NAMES: Readonly<Record<number, string>> = {
   0x040: 'CTRL',
   0x044: 'STATUS',
   0x048: 'FATAL_CODE',
+  0x04c: 'INT_CAUSE',
   0x080: 'ASQ_BASE_LO',
   0x084: 'ASQ_BASE_HI',
   0x088: 'ASQ_SIZE',
@@ -83,6 +85,11 @@ export const CTRL_ENABLE = 1;
 export const CTRL_RESET = 2;
 export const STATUS_READY = 1;
 export const STATUS_FATAL = 2;
+/** INT_CAUSE bits (write 1 to clear): which sources raised an interrupt since the driver last acknowledged. */
+export const INT_CAUSE_ADMIN = 1 << 0;
+export const INT_CAUSE_EVENT = 1 << 1;
+export const INT_CAUSE_COMPLETION = 1 << 2;
+export const INT_CAUSE_ALL = INT_CAUSE_ADMIN | INT_CAUSE_EVENT | INT_CAUSE_COMPLETION;
 
 /** The registers' stored values; everything else is computed from device state. Zero is power-on. */
 export class RegisterFile {
@@ -97,12 +104,15 @@ export class RegisterFile {
   asqTail = 0;
   acqHead = 0;
   eqHead = 0;
+  /** INT_CAUSE: set by the device when it raises an interrupt, cleared by the driver's write-1. */
+  intCause = 0;
 
   reset(): void {
     this.enable = false;
     this.asqBase = this.acqBase = this.eqBase = 0n;
     this.asqSize = this.acqSize = this.eqSize = 0;
     this.asqTail = this.acqHead = this.eqHead = 0;
+    this.intCause = 0;
   }
 }
 
@@ -137,6 +147,7 @@ export function readRegister(nic: Nic, off: number): number {
     case Reg.Ctrl: return r.enable ? 1 : 0;
     case Reg.Status: return (nic.ready ? STATUS_READY : 0) | (nic.fatalCode !== FatalCode.None ? STATUS_FATAL : 0);
     case Reg.FatalCode: return nic.fatalCode;
+    case Reg.IntCause: return r.intCause;
     case Reg.AsqBaseLo: return lo32(r.asqBase);
     case Reg.AsqBaseHi: return hi32(r.asqBase);
     case Reg.AsqSize: return r.asqSize;
@@ -182,6 +193,10 @@ export function writeRegister(nic: Nic, off: number, value: number): void {
       }
       if ((value & CTRL_ENABLE) !== 0) nic.enable();
       else nic.disable();
+      return;
+    case Reg.IntCause:
+      if ((value & ~INT_CAUSE_ALL) !== 0) nic.obs.guestError({ bar: 0, reg: 'INT_CAUSE', value: hex(value) }, 'reserved INT_CAUSE bits written; ignored');
+      nic.ackCause(value & INT_CAUSE_ALL);
       return;
     case Reg.AsqBaseLo: if (!queueRegsLocked()) r.asqBase = setLo(r.asqBase, value); return;
     case Reg.AsqBaseHi: if (!queueRegsLocked()) r.asqBase = setHi(r.asqBase, value); return;

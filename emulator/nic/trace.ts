@@ -1,5 +1,6 @@
 // What the NIC tells whoever debugs a driver: counters, debug logs and trace records for every register access, command, doorbell and interrupt.
 import type { Logger } from 'pino';
+import { GuestErrorLog } from '../framework/guest-errors';
 
 export type TraceKind = 'reg' | 'admin' | 'doorbell' | 'irq' | 'event' | 'guest-error';
 
@@ -58,8 +59,12 @@ const perfOrigin = Date.now() - performance.now();
 export class Observer {
   readonly counters: NicCounters = zeroCounters();
   private sinks: NicTrace[] = [];
+  /** Guest errors reach the log at most once a second per kind; the counter and the trace get every one. */
+  private readonly guestErrors: GuestErrorLog;
 
-  constructor(readonly log: Logger) {}
+  constructor(readonly log: Logger) {
+    this.guestErrors = new GuestErrorLog(log);
+  }
 
   addTrace(sink: NicTrace): void {
     this.sinks.push(sink);
@@ -77,7 +82,7 @@ export class Observer {
   emit(kind: TraceKind, fields: Fields, msg: string): void {
     if (kind === 'guest-error') {
       this.counters.guestErrors++;
-      this.log.warn({ guestError: true, ...fields }, msg);
+      this.guestErrors.report(msg, fields);
     } else if (this.log.isLevelEnabled('debug')) {
       this.log.debug({ kind, ...fields }, msg);
     }

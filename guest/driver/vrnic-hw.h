@@ -27,6 +27,7 @@
 #define VRNIC_REG_CTRL		0x040
 #define VRNIC_REG_STATUS	0x044
 #define VRNIC_REG_FATAL_CODE	0x048
+#define VRNIC_REG_INT_CAUSE	0x04c
 #define VRNIC_REG_ASQ_BASE_LO	0x080
 #define VRNIC_REG_ASQ_BASE_HI	0x084
 #define VRNIC_REG_ASQ_SIZE	0x088
@@ -49,6 +50,11 @@
 #define VRNIC_CTRL_RESET	BIT(1)
 #define VRNIC_STATUS_READY	BIT(0)
 #define VRNIC_STATUS_FATAL	BIT(1)
+
+/* INT_CAUSE: which sources raised an interrupt; write 1 to clear. */
+#define VRNIC_INT_ADMIN		BIT(0)
+#define VRNIC_INT_EVENT		BIT(1)
+#define VRNIC_INT_COMPLETION	BIT(2)
 
 /* What a read of a register returns once the device has left the bus. */
 #define VRNIC_REG_GONE		0xffffffffu

@@ -55,7 +55,7 @@ struct vrnic_dev {
 	resource_size_t uar_len;
 	u32 num_uars;
 	u32 num_ports;
-	u32 num_vectors;	/* vectors we got (0: polling only) */
+	u32 num_vectors;	/* vectors we got (0: polling only; 1: one shared handler) */
 
 	/* Set once a register read returned all-ones: nothing is sent to the device after that. */
 	bool gone;
@@ -248,6 +248,30 @@ static irqreturn_t vrnic_admin_irq(int irq, void *data)
 	vrnic_acq_drain_locked(dev);
 	spin_unlock_irqrestore(&dev->acq_lock, flags);
 	return IRQ_HANDLED;
+}
+
+/*
+ * With one vector (MSI without interrupt remapping, or INTx) every source shares it: INT_CAUSE
+ * says which ones fired. Acknowledging before handling means a source that fires again
+ * meanwhile raises a new interrupt. Completion vectors need nothing here: user CQs are polled by
+ * user space. On a shared INTx line a zero cause is another device's interrupt.
+ */
+static irqreturn_t vrnic_irq(int irq, void *data)
+{
+	struct vrnic_dev *dev = data;
+	unsigned long flags;
+	u32 cause;
+
+	cause = vrnic_read(dev, VRNIC_REG_INT_CAUSE);
+	if (!cause || cause == VRNIC_REG_GONE)
+		return IRQ_NONE;
+	vrnic_write(dev, VRNIC_REG_INT_CAUSE, cause);
+	if (cause & VRNIC_INT_ADMIN) {
+		spin_lock_irqsave(&dev->acq_lock, flags);
+		vrnic_acq_drain_locked(dev);
+		spin_unlock_irqrestore(&dev->acq_lock, flags);
+	}
+	return cause & VRNIC_INT_EVENT ? IRQ_WAKE_THREAD : IRQ_HANDLED;
 }
 
 static int vrnic_status_to_errno(u16 status)
@@ -1149,14 +1173,23 @@ static int vrnic_setup_irqs(struct vrnic_dev *dev)
 	if (want == VRNIC_REG_GONE)
 		return -ENODEV;
 	want = clamp_t(u32, want, 2, 64);
-	nvec = pci_alloc_irq_vectors(pdev, 2, want, PCI_IRQ_MSIX);
+	/* MSI-X, else MSI, else INTx: whichever the device offers. */
+	nvec = pci_alloc_irq_vectors(pdev, 1, want, PCI_IRQ_ALL_TYPES);
 	if (nvec < 0) {
 		/* Admin commands still work by polling; events are not delivered. */
-		dev_warn(&pdev->dev, "no MSI-X (%d): admin queue by polling, no events\n", nvec);
+		dev_warn(&pdev->dev, "no interrupt (%d): admin queue by polling, no events\n",
+			 nvec);
 		dev->num_vectors = 0;
 		return 0;
 	}
 	dev->num_vectors = nvec;
+	if (nvec == 1) {
+		ret = request_threaded_irq(pci_irq_vector(pdev, 0), vrnic_irq, vrnic_event_thread,
+					   IRQF_SHARED, DRV_NAME, dev);
+		if (ret)
+			goto err_vectors;
+		return 0;
+	}
 	ret = request_irq(pci_irq_vector(pdev, VRNIC_VEC_ADMIN), vrnic_admin_irq, 0, "vrnic-admin", dev);
 	if (ret)
 		goto err_vectors;
@@ -1174,11 +1207,25 @@ err_vectors:
 	return ret;
 }
 
+static const char *vrnic_irq_type(struct vrnic_dev *dev)
+{
+	struct pci_dev *pdev = dev->pdev;
+
+	if (!dev->num_vectors)
+		return "polling";
+	if (pdev->msix_enabled)
+		return "MSI-X";
+	if (pdev->msi_enabled)
+		return "MSI";
+	return "INTx";
+}
+
 static void vrnic_teardown_irqs(struct vrnic_dev *dev)
 {
 	if (!dev->num_vectors)
 		return;
-	free_irq(pci_irq_vector(dev->pdev, VRNIC_VEC_EVENT), dev);
+	if (dev->num_vectors > 1)
+		free_irq(pci_irq_vector(dev->pdev, VRNIC_VEC_EVENT), dev);
 	free_irq(pci_irq_vector(dev->pdev, VRNIC_VEC_ADMIN), dev);
 	pci_free_irq_vectors(dev->pdev);
 	dev->num_vectors = 0;
@@ -1327,9 +1374,9 @@ static int vrnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		goto err_reset;
 	}
 	dev->registered = true;
-	dev_info(&pdev->dev, "%s: version 0x%08x, %u UAR pages at %pa, %u vectors, bug=%s\n",
+	dev_info(&pdev->dev, "%s: version 0x%08x, %u UAR pages at %pa, %u vectors, %s, bug=%s\n",
 		 dev_name(&dev->ibdev.dev), version, dev->num_uars, &dev->uar_phys,
-		 dev->num_vectors, bug);
+		 dev->num_vectors, vrnic_irq_type(dev), bug);
 	return 0;
 
 err_reset:

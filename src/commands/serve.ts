@@ -6,7 +6,7 @@ import { Daemon } from '../daemon';
 import { defaultSocketPath, SocketPathError } from '../socket-path';
 import type { TransportChoice } from '../transports/index';
 import { loadDeviceConfig, type DeviceConfigResult } from '../device-config';
-import { createNic, TraceFile } from '../../emulator/nic/index';
+import { createNic, IRQ_MODES, TraceFile, type IrqMode, type NicConfig } from '../../emulator/nic/index';
 import { type Command, UsageError } from './command';
 import { startControlServer, type ControlServer } from '../control/server';
 
@@ -24,6 +24,8 @@ Flags:
   --transport T         auto | libvfio-user | native (default auto: libvfio-user
                         when it loads, else the built-in TypeScript transport)
   --config FILE         device configuration, JSON (see docs/device.md, "Configuration")
+  --irq MODE            msix | msi | intx: the one interrupt capability the device offers
+                        (overrides the config's "irq"; default msix). docs/device.md section 2
   --trace FILE          write every register access, admin command, doorbell and
                         interrupt as ndjson with timestamps to FILE
   --log-level L         fatal | error | warn | info | debug | trace | silent (default info)
@@ -56,6 +58,7 @@ export const serveCommand: Command = {
           socket: { type: 'string' },
           transport: { type: 'string', default: 'auto' },
           config: { type: 'string' },
+          irq: { type: 'string' },
           trace: { type: 'string' },
           'log-level': { type: 'string', default: 'info' },
           pretty: { type: 'boolean' },
@@ -81,6 +84,9 @@ export const serveCommand: Command = {
     } catch (err) {
       throw new UsageError((err as Error).message);
     }
+    const irq = values.irq as IrqMode | undefined;
+    if (irq !== undefined && !IRQ_MODES.includes(irq)) throw new UsageError(`--irq: '${irq}' is not one of ${IRQ_MODES.join(', ')}`);
+    const nicConfig: NicConfig = irq === undefined ? config.nic : Object.freeze({ ...config.nic, irq });
     if (values.trace !== undefined) {
       try {
         fs.writeFileSync(values.trace, '', { flag: 'a' });
@@ -91,8 +97,8 @@ export const serveCommand: Command = {
 
     const log = configureLogging({ level, pretty: values.pretty });
     const trace = values.trace !== undefined ? new TraceFile(values.trace) : undefined;
-    const device = createNic(config.nic, { log, trace });
-    log.info({ config: config.source }, 'device configured');
+    const device = createNic(nicConfig, { log, trace });
+    log.info({ config: config.source, irq: nicConfig.irq }, 'device configured');
     // Handlers go in before the socket exists: a SIGTERM that lands while we start must still stop us cleanly.
     let signalled: NodeJS.Signals | null = null;
     let onSignal: (signal: NodeJS.Signals) => void = (signal) => {

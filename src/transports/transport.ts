@@ -21,6 +21,8 @@ export interface TransportStats {
   readonly messages: number;
   readonly errors: number;
   readonly dmaRegions: number;
+  /** Guest errors the PCI function counted (bad region accesses, BAR accesses with decoding off); each is logged at most once a second per kind. */
+  readonly guestErrors: number;
 }
 
 /**

@@ -2,7 +2,7 @@
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import { createTransport, type Transport, type TransportName } from '../../src/transports/index';
 import { VfioUserClient, type ClientOptions } from '../../src/client/index';
 import { TestDevice } from './test-device';
@@ -21,11 +21,19 @@ export function openFdCount(): number {
   return readdirSync('/proc/self/fd').length;
 }
 
-export async function serve(name: TransportName, clientOpts: ClientOptions = {}): Promise<Served> {
+export interface ServeOptions {
+  /** The test device's interrupt capability (default msix). */
+  readonly irq?: 'msix' | 'msi' | 'intx';
+  /** The transport's logger (default: silent unless VRNIC_TEST_LOG names a level). */
+  readonly log?: Logger;
+}
+
+export async function serve(name: TransportName, clientOpts: ClientOptions = {}, opts: ServeOptions = {}): Promise<Served> {
   const dir = mkdtempSync(join(tmpdir(), 'vrnic-conf-'));
   const socketPath = join(dir, 'dev.sock');
-  const device = new TestDevice();
-  const transport = createTransport(name, { socketPath, device, log: pino({ level: process.env.VRNIC_TEST_LOG ?? 'silent' }) });
+  const device = new TestDevice(opts.irq);
+  const log = opts.log ?? pino({ level: process.env.VRNIC_TEST_LOG ?? 'silent' });
+  const transport = createTransport(name, { socketPath, device, log });
   await transport.start();
   const client = await VfioUserClient.connect(socketPath, clientOpts);
   return {

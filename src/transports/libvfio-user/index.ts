@@ -32,11 +32,15 @@
 // ignored instead of RW1C, PMCSR replaced whole). Its copy is still seeded (vfu_pci_init,
 // vfu_pci_set_id, vfu_pci_set_class, vfu_pci_add_capability at 0x40/0x50/0x60) and kept equal to
 // the model, for anything that reads it through vfu_pci_get_config_space.
-// MSI-X table and PBA are the framework's MsixTable behind a trapped BAR.
+// Every PCI rule (the gates, the interrupt rules, the reset between clients) is the framework's
+// PciFunction (emulator/framework/pci-function.ts), as on the native transport; this file only
+// connects it to libvfio-user's callbacks. MSI-X table and PBA are the framework's MsixTable
+// behind a trapped BAR.
 import { chmodSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import { busMasterGated, type BarDecl, type DeviceContext, type InterruptSink, type PciDevice } from '../../../emulator/framework/device';
+import type { BarDecl, PciDevice } from '../../../emulator/framework/device';
+import { PciFunction } from '../../../emulator/framework/pci-function';
 import { LibraryMissingError, SysError } from '../../../ffi/errors';
 import {
   closeQuietly, eventfd, eventfdConsume, eventfdSignal, poll, POLLIN, setSocketTimeout, shutdownSocket, SO_RCVTIMEO, SO_SNDTIMEO,
@@ -44,15 +48,15 @@ import {
 import {
   ECONNRESET, EINVAL, EIO, ENOENT, ENOTCONN, ESHUTDOWN,
   LIBVFIO_USER_FLAG_ATTACH_NB, LIBVFIO_USER_MAX_DMA_REGIONS, LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_WARNING,
-  PCI_HEADER_TYPE_NORMAL, VFU_DEV_ERR_IRQ, VFU_DEV_INTX_IRQ, VFU_DEV_MSIX_IRQ, VFU_DEV_REQ_IRQ,
+  PCI_HEADER_TYPE_NORMAL, VFU_DEV_ERR_IRQ, VFU_DEV_INTX_IRQ, VFU_DEV_MSI_IRQ, VFU_DEV_MSIX_IRQ, VFU_DEV_REQ_IRQ,
   VFU_PCI_DEV_CFG_REGION_IDX, VFU_PCI_TYPE_EXPRESS, VFU_REGION_FLAG_ALWAYS_CB, VFU_REGION_FLAG_MEM, VFU_REGION_FLAG_RW,
   VFU_RESET_LOST_CONN,
   VfuContext, libvfioUserUnavailable as ffiUnavailable, type DmaRegionInfo, type RegionAccessHandler,
 } from '../../../ffi/libvfio-user';
 import type { Transport, TransportOptions, TransportStats } from '../transport';
-import { CONFIG_SPACE_SIZE, ConfigSpace } from '../../../emulator/framework/config-space';
-import { MsixTable } from '../../../emulator/framework/msix';
-import { capabilityLayout, validateDeclaration } from './capabilities';
+import { CONFIG_SPACE_SIZE } from '../../../emulator/framework/config-space';
+import { IrqIndex } from '../../protocol/constants';
+import { capabilityLayout } from './capabilities';
 import { VfuDma } from './dma';
 import { BusyPoll } from '../busy-poll';
 
@@ -77,11 +81,8 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
   private readonly vfuLog: Logger;
   private readonly device: PciDevice;
   private readonly dma = new VfuDma();
-  private readonly msix: MsixTable | null;
-  /** Per MSI-X vector: masked through SET_IRQS. */
-  private readonly vectorMasked: Uint8Array;
-  /** The framework's config space model: what the client reads and writes. */
-  private readonly config: ConfigSpace;
+  /** The PCI function: config space, gates, interrupt rules, reset between clients. */
+  readonly fn: PciFunction;
 
   private ctx: VfuContext | null = null;
   private attached = false;
@@ -102,7 +103,6 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
   private clients = 0;
   private messages = 0;
   private errors = 0;
-  private irqsDropped = 0;
   private readonly busy = new BusyPoll();
 
   constructor(readonly opts: TransportOptions) {
@@ -110,14 +110,8 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     this.device = opts.device;
     this.log = opts.log.child({ transport: 'libvfio-user' });
     this.vfuLog = this.log.child({ lib: 'libvfio-user' });
-    const msix = this.device.capabilities.msix;
-    validateDeclaration(this.device.bars, this.device.capabilities);
-    this.msix = msix ? new MsixTable(msix) : null;
-    if (this.msix) this.msix.onUnmask = () => this.deliverPending();
-    this.vectorMasked = new Uint8Array(msix?.vectors ?? 0);
-    const shapes = this.device.bars.map((b) => ({ index: b.index, size: b.size }));
-    if (this.msix) shapes.push({ index: this.msix.decl.bar, size: this.msix.size });
-    this.config = new ConfigSpace(this.device.identity, this.device.capabilities, shapes);
+    this.fn = new PciFunction(this.device, this.log.child({ device: this.device.name }));
+    this.fn.setWire({ signal: (index, sub) => this.signal(index, sub) });
   }
 
   async start(): Promise<void> {
@@ -133,9 +127,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       this.wakeFd = -1;
       throw err;
     }
-    const irq: InterruptSink = { trigger: (vector) => this.trigger(vector) };
-    const ctx: DeviceContext = { dma: busMasterGated(this.dma, () => this.config.busMasterEnabled), irq, log: this.opts.log.child({ device: this.device.name }) };
-    this.device.attach(ctx);
+    this.device.attach(this.fn.context(this.dma, this.opts.log.child({ device: this.device.name })));
     this.log.info({ socket: this.opts.socketPath }, 'listening for a vfio-user client');
     this.loopDone = this.loop().catch((err: unknown) => this.fail(err));
   }
@@ -164,12 +156,13 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       messages: this.messages,
       errors: this.errors,
       dmaRegions: this.dma.regionCount,
+      guestErrors: this.fn.stats().guestErrors,
     };
   }
 
-  /** MSI-X vectors triggered while nobody could receive them (no eventfd, masked, out of range). */
+  /** Interrupts the device raised that no client received at once (no eventfd, masked and left pending). */
   get droppedInterrupts(): number {
-    return this.irqsDropped;
+    return this.fn.stats().interruptsUndelivered;
   }
 
   // ---- building the context from the declaration ----
@@ -184,7 +177,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       ctx.pciSetId(id.vendorId, id.deviceId, id.subsystemVendorId, id.subsystemId);
       ctx.pciSetClass((id.classCode >> 16) & 0xff, (id.classCode >> 8) & 0xff, id.classCode & 0xff);
 
-      const powerOn = this.config.powerOnBytes();
+      const powerOn = this.fn.config.powerOnBytes();
       for (const cap of capabilityLayout(device.capabilities, powerOn)) {
         const at = ctx.pciAddCapability(cap.offset, 0, cap.bytes);
         if (at !== cap.offset) throw new Error(`capability ${cap.name} placed at 0x${at.toString(16)}, wanted 0x${cap.offset.toString(16)}`);
@@ -192,14 +185,14 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
 
       ctx.setupRegion(VFU_PCI_DEV_CFG_REGION_IDX, CONFIG_SPACE_SIZE, (buf, offset, isWrite) => this.configAccess(ctx, buf, offset, isWrite),
         VFU_REGION_FLAG_RW | VFU_REGION_FLAG_ALWAYS_CB);
-      for (const bar of device.bars) this.setupBar(ctx, bar);
-      if (this.msix) this.setupBar(ctx, this.msix.bar());
+      for (const bar of this.fn.bars) if (bar !== null) this.setupBar(ctx, bar);
 
-      const msix = device.capabilities.msix;
-      ctx.setupDeviceNrIrqs(VFU_DEV_INTX_IRQ, 1);
-      if (msix) {
-        ctx.setupDeviceNrIrqs(VFU_DEV_MSIX_IRQ, msix.vectors);
-        ctx.setupIrqStateCallback(VFU_DEV_MSIX_IRQ, (start, count, mask) => this.irqState(start, count, mask));
+      // the function's IRQ counts, and its masks fed by libvfio-user's SET_IRQS mask/unmask
+      const counts = this.fn.irqCounts;
+      for (const [type, index] of [[VFU_DEV_INTX_IRQ, IrqIndex.Intx], [VFU_DEV_MSI_IRQ, IrqIndex.Msi], [VFU_DEV_MSIX_IRQ, IrqIndex.Msix]] as const) {
+        if (counts[index] === 0) continue;
+        ctx.setupDeviceNrIrqs(type, counts[index]!);
+        ctx.setupIrqStateCallback(type, (start, count, mask) => this.irqState(index, start, count, mask));
       }
       ctx.setupDeviceNrIrqs(VFU_DEV_ERR_IRQ, 1);
       ctx.setupDeviceNrIrqs(VFU_DEV_REQ_IRQ, 1);
@@ -210,7 +203,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
 
       // libvfio-user's copy follows the model (vfu_realize_ctx marks every BAR without a memory
       // region as an I/O BAR, value 1, where the model and hardware read 0)
-      ctx.writeConfigSpace(0, this.config.snapshot());
+      ctx.writeConfigSpace(0, this.fn.config.snapshot());
       this.listenFd = ctx.pollFd();
       chmodSync(this.opts.socketPath, this.opts.socketMode ?? 0o600);
     } catch (err) {
@@ -222,48 +215,18 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
 
   private setupBar(ctx: VfuContext, bar: BarDecl): void {
     const flags = VFU_REGION_FLAG_RW | VFU_REGION_FLAG_MEM;
-    if (bar.kind === 'trapped') {
-      ctx.setupRegion(bar.index, bar.size, this.boundedAccess(ctx, bar.index, bar.size, (off, data, isWrite) => {
-        if (isWrite) bar.write(off, data);
-        else bar.read(off, data);
-      }), flags);
-      return;
-    }
-    const memory = bar.memory;
-    ctx.setupRegion(
-      bar.index, bar.size,
-      this.boundedAccess(ctx, bar.index, bar.size, (off, data, isWrite) => {
-        const mem = memory.buffer;
-        if (isWrite) data.copy(mem, off);
-        else mem.copy(data, 0, off, off + data.length);
-      }),
-      flags, [{ offset: 0, size: bar.size }], memory.fd, 0,
-    );
+    const access = this.regionHandler(`BAR${bar.index}`, (buf, offset, isWrite) => this.fn.barAccess(bar.index, offset, buf, isWrite));
+    if (bar.kind === 'trapped') ctx.setupRegion(bar.index, bar.size, access, flags);
+    else ctx.setupRegion(bar.index, bar.size, access, flags, [{ offset: 0, size: bar.size }], bar.memory.fd, 0);
   }
 
-  /** A region access handler that refuses anything outside [0, size) before the device sees it. */
-  private boundedAccess(
-    ctx: VfuContext, bar: number, size: number, access: (offset: number, data: Buffer, isWrite: boolean) => void,
-  ): RegionAccessHandler {
-    const region = `BAR${bar}`;
+  /** A libvfio-user region callback around one of the function's accesses: an errno becomes a failed access. */
+  private regionHandler(region: string, access: (buf: Buffer, offset: number, isWrite: boolean) => number): RegionAccessHandler {
     return (buf, offset, isWrite) => {
-      if (offset < 0 || buf.length > size || offset > size - buf.length) {
+      const errno = access(buf, offset, isWrite);
+      if (errno !== 0) {
         this.errors++;
-        this.log.warn({ guestError: true, bar, offset, length: buf.length, isWrite }, 'region access outside the BAR');
-        throw new SysError(`${region} access`, EINVAL);
-      }
-      if (!this.config.memoryEnabled) {
-        // a function with memory decoding off does not claim the access, as on the native transport
-        this.log.warn({ guestError: true, bar, offset, length: buf.length, isWrite }, 'BAR access while memory decoding is disabled');
-        if (!isWrite) buf.fill(0xff);
-        return buf.length;
-      }
-      try {
-        access(offset, buf, isWrite);
-      } catch (err) {
-        this.errors++;
-        this.log.error({ err, bar, offset, length: buf.length, isWrite }, 'device handler threw');
-        throw new SysError(`${region} access`, EIO);
+        throw new SysError(`${region} access`, errno === EINVAL ? EINVAL : EIO);
       }
       return buf.length;
     };
@@ -284,11 +247,9 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     this.log.error({ err, callback: name }, 'libvfio-user callback failed');
   }
 
-  private irqState(start: number, count: number, mask: boolean): void {
-    const end = Math.min(start + count, this.vectorMasked.length);
-    for (let v = start; v < end; v++) this.vectorMasked[v] = mask ? 1 : 0;
-    this.log.debug({ start, count, mask }, 'MSI-X vectors masked state');
-    if (!mask) this.deliverPending();
+  private irqState(index: IrqIndex, start: number, count: number, mask: boolean): void {
+    this.log.debug({ index, start, count, mask }, 'IRQ masked state');
+    this.fn.setIrqMask(index, start, count, mask);
   }
 
   private dmaRegistered(info: DmaRegionInfo): void {
@@ -305,75 +266,46 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     // a lost connection is handled by the run loop once vfu_run_ctx returns
     if (type === VFU_RESET_LOST_CONN) return;
     this.log.info({ type }, 'device reset');
-    this.msix?.reset();
-    this.device.reset();
-    this.resetConfig();
+    this.fn.reset();
+    this.syncConfigCopy();
   }
 
-  /** InterruptSink.trigger: delivers now, or leaves the vector pending in the PBA while it cannot be. */
-  private trigger(vector: number): boolean {
-    const msix = this.msix;
-    if (msix === null || !Number.isInteger(vector) || vector < 0 || vector >= msix.decl.vectors) {
-      this.irqsDropped++;
-      this.log.warn({ vector }, 'interrupt for a vector the device does not have');
-      return false;
-    }
-    return this.raise(msix, vector);
-  }
-
-  private raise(msix: MsixTable, vector: number): boolean {
+  /**
+   * IrqWire.signal. libvfio-user keeps one eventfd per sub-index shared by INTx, MSI and MSI-X
+   * (vfu_irq_trigger(ctx, n) signals whichever the client set last at n); the function only
+   * signals the kind the guest has enabled, and QEMU swaps the eventfds in the same order, so the
+   * signal reaches the right one.
+   */
+  private signal(index: IrqIndex, sub: number): boolean {
     const ctx = this.ctx;
-    // MSI-X must be enabled in config space: libvfio-user keeps one eventfd per vector index
-    // shared by INTx, MSI and MSI-X, so vfu_irq_trigger(0) with MSI-X off would raise INTx, and
-    // QEMU then traps the mmaped BARs until the guest acknowledges an interrupt nobody handles.
-    const cfg = this.config;
-    if (!this.attached || ctx === null || this.vectorMasked[vector] || !cfg.msixEnabled || cfg.msixFunctionMasked || msix.vectorMasked(vector)) {
-      msix.setPending(vector, true);
-      this.irqsDropped++;
-      return false;
-    }
+    if (!this.attached || ctx === null) return false;
     try {
-      ctx.irqTrigger(vector);
-      msix.setPending(vector, false);
+      ctx.irqTrigger(sub);
       return true;
     } catch (err) {
-      msix.setPending(vector, true);
-      this.irqsDropped++;
-      if (!(err instanceof SysError && err.errno === ENOENT)) this.log.warn({ err, vector }, 'vfu_irq_trigger failed');
+      if (!(err instanceof SysError && err.errno === ENOENT)) this.log.warn({ err, index, sub }, 'vfu_irq_trigger failed');
       return false;
     }
   }
 
-  /** After an unmask anywhere: pending vectors that can now be delivered are. */
-  private deliverPending(): void {
-    const msix = this.msix;
-    if (msix === null) return;
-    for (let v = 0; v < msix.decl.vectors; v++) if (msix.isPending(v)) this.raise(msix, v);
-  }
-
-  /** Config region callback: the model answers; libvfio-user's copy follows each write. */
+  /** Config region callback: the function answers; libvfio-user's copy follows each write. */
   private configAccess(ctx: VfuContext, buf: Buffer, offset: number, isWrite: boolean): number {
-    if (offset < 0 || buf.length > CONFIG_SPACE_SIZE || offset > CONFIG_SPACE_SIZE - buf.length) {
+    const errno = this.fn.configAccess(offset, buf, isWrite);
+    if (errno !== 0) {
       this.errors++;
-      this.log.warn({ guestError: true, offset, length: buf.length, isWrite }, 'config space access outside 4096 bytes');
       throw new SysError('config space access', EINVAL);
     }
-    if (!isWrite) {
-      this.config.read(offset, buf);
-      return buf.length;
+    if (isWrite) {
+      const now = Buffer.alloc(buf.length);
+      this.fn.config.read(offset, now);
+      ctx.writeConfigSpace(offset, now);
     }
-    const effect = this.config.write(offset, buf);
-    const now = Buffer.alloc(buf.length);
-    this.config.read(offset, now);
-    ctx.writeConfigSpace(offset, now);
-    if (effect.msixControlChanged) this.deliverPending();
     return buf.length;
   }
 
-  /** Config space back to power-on (device reset, a new client), in the model and in libvfio-user's copy. */
-  private resetConfig(): void {
-    this.config.reset();
-    if (this.ctx !== null && !this.ctx.destroyed) this.ctx.writeConfigSpace(0, this.config.snapshot());
+  /** libvfio-user's copy of config space follows the function's (after a reset or a client change). */
+  private syncConfigCopy(): void {
+    if (this.ctx !== null && !this.ctx.destroyed) this.ctx.writeConfigSpace(0, this.fn.config.snapshot());
   }
 
   // ---- the run loop ----
@@ -511,8 +443,9 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     this.clients++;
     this.dma.ctx = ctx;
     this.log.info({ clients: this.clients }, 'vfio-user client attached');
+    this.fn.clientChanged(true);
+    this.syncConfigCopy();
     this.emit('client', true);
-    this.notifyDevice(true);
   }
 
   /** The client left or was dropped: libvfio-user has already unregistered its DMA regions. */
@@ -522,20 +455,10 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     this.connFd = -1;
     this.dma.ctx = null;
     this.dma.clear();
-    this.vectorMasked.fill(0);
-    this.msix?.reset();
-    this.resetConfig();
+    this.fn.clientChanged(false);
+    this.syncConfigCopy();
     this.log.info(why);
     this.emit('client', false);
-    this.notifyDevice(false);
-  }
-
-  private notifyDevice(connected: boolean): void {
-    try {
-      this.device.clientChanged?.(connected);
-    } catch (err) {
-      this.log.error({ err, connected }, 'device clientChanged threw');
-    }
   }
 
   /** The client sees the server gone now; libvfio-user notices at its next read. */

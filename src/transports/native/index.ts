@@ -28,11 +28,10 @@ import {
   SOCK_NONBLOCK,
   unixSocket,
 } from '../../../ffi/libc';
-import { busMasterGated, DmaError, type DeviceContext, type DmaAccess, type InterruptSink } from '../../../emulator/framework/device';
-import { IrqIndex } from '../../protocol/constants';
+import { DmaError, type DeviceContext, type DmaAccess } from '../../../emulator/framework/device';
+import { PciFunction } from '../../../emulator/framework/pci-function';
 import type { Transport, TransportOptions, TransportStats } from '../transport';
 import { BusyPoll } from '../busy-poll';
-import { RealizedDevice } from './realized';
 import { Session } from './session';
 
 /** How long a reply may wait for a client that does not read before the client is dropped. */
@@ -49,7 +48,8 @@ function unlinkQuietly(path: string): void {
 export class NativeTransport extends EventEmitter implements Transport {
   readonly name = 'native' as const;
   private readonly log: Logger;
-  private readonly dev: RealizedDevice;
+  /** The PCI function: config space, gates, interrupt rules, reset between clients. */
+  readonly fn: PciFunction;
   private listenFd = -1;
   private wakeFd = -1;
   private session: Session | null = null;
@@ -58,15 +58,13 @@ export class NativeTransport extends EventEmitter implements Transport {
   private loopDone: Promise<void> | null = null;
   private readonly counters = { messages: 0, errors: 0 };
   private clients = 0;
-  private interruptsDropped = 0;
   private readonly busy = new BusyPoll();
 
   constructor(readonly opts: TransportOptions) {
     super();
     this.log = opts.log.child({ transport: 'native' });
-    this.dev = new RealizedDevice(opts.device, this.log.child({ device: opts.device.name }));
-    this.dev.onMsixChange = () => this.session?.deliverPending();
-    if (this.dev.msix) this.dev.msix.onUnmask = () => this.session?.deliverPending();
+    this.fn = new PciFunction(opts.device, this.log.child({ device: opts.device.name }));
+    this.fn.setWire({ signal: (index, sub) => this.session?.irqs.signal(index, sub) ?? false });
   }
 
   async start(): Promise<void> {
@@ -125,14 +123,7 @@ export class NativeTransport extends EventEmitter implements Transport {
         return s !== null && !('errno' in s.dma.lookup(addr, length, writable));
       },
     };
-    const irq: InterruptSink = {
-      trigger: (vector) => {
-        const ok = this.session?.raise(IrqIndex.Msix, vector) ?? false;
-        if (!ok) this.interruptsDropped++;
-        return ok;
-      },
-    };
-    return { dma: busMasterGated(dma, () => this.dev.config.busMasterEnabled), irq, log: this.log.child({ device: this.opts.device.name }) };
+    return this.fn.context(dma, this.log.child({ device: this.opts.device.name }));
   }
 
   private async loop(): Promise<void> {
@@ -199,13 +190,9 @@ export class NativeTransport extends EventEmitter implements Transport {
     this.clients++;
     this.generation++;
     const log = this.log.child({ client: this.clients });
-    this.session = new Session(fd, this.dev, log, this.counters, (reason) => this.drop(reason));
+    this.session = new Session(fd, this.fn, log, this.counters, (reason) => this.drop(reason));
     log.info('client connected');
-    try {
-      this.opts.device.clientChanged?.(true);
-    } catch (err) {
-      this.log.error({ err }, 'device clientChanged(true) threw');
-    }
+    this.fn.clientChanged(true);
     this.emit('client', true);
   }
 
@@ -219,11 +206,7 @@ export class NativeTransport extends EventEmitter implements Transport {
     this.busy.cancel();
     s.close();
     this.log.info({ reason }, 'client disconnected');
-    try {
-      this.opts.device.clientChanged?.(false);
-    } catch (err) {
-      this.log.error({ err }, 'device clientChanged(false) threw');
-    }
+    this.fn.clientChanged(false);
     this.emit('client', false);
     if (this.wakeFd >= 0) eventfdSignal(this.wakeFd);
   }
@@ -258,16 +241,17 @@ export class NativeTransport extends EventEmitter implements Transport {
       messages: this.counters.messages,
       errors: this.counters.errors,
       dmaRegions: this.session?.dma.count ?? 0,
+      guestErrors: this.fn.stats().guestErrors,
     };
   }
 
   /** A copy of the 4096 config-space bytes (for tests and the daemon's status). */
   configSnapshot(): Buffer {
-    return this.dev.config.snapshot();
+    return this.fn.config.snapshot();
   }
 
   /** Interrupts the device raised that no client received (no eventfd, or masked and left pending). */
   get undeliveredInterrupts(): number {
-    return this.interruptsDropped;
+    return this.fn.stats().interruptsUndelivered;
   }
 }

@@ -1,4 +1,4 @@
-// Interrupt state of one client: eventfds and vfio-level masks per IRQ index and sub-index.
+// The eventfds one client set per IRQ index and sub-index (masks and delivery rules are the PCI function's).
 import { readlinkSync } from 'node:fs';
 import koffi from 'koffi';
 import { closeQuietly, EAGAIN, setNonBlocking } from '../../../ffi/libc';
@@ -33,13 +33,10 @@ export function signalEventfd(fd: number): boolean {
 export class IrqState {
   /** Per index: eventfd per sub-index (-1 when none). */
   readonly efds: number[][];
-  /** Per index: masked via SET_IRQS ACTION_MASK. */
-  readonly masked: boolean[][];
 
   constructor(readonly counts: readonly number[]) {
     if (counts.length !== PCI_NUM_IRQS) throw new RangeError('one count per IRQ index');
     this.efds = counts.map((n) => new Array<number>(n).fill(-1));
-    this.masked = counts.map((n) => new Array<boolean>(n).fill(false));
   }
 
   /** Takes ownership of fd for (index, sub): made non-blocking, the previous one closed. */
@@ -63,10 +60,15 @@ export class IrqState {
     return this.efds[index]?.[sub] ?? -1;
   }
 
+  /** Signals (index, sub); false when the client set no eventfd there. */
+  signal(index: number, sub: number): boolean {
+    const fd = this.eventfd(index, sub);
+    return fd >= 0 && signalEventfd(fd);
+  }
+
   /** Closes every eventfd (client gone). */
   closeAll(): void {
     for (let i = 0; i < this.efds.length; i++) this.deassign(i, 0, 0);
-    for (const row of this.masked) row.fill(false);
   }
 
   get assignedCount(): number {

@@ -1,4 +1,4 @@
-// One vfio-user client connection of the built-in transport: command handling, DMA table, IRQ state.
+// One vfio-user client connection of the built-in transport: command handling, DMA table, the client's eventfds.
 import type { Logger } from 'pino';
 import { closeQuietly, FdSocket } from '../../../ffi/libc';
 import { SysError } from '../../../ffi/errors';
@@ -65,9 +65,10 @@ import {
 } from '../../protocol/messages';
 import { ShortMessageError } from '../../protocol/reader';
 import { FramingError, MessageStream, type RawMessage } from '../../protocol/stream';
-import { IrqState, isEventfd, signalEventfd } from './irq';
+import { IrqState, isEventfd } from './irq';
 import { RequestReader } from './reader';
-import type { RealizedDevice } from './realized';
+import { describeRegion } from './realized';
+import type { PciFunction } from '../../../emulator/framework/pci-function';
 
 /** What the server offers in VERSION. */
 export const SERVER_MAX_MSG_FDS = 8;
@@ -118,7 +119,7 @@ export class Session {
 
   constructor(
     readonly fd: number,
-    private readonly dev: RealizedDevice,
+    private readonly fn: PciFunction,
     private readonly log: Logger,
     private readonly counters: SessionCounters,
     private readonly onDrop: (reason: string) => void,
@@ -127,7 +128,7 @@ export class Session {
     this.stream = new MessageStream(new FdSocket(fd, 256 * 1024, 32), limits);
     this.reader = new RequestReader(this.stream.sock, limits);
     this.dma = new DmaMapTable(4096, SERVER_MAX_DMA_MAPS);
-    this.irqs = new IrqState([1, 0, dev.msix?.decl.vectors ?? 0, 1, 1]);
+    this.irqs = new IrqState(fn.irqCounts);
   }
 
   /** Socket writable again: send queued replies; false when the client had to be dropped. */
@@ -265,7 +266,7 @@ export class Session {
         return this.writeMulti(m);
       case Command.DeviceReset:
         this.log.info('device reset by client');
-        this.dev.reset();
+        this.fn.reset();
         return OK;
       default:
         return fail(Errno.ENOSYS);
@@ -368,7 +369,7 @@ export class Session {
     const req = decodeRegionInfo(m.payload);
     if (req.argsz < REGION_INFO_SIZE) return fail(Errno.EINVAL);
     if (req.index >= PCI_NUM_REGIONS) return fail(Errno.EINVAL);
-    const d = this.dev.describe(req.index);
+    const d = describeRegion(this.fn, req.index);
     const capSize = d.mmap ? sparseCapSize(d.mmap.areas.length) : 0;
     const full = REGION_INFO_SIZE + capSize;
     // Like vfio: the capabilities (and the fd with them) only when the client's buffer holds them.
@@ -388,7 +389,7 @@ export class Session {
   private regionIoFds(m: RawMessage): Outcome {
     const req = decodeRegionIoFds(m.payload);
     if (req.argsz < REGION_IO_FDS_SIZE || req.flags !== 0 || req.count !== 0) return fail(Errno.EINVAL);
-    if (req.index >= PCI_NUM_REGIONS || this.dev.regionSize(req.index) === 0) return fail(Errno.EINVAL);
+    if (req.index >= PCI_NUM_REGIONS || this.fn.regionSize(req.index) === 0) return fail(Errno.EINVAL);
     // No ioeventfds are offered: every access goes through messages or mmap.
     return { errno: 0, payload: encodeRegionIoFds({ argsz: REGION_IO_FDS_SIZE, flags: 0, index: req.index, count: 0 }) };
   }
@@ -427,18 +428,18 @@ export class Session {
     const selected = (i: number): boolean => dataType !== IrqSetFlag.DataBool || s.data[i] === 1;
     if (action === IrqSetFlag.ActionMask || action === IrqSetFlag.ActionUnmask) {
       if (dataType === IrqSetFlag.DataEventfd) return fail(Errno.EINVAL); // mask/unmask notification fds: not offered
-      const mask = action === IrqSetFlag.ActionMask;
-      for (let i = 0; i < s.count; i++) if (selected(i)) this.irqs.masked[s.index]![s.start + i] = mask;
-      if (!mask) this.deliverPending();
+      this.fn.setIrqMask(s.index, s.start, s.count, action === IrqSetFlag.ActionMask, selected);
       return OK;
     }
     if (dataType === IrqSetFlag.DataNone && s.count === 0) {
       this.irqs.deassign(s.index, 0, 0);
+      this.fn.irqEventfdsChanged(s.index, false);
       return OK;
     }
     if (dataType === IrqSetFlag.DataEventfd) {
       if (m.fds.length === 0) {
         this.irqs.deassign(s.index, s.start, s.count);
+        this.fn.irqEventfdsChanged(s.index, false);
         return OK;
       }
       if (!m.fds.every(isEventfd)) return fail(Errno.EINVAL);
@@ -447,36 +448,12 @@ export class Session {
         m.fds[i] = -1; // kept: handle() must not close it
       });
       this.log.debug({ index: s.index, start: s.start, count: s.count }, 'IRQ eventfds set');
+      this.fn.irqEventfdsChanged(s.index, true);
       return OK;
     }
-    // Client-side trigger (DATA_NONE / DATA_BOOL).
-    for (let i = 0; i < s.count; i++) if (selected(i)) this.raise(s.index, s.start + i);
+    // Client-side trigger (DATA_NONE / DATA_BOOL): a loopback test of the client's own eventfds.
+    for (let i = 0; i < s.count; i++) if (selected(i)) this.irqs.signal(s.index, s.start + i);
     return OK;
-  }
-
-  /** Delivers (index, sub) now, or leaves it pending when masked. False when not delivered. */
-  raise(index: number, sub: number): boolean {
-    const fd = this.irqs.eventfd(index, sub);
-    if (index === IrqIndex.Msix) {
-      const msix = this.dev.msix;
-      if (msix === null || sub >= msix.decl.vectors) return false;
-      const cfg = this.dev.config;
-      if (this.irqs.masked[index]![sub] || !cfg.msixEnabled || cfg.msixFunctionMasked || msix.vectorMasked(sub) || fd < 0) {
-        msix.setPending(sub, true);
-        return false;
-      }
-      msix.setPending(sub, false);
-    } else if (fd < 0 || this.irqs.masked[index]?.[sub]) {
-      return false;
-    }
-    return signalEventfd(fd);
-  }
-
-  /** After an unmask anywhere: pending MSI-X vectors that can now be delivered are. */
-  deliverPending(): void {
-    const msix = this.dev.msix;
-    if (msix === null) return;
-    for (let v = 0; v < msix.decl.vectors; v++) if (msix.isPending(v)) this.raise(IrqIndex.Msix, v);
   }
 
   // ---- region access ----
@@ -486,7 +463,7 @@ export class Session {
     if (a.count > SERVER_MAX_DATA_XFER_SIZE) return fail(Errno.EINVAL);
     if (write ? a.data.length !== a.count : a.data.length !== 0) return fail(Errno.EINVAL);
     const data = write ? a.data : Buffer.alloc(a.count);
-    const errno = this.dev.access(a.region, a.offset, data, write);
+    const errno = this.fn.regionAccess(a.region, a.offset, data, write);
     if (errno !== 0) {
       this.log.debug({ guestError: true, region: a.region, offset: a.offset.toString(16), count: a.count, write, errno }, 'region access refused');
       return fail(errno);
@@ -505,7 +482,7 @@ export class Session {
       const region = m.payload.readUInt32LE(at + 8);
       const count = m.payload.readUInt32LE(at + 12);
       if (count === 0 || count > MULTI_DATA) return fail(Errno.EINVAL);
-      const errno = this.dev.access(region, offset, Buffer.from(m.payload.subarray(at + 16, at + 16 + count)), true);
+      const errno = this.fn.regionAccess(region, offset, Buffer.from(m.payload.subarray(at + 16, at + 16 + count)), true);
       if (errno !== 0) return fail(errno);
       done++;
     }
