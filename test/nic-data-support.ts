@@ -247,6 +247,14 @@ export class Side {
     };
   }
 
+  private armSeq = 0;
+
+  /** Arms the CQ at the current consumer index: the CQ's vector fires at the next CQE (or at once if one is there). */
+  arm(): void {
+    this.armSeq = (this.armSeq + 1) & 0x7fff;
+    this.dev.uar.writeUInt32LE((0x80000000 | (this.armSeq << 16) | this.cqCi) >>> 0, this.uar * 4096 + this.cq.dbOffset + 4);
+  }
+
   async poll(what = 'a CQE', limitMs = 10_000): Promise<Cqe> {
     let c: Cqe | null = null;
     await until(() => (c = this.tryPoll()) !== null, what, limitMs);

@@ -184,7 +184,10 @@ export class DataPathEngine {
     for (;;) {
       const timeout = ackTimeoutMs(qp.attrs.timeout);
       const sent = this.fabric.transmit({ ...pkt });
-      const reply: Reply | null | typeof TIMEOUT = timeout === null ? await sent : await Promise.race([sent, sleep(timeout).then((): typeof TIMEOUT => TIMEOUT)]);
+      // Without a fault plan the wire answers (or reports a loss) at once: the ACK timer only matters
+      // when a delay can make an answer late, and a timer per message costs throughput.
+      const timed = timeout !== null && this.fabric.faults !== null;
+      const reply: Reply | null | typeof TIMEOUT = timed ? await Promise.race([sent, sleep(timeout).then((): typeof TIMEOUT => TIMEOUT)]) : await sent;
       if (!this.alive(qp, epoch)) return null;
       // A QP moved to ERR (or RESET) while this WQE waited for an answer: the WQE is flushed.
       if (qp.state !== QpState.Rts) return err(WcStatus.WrFlushErr);

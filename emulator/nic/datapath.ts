@@ -194,10 +194,13 @@ export class DataPath {
         else if (wqe.opcode === WqeOpcode.Nop) status = CqeStatus.Ok;
         else {
           const wr = this.translate(qp, wqe);
-          const result = typeof wr === 'number' ? { status: wr, byteLen: 0 } : await this.engine.execute(qp, wr);
-          if (result === null || !this.live(qp, epoch)) return;
-          status = CQE_STATUS[result.status] ?? CqeStatus.RemOp;
-          byteLen = result.byteLen;
+          if (typeof wr === 'number') status = wr;
+          else {
+            const result = await this.engine.execute(qp, wr);
+            if (result === null || !this.live(qp, epoch)) return;
+            status = CQE_STATUS[result.status] ?? CqeStatus.RemOp;
+            byteLen = result.byteLen;
+          }
         }
         sq.ci = (sq.ci + 1) & U16;
         // An unsignaled WQE that succeeds leaves no CQE; errors and flushes always complete.
