@@ -5,7 +5,7 @@
 // engine owns is the IB semantics: memory checks, RNR and transport retries, PSNs, error classes.
 import type { Logger } from 'pino';
 import { DmaError, type DmaAccess } from '../framework/device';
-import { checkLocal, checkRemote, gather, scatter, type Segment } from './memory';
+import { checkLocal, checkRemote, copyDirect, gather, scatter, type Segment } from './memory';
 import type { Fabric, Packet, Reply } from './fabric';
 import { PacketOp } from './fabric';
 import {
@@ -125,6 +125,7 @@ export class DataPathEngine {
     const isRead = wr.opcode === WrOpcode.RdmaRead;
     const isAtomic = wr.opcode === WrOpcode.AtomicCmpSwp || wr.opcode === WrOpcode.AtomicFetchAdd;
     let payload: Buffer = Buffer.alloc(0);
+    let source: Packet['source'] = null;
     let local: Segment[] = [];
     let length = 0;
     if (isRead || isAtomic) {
@@ -140,13 +141,19 @@ export class DataPathEngine {
     } else {
       const c = checkLocal(lookup, qp.pdn, wr.sges, false);
       if (!c.ok) return this.localFail(qp, c.status, c.why);
-      try {
-        payload = await gather(host.dma, c.segs, c.length);
-      } catch (e) {
-        if (!(e instanceof DmaError)) throw e;
-        return this.alive(qp, epoch) ? this.localFail(qp, WcStatus.LocAccessErr, e.message) : null;
-      }
       length = c.length;
+      // A lossless wire to a connected QP: the responder copies straight from this guest memory.
+      if (this.fabric.faults === null && qp.type !== QpType.Ud && host.dma.withView !== undefined) {
+        if (!c.segs.every((s) => host.dma.isMapped(s.addr, s.length, false))) return this.localFail(qp, WcStatus.LocAccessErr, 'gather list not in mapped guest memory');
+        source = { dma: host.dma, segs: c.segs };
+      } else {
+        try {
+          payload = await gather(host.dma, c.segs, c.length);
+        } catch (e) {
+          if (!(e instanceof DmaError)) throw e;
+          return this.alive(qp, epoch) ? this.localFail(qp, WcStatus.LocAccessErr, e.message) : null;
+        }
+      }
     }
     if (!this.alive(qp, epoch)) return null;
     this.stats.sends++;
@@ -171,6 +178,8 @@ export class DataPathEngine {
       compareAdd: wr.compareAdd,
       swap: wr.swap,
       payload,
+      source,
+      length: isRead ? 0 : length,
       icrc: null,
     };
     if (qp.type !== QpType.Rc) {
@@ -356,13 +365,15 @@ export class DataPathEngine {
       await this.recvFail(qp, wr, pkt, c.status, c.why, epoch);
       return nak(WcStatus.RemOpErr);
     }
-    const data = qp.type === QpType.Ud ? Buffer.concat([Buffer.alloc(UD_GRH_BYTES), pkt.payload]) : pkt.payload;
-    if (data.length > c.length) {
-      await this.recvFail(qp, wr, pkt, WcStatus.LocLenErr, `message of ${data.length} bytes, receive WQE holds ${c.length}`, epoch);
+    const grh = qp.type === QpType.Ud ? UD_GRH_BYTES : 0;
+    const total = grh + pkt.length;
+    if (total > c.length) {
+      await this.recvFail(qp, wr, pkt, WcStatus.LocLenErr, `message of ${total} bytes, receive WQE holds ${c.length}`, epoch);
       return nak(WcStatus.RemInvReqErr);
     }
     try {
-      await scatter(this.host.dma, c.segs, data);
+      if (grh > 0) await this.place({ ...pkt, source: null, payload: Buffer.concat([Buffer.alloc(grh), await this.bytes(pkt)]), length: total }, c.segs);
+      else await this.place(pkt, c.segs);
     } catch (e) {
       if (!(e instanceof DmaError)) throw e;
       await this.recvFail(qp, wr, pkt, WcStatus.LocAccessErr, e.message, epoch);
@@ -370,12 +381,12 @@ export class DataPathEngine {
     }
     if (!this.alive(qp, epoch)) return null;
     this.stats.received++;
-    await this.host.completeRecv(qp, wr, this.recvDone(pkt, WcStatus.Success, data.length));
+    await this.host.completeRecv(qp, wr, this.recvDone(pkt, WcStatus.Success, total));
     return { kind: 'ack' };
   }
 
   private async respondWrite(qp: DpQp, pkt: Packet, epoch: number): Promise<Reply | null> {
-    const c = checkRemote(this.host.mrByRkey(pkt.rkey), qp.pdn, qp.attrs.accessFlags, pkt.remoteAddr, pkt.payload.length, Access.RemoteWrite);
+    const c = checkRemote(this.host.mrByRkey(pkt.rkey), qp.pdn, qp.attrs.accessFlags, pkt.remoteAddr, pkt.length, Access.RemoteWrite);
     if (!c.ok) return this.remoteFail(qp, c.status, c.why);
     let wr: RecvWr | null = null;
     if (pkt.op === PacketOp.RdmaWriteImm) {
@@ -385,13 +396,13 @@ export class DataPathEngine {
       wr = got;
     }
     try {
-      await scatter(this.host.dma, c.segs, pkt.payload);
+      await this.place(pkt, c.segs);
     } catch (e) {
       if (!(e instanceof DmaError)) throw e;
       return this.remoteFail(qp, WcStatus.RemOpErr, e.message);
     }
     if (!this.alive(qp, epoch)) return null;
-    if (wr !== null) await this.host.completeRecv(qp, wr, this.recvDone(pkt, WcStatus.Success, pkt.payload.length));
+    if (wr !== null) await this.host.completeRecv(qp, wr, this.recvDone(pkt, WcStatus.Success, pkt.length));
     this.stats.received++;
     return { kind: 'ack' };
   }
@@ -432,6 +443,17 @@ export class DataPathEngine {
     if (!this.alive(qp, epoch)) return null;
     qp.proto.lastAtomic = { psn: pkt.psn, value };
     return { kind: 'atomic', value };
+  }
+
+  /** The message's bytes (read from the sender's guest memory when the packet only names them). */
+  private async bytes(pkt: Packet): Promise<Buffer> {
+    return pkt.source === null ? pkt.payload : gather(pkt.source.dma, pkt.source.segs, pkt.length);
+  }
+
+  /** Writes the message into `segs` of this device's guest memory: guest to guest when both ends allow it. */
+  private async place(pkt: Packet, segs: readonly Segment[]): Promise<void> {
+    if (pkt.source !== null && copyDirect(pkt.source.dma, pkt.source.segs, this.host.dma, segs, pkt.length)) return;
+    await scatter(this.host.dma, segs, await this.bytes(pkt));
   }
 
   private remoteFail(qp: DpQp, status: WcStatus, why: string): Reply {

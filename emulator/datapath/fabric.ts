@@ -1,4 +1,6 @@
 // The wire between data path engines: ports by LID in one process, and faults (drop, delay, corrupt) injected reproducibly from a seed so retry and error paths run.
+import type { DmaAccess } from '../framework/device';
+import type { Segment } from './memory';
 import type { WcStatus } from './model';
 
 export const enum PacketOp {
@@ -29,7 +31,15 @@ export interface Packet {
   readonly readLength: number;
   readonly compareAdd: bigint;
   readonly swap: bigint;
+  /** The message bytes, or empty when `source` names them. */
   payload: Buffer;
+  /**
+   * Where the bytes still are in the sender's guest memory, when the wire is lossless and both
+   * ends can see guest memory directly: the receiver copies them guest to guest in one step.
+   */
+  readonly source: { readonly dma: DmaAccess; readonly segs: readonly Segment[] } | null;
+  /** Message length in bytes (payload.length, or the length at `source`). */
+  readonly length: number;
   /** Invariant CRC over the payload; set and checked only while a fault plan may corrupt. */
   icrc: number | null;
 }

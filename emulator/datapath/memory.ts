@@ -93,3 +93,39 @@ export async function scatter(dma: DmaAccess, segs: readonly Segment[], data: Bu
     pos += n;
   }
 }
+
+/**
+ * Copies `length` bytes from the `src` runs of one device's guest memory to the `dst` runs of
+ * (possibly) another's through live views, synchronously, so nothing can unmap them in between.
+ * False when either side has no view of some run (the caller then gathers and scatters).
+ */
+export function copyDirect(from: DmaAccess, src: readonly Segment[], to: DmaAccess, dst: readonly Segment[], length: number): boolean {
+  const fromView = from.withView;
+  const toView = to.withView;
+  if (fromView === undefined || toView === undefined) return false;
+  let si = 0;
+  let so = 0;
+  let di = 0;
+  let dOff = 0;
+  let left = length;
+  while (left > 0) {
+    const s = src[si];
+    const d = dst[di];
+    if (s === undefined || d === undefined) return false;
+    const n = Math.min(left, s.length - so, d.length - dOff);
+    const done = fromView.call(from, s.addr + BigInt(so), n, false, (sv) => toView.call(to, d.addr + BigInt(dOff), n, true, (dv) => sv.copy(dv) === n));
+    if (done !== true) return false;
+    left -= n;
+    so += n;
+    dOff += n;
+    if (so === s.length) {
+      si++;
+      so = 0;
+    }
+    if (dOff === d.length) {
+      di++;
+      dOff = 0;
+    }
+  }
+  return true;
+}
