@@ -18,6 +18,8 @@ import { Child, enableMsix } from './doorbell';
 export interface DatapathBenchOptions {
   readonly transport?: TransportName;
   readonly quick?: boolean;
+  /** WRITE sizes in bytes (default 4 KiB, 16 KiB, 64 KiB, 256 KiB, 1 MiB; at most 1 MiB). */
+  readonly sizes?: readonly number[];
   readonly log?: (line: string) => void;
 }
 
@@ -44,8 +46,10 @@ const GUEST_BASE = 0x10_0000n;
 const GUEST_SIZE = 16 << 20;
 const SIZES = [4096, 16384, 65536, 262144, 1 << 20];
 const MAX = 1 << 20;
-/** WQEs per doorbell: the last one signaled, the others not. */
-const BATCH = 32;
+/** WQEs in flight at most (the SQ holds 1024), as a bandwidth test keeps its queue deep (perftest's tx-depth). */
+const DEPTH = 512;
+/** Every SIGNAL-th WQE asks for a CQE; the others are unsignaled. */
+const SIGNAL = 64;
 const COMP_VECTOR = 2;
 const r1 = (x: number): number => Math.round(x * 10) / 10;
 
@@ -117,33 +121,42 @@ export async function runDatapathBench(opts: DatapathBenchOptions = {}): Promise
     const dst = b.buffer(MAX);
     const rkey = await b.mr(dst, MAX, ACC.LOCAL_WRITE | ACC.REMOTE_WRITE);
     const rows: ThroughputRow[] = [];
+    /** `n` WRITEs of `bytes` with up to DEPTH in flight; wr_id is the WRITE's number, so a CQE says how many are done. */
+    const stream = async (bytes: number, n: number): Promise<void> => {
+      let posted = 0;
+      let completed = 0;
+      while (completed < n) {
+        const before = posted;
+        while (posted < n && posted - completed < DEPTH) {
+          const signaled = (posted + 1) % SIGNAL === 0 || posted + 1 === n;
+          a.post(qa, { opcode: WOP.WRITE, wrId: BigInt(posted), flags: signaled ? 0 : WF.UNSIGNALED, sges: [{ addr: src, length: bytes, lkey }], remoteAddr: dst, rkey }, false);
+          posted++;
+        }
+        if (posted !== before) a.ringSq(qa);
+        const e = await waitCqe(a);
+        if (e?.status !== CS.OK) throw new Error(`WRITE of ${bytes} bytes failed with status ${e?.status}`);
+        completed = Number(e.wrId) + 1;
+      }
+    };
+    // Unmeasured first: the device process's JIT compiles the whole path (the first thousands of
+    // WRITEs ran several times slower than the rest), and the poller goes busy.
+    await stream(4096, quick ? 8192 : 32768);
+    await stream(65536, quick ? 1024 : 4096);
     let verified = true;
     const rounds = quick ? 1 : 3;
-    for (const bytes of SIZES) {
-      // About 64 MiB per size and round (16 when quick), at least two batches.
-      const writes = Math.max(2 * BATCH, Math.round(((quick ? 16 : 64) << 20) / bytes / BATCH) * BATCH);
+    for (const bytes of opts.sizes ?? SIZES) {
+      if (!Number.isInteger(bytes) || bytes < 1 || bytes > MAX) throw new Error(`WRITE size ${bytes} not in 1..${MAX}`);
+      // About 64 MiB per size and round (16 when quick), at least two signaled WQEs' worth.
+      const writes = Math.max(2 * SIGNAL, Math.round(((quick ? 16 : 64) << 20) / bytes));
       b.dev.memWrite(dst, Buffer.alloc(bytes));
-      const post = (n: number): void => {
-        for (let i = 0; i < n; i++) {
-          a.post(qa, { opcode: WOP.WRITE, wrId: BigInt(i), flags: i === n - 1 ? 0 : WF.UNSIGNALED, sges: [{ addr: src, length: bytes, lkey }], remoteAddr: dst, rkey }, false);
-        }
-        a.ringSq(qa);
-      };
-      // One unmeasured batch: the poller goes busy, code paths warm.
-      post(BATCH);
-      const w = await waitCqe(a);
-      if (w?.status !== CS.OK) throw new Error(`warm-up WRITE failed with status ${w?.status}`);
+      await stream(bytes, Math.min(writes, 256));
       // The best of a few rounds for both, each device round followed by its memcpy round: on a shared
       // machine another process's burst spoils a round, not the figure.
       let deviceMBps = 0;
       let copy = 0;
       for (let round = 0; round < rounds; round++) {
         const t0 = process.hrtime.bigint();
-        for (let done = 0; done < writes; done += BATCH) {
-          post(BATCH);
-          const e = await waitCqe(a);
-          if (e?.status !== CS.OK) throw new Error(`WRITE of ${bytes} bytes failed with status ${e?.status}`);
-        }
+        await stream(bytes, writes);
         const ns = Number(process.hrtime.bigint() - t0);
         deviceMBps = Math.max(deviceMBps, (bytes * writes) / (ns / 1e9) / 1e6);
         copy = Math.max(copy, memcpyMBps(bytes, writes));
@@ -153,26 +166,40 @@ export async function runDatapathBench(opts: DatapathBenchOptions = {}): Promise
       say(`  datapath ${transport}: WRITE ${bytes} B x ${writes}: ${r1(deviceMBps)} MB/s, memcpy ${r1(copy)} MB/s`);
     }
 
-    // Message rate: 64-byte SENDs, each into a receive posted ahead (a batch of receives, then a batch of sends).
-    const sends = quick ? 4096 : 16384;
+    // Message rate: 64-byte SENDs, each into a receive posted ahead; up to DEPTH in flight, receives topped up as they complete.
+    const sends = quick ? 8192 : 32768;
     const msg = a.buffer(64, pattern(64, 9));
     const mk = await a.mr(msg, 64, 0);
-    const rbuf = b.buffer(64 * 256);
-    const rk = await b.mr(rbuf, 64 * 256, ACC.LOCAL_WRITE);
-    const SEND_BATCH = 256;
+    const rbuf = b.buffer(64 * DEPTH);
+    const rk = await b.mr(rbuf, 64 * DEPTH, ACC.LOCAL_WRITE);
+    let sent = 0;
+    let sendDone = 0;
+    let recvPosted = 0;
+    let received = 0;
     const t0 = process.hrtime.bigint();
-    for (let done = 0; done < sends; done += SEND_BATCH) {
-      for (let i = 0; i < SEND_BATCH; i++) b.recv(qb, BigInt(i), [{ addr: rbuf + BigInt(64 * i), length: 64, lkey: rk }]);
-      for (let i = 0; i < SEND_BATCH; i++) {
-        a.post(qa, { opcode: WOP.SEND, wrId: BigInt(i), flags: i === SEND_BATCH - 1 ? 0 : WF.UNSIGNALED, sges: [{ addr: msg, length: 64, lkey: mk }] }, false);
+    while (sendDone < sends || received < sends) {
+      while (recvPosted < sends && recvPosted - received < DEPTH) {
+        b.recv(qb, BigInt(recvPosted), [{ addr: rbuf + BigInt(64 * (recvPosted % DEPTH)), length: 64, lkey: rk }]);
+        recvPosted++;
       }
-      a.ringSq(qa);
-      const e = await waitCqe(a);
-      if (e?.status !== CS.OK) throw new Error(`SEND failed with status ${e?.status}`);
-      // Every receive completes in b's CQ; drain them so it never overflows.
-      for (let i = 0; i < SEND_BATCH; i++) {
-        const r = b.tryPoll() ?? (await waitCqe(b));
-        if (r?.status !== CS.OK || r.byteLen !== 64) throw new Error(`receive ${i} completed with status ${r?.status}, ${r?.byteLen} bytes`);
+      const before = sent;
+      while (sent < recvPosted && sent - sendDone < DEPTH) {
+        const signaled = (sent + 1) % SIGNAL === 0 || sent + 1 === sends;
+        a.post(qa, { opcode: WOP.SEND, wrId: BigInt(sent), flags: signaled ? 0 : WF.UNSIGNALED, sges: [{ addr: msg, length: 64, lkey: mk }] }, false);
+        sent++;
+      }
+      if (sent !== before) a.ringSq(qa);
+      if (sendDone < sends) {
+        const e = await waitCqe(a);
+        if (e?.status !== CS.OK) throw new Error(`SEND failed with status ${e?.status}`);
+        sendDone = Number(e.wrId) + 1;
+      }
+      // Every receive completes in b's CQ; take what is there (all of them at the end).
+      for (let r = b.tryPoll(); r !== null || (sendDone >= sends && received < sends); r = b.tryPoll()) {
+        const got = r ?? (await waitCqe(b));
+        if (got?.status !== CS.OK || got.byteLen !== 64) throw new Error(`receive ${received} completed with status ${got?.status}, ${got?.byteLen} bytes`);
+        received++;
+        if (received >= sends) break;
       }
     }
     const sendRate = Math.round(sends / (Number(process.hrtime.bigint() - t0) / 1e9));
@@ -194,7 +221,9 @@ async function main(argv: readonly string[]): Promise<number> {
   const i = argv.indexOf('--transport');
   const transports = (i >= 0 ? argv[i + 1] : 'native').split(',') as TransportName[];
   for (const transport of transports) {
-    const r = await runDatapathBench({ transport, quick: argv.includes('--quick'), log: (l) => process.stderr.write(l + '\n') });
+    const j = argv.indexOf('--sizes');
+    const sizes = j >= 0 ? argv[j + 1].split(',').map(Number) : undefined;
+    const r = await runDatapathBench({ transport, quick: argv.includes('--quick'), sizes, log: (l) => process.stderr.write(l + '\n') });
     process.stdout.write(JSON.stringify(r) + '\n');
   }
   return 0;
