@@ -279,7 +279,8 @@ export class DataPathEngine {
     }
     const reply = await this.execute1(qp, pkt, epoch);
     if (reply === null) return null;
-    if (reply.kind === 'nak') {
+    // IB's responder error classes put an RC responder in ERR; UC and UD drop what they cannot take.
+    if (reply.kind === 'nak' && qp.type === QpType.Rc) {
       host.qpError(qp, `responder error ${reply.status}`);
     } else if (reply.kind !== 'rnr') {
       proto.expectPsn = (pkt.psn + 1) & PSN_MASK;

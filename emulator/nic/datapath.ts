@@ -198,6 +198,8 @@ export class DataPath {
           else {
             const result = await this.engine.execute(qp, wr);
             if (result === null || !this.live(qp, epoch)) return;
+            // MODIFY_QP to RESET (or back to INIT) meanwhile restarted the queue: this WQE is gone.
+            if (qp.state !== QpState.Rts && qp.state !== QpState.Err) return;
             status = CQE_STATUS[result.status] ?? CqeStatus.RemOp;
             byteLen = result.byteLen;
           }
@@ -279,6 +281,8 @@ export class DataPath {
 
   private async completeRecv(qp: Qp, wr: RecvWr, c: RecvCompletion): Promise<void> {
     const rq = qp.rq!;
+    // The QP entered ERR while this message was being placed: the flush completes the WQE (FLUSHED).
+    if (qp.state === QpState.Err) return;
     const index = rq.ci;
     rq.ci = (rq.ci + 1) & U16;
     await this.complete(
