@@ -97,21 +97,64 @@ export function qemuArgs(opts: QemuOptions): string[] {
   if (opts.qmp) args.push('-qmp', `unix:${chardevPath(opts.qmp)},server=on,wait=off`);
   if (opts.nativeHotplug) args.push('-global', 'ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off');
   args.push('-device', `pcie-root-port,id=${rootPortId},slot=${slot}`);
-  if (opts.socket) {
-    args.push(
-      '-device',
-      JSON.stringify({ driver: 'vfio-user-pci', id: deviceId, bus: rootPortId, socket: { type: 'unix', path: opts.socket }, ...opts.deviceProperties }),
-    );
-  }
+  if (opts.socket) args.push('-device', vfioUserDeviceJson(opts.socket, { deviceId, rootPortId, properties: opts.deviceProperties }));
   if (opts.logItems && opts.logItems.length) args.push('-d', opts.logItems.join(','));
   if (opts.logFile) args.push('-D', opts.logFile);
   if (opts.extra) args.push(...opts.extra);
   return args;
 }
 
-/** One argument per line, shell-quoted, joined by backslash-newlines: paste-ready. */
-export function formatCommandLine(binary: string, args: readonly string[]): string {
-  return [binary, ...args].map(shellQuote).join(' \\\n  ');
+/**
+ * The vfio-user-pci device on a Unix socket, as QEMU's JSON -device syntax: the only syntax that
+ * takes a socket path with any character in it (the key=value form splits at commas).
+ */
+export function vfioUserDeviceJson(
+  socket: string,
+  opts: { deviceId?: string; rootPortId?: string; properties?: Readonly<Record<string, string | number | boolean>> } = {},
+): string {
+  return JSON.stringify({ driver: 'vfio-user-pci', id: opts.deviceId ?? 'nic0', bus: opts.rootPortId ?? 'rp1', socket: { type: 'unix', path: socket }, ...opts.properties });
+}
+
+/** How `vrnic qemu-args` prints a command line. */
+export const COMMAND_LINE_FORMATS = ['shell', 'args', 'json'] as const;
+export type CommandLineFormat = (typeof COMMAND_LINE_FORMATS)[number];
+
+/**
+ * A command line for people or programs:
+ * - shell: shell-quoted, one option and its value per line, joined by backslash-newlines, so it
+ *   pastes into a shell and reads as QEMU's documentation does;
+ * - args: one raw argument per line (for `mapfile -t`), refused when an argument holds a newline;
+ * - json: a JSON array of strings, binary first.
+ */
+export function formatCommandLine(binary: string, args: readonly string[], format: CommandLineFormat = 'shell'): string {
+  const argv = [binary, ...args];
+  switch (format) {
+    case 'json':
+      return JSON.stringify(argv);
+    case 'args': {
+      const bad = argv.find((a) => a.includes('\n'));
+      if (bad !== undefined) throw new Error(`an argument holds a newline, which one-per-line output cannot carry (use the json format): ${JSON.stringify(bad)}`);
+      return argv.join('\n');
+    }
+    case 'shell':
+      return shellLines(argv).join(' \\\n  ');
+  }
+}
+
+/** Shell-quoted words, an option and the value that follows it on one line. */
+function shellLines(argv: readonly string[]): string[] {
+  const lines = [shellQuote(argv[0])];
+  for (let i = 1; i < argv.length; i++) {
+    const a = argv[i];
+    const next = argv[i + 1];
+    if (a.startsWith('-') && next !== undefined && !next.startsWith('-')) {
+      lines.push(`${shellQuote(a)} ${shellQuote(next)}`);
+      i++;
+    } else {
+      lines.push(shellQuote(a));
+    }
+  }
+  return lines;
 }
 
 export function shellQuote(s: string): string {

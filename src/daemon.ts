@@ -3,6 +3,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { PciDevice } from '../emulator/framework/device';
 import { moduleLogger } from './log';
+import { shellQuote, vfioUserDeviceJson } from '../qemu-config/args';
 import { claimSocketPath, defaultSocketPath } from './socket-path';
 import { createTransport, resolveTransport, type Transport, type TransportChoice, type TransportName, type TransportStats } from './transports/index';
 
@@ -27,9 +28,17 @@ export interface DaemonStatus {
   readonly transportStats: TransportStats;
 }
 
-/** The QEMU -device argument that attaches a vfio-user server listening on socketPath. */
+/** The QEMU -device argument (its value, JSON) that attaches a vfio-user server listening on socketPath. */
 export function qemuDeviceArg(socketPath: string, id = 'nic0', bus = 'rp1'): string {
-  return JSON.stringify({ driver: 'vfio-user-pci', id, bus, socket: { type: 'unix', path: socketPath } });
+  return vfioUserDeviceJson(socketPath, { deviceId: id, rootPortId: bus });
+}
+
+/**
+ * The QEMU arguments that attach the device: its hot-pluggable root port and the device on it,
+ * as one shell-quoted line a user can paste after the rest of their QEMU command line.
+ */
+export function qemuAttachLine(socketPath: string): string {
+  return ['-device', 'pcie-root-port,id=rp1,slot=1', '-device', qemuDeviceArg(socketPath)].map(shellQuote).join(' ');
 }
 
 /**
@@ -73,10 +82,9 @@ export class Daemon extends EventEmitter {
       void daemon.stop();
     });
     await transport.start();
-    log.info(
-      { socket: socketPath, transport: name, device: opts.device.name, qemuDevice: `-device '${qemuDeviceArg(socketPath)}'` },
-      'serving; attach with the qemuDevice argument (on a pcie-root-port with id rp1, guest RAM from memory-backend-memfd share=on)',
-    );
+    // The attach line itself is not logged: inside a JSON log line it would arrive escaped and
+    // could not be pasted. `vrnic serve` prints it on stdout; library users call qemuAttachLine.
+    log.info({ socket: socketPath, transport: name, device: opts.device.name }, 'serving');
     return daemon;
   }
 

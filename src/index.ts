@@ -1,7 +1,7 @@
 // vrnic's TypeScript API, for integration test suites: the daemon, the device, a vfio-user client, the control plane, QEMU and the unplug scenario.
 
 // The emulator and how to serve it.
-export { Daemon, qemuDeviceArg, type DaemonOptions, type DaemonStatus } from './daemon';
+export { Daemon, qemuDeviceArg, qemuAttachLine, type DaemonOptions, type DaemonStatus } from './daemon';
 export { defaultSocketPath, claimSocketPath, SocketPathError } from './socket-path';
 export { availableTransports, resolveTransport, libvfioUserUnavailable, type TransportChoice, type TransportName } from './transports/index';
 export { configureLogging, rootLogger, type LogLevel, type LogOptions } from './log';
@@ -18,7 +18,7 @@ export { QmpClient, QmpCommandError, QmpClosedError, QmpTimeoutError, type QmpEv
 
 // The guest and QEMU.
 export { buildGuestImage, latestGuestImage, guestAppend, GUEST_SCENARIOS, type GuestImage, type GuestBuildOptions, type GuestScenario } from '../qemu-config/image';
-export { qemuArgs, formatCommandLine, type QemuOptions } from '../qemu-config/args';
+export { qemuArgs, formatCommandLine, shellQuote, vfioUserDeviceJson, COMMAND_LINE_FORMATS, type CommandLineFormat, type QemuOptions } from '../qemu-config/args';
 export { findQemu, probeQemu, requireVfioUserQemu, QemuError, type FoundQemu, type QemuSource } from '../qemu-config/qemu';
 export { provisionQemu, provisionedQemu, type ProvisionedQemu } from '../qemu-config/provision';
 

@@ -4,10 +4,11 @@ import { availableTransports, libvfioUserUnavailable } from '../src/transports/i
 import { GuestMemory, IrqIndex, RegionIndex, VfioUserError } from '../src/client/index';
 import { DMA_STATUS, REG, TEST_DEVICE_ID } from './helpers/test-device';
 import { serve, type Served } from './helpers/served';
+import { skipping } from './helpers/skip';
 
 const transports = availableTransports();
 const why = libvfioUserUnavailable();
-if (why !== null) console.log(`conformance: only the native transport runs here (${why})`);
+if (why !== null) skipping('conformance on libvfio-user', why);
 
 /** What each transport showed, for the cross-transport comparison at the end. */
 const seen = new Map<string, { config?: Buffer; regions?: unknown[]; irqs?: unknown[]; writes?: string[] }>();
@@ -490,7 +491,7 @@ for (const name of transports) {
 }
 
 const compare = transports.length > 1 ? test.serial : test.serial.skip;
-if (transports.length < 2) console.log('conformance: cross-transport comparison skipped (one transport present)');
+if (transports.length < 2) skipping('conformance: the cross-transport comparison', 'it needs both transports, and only one is present');
 
 compare('every transport shows identical config space (4096 bytes after the same writes), region info and IRQ info', (t) => {
   const [first, ...rest] = transports;

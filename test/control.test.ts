@@ -8,6 +8,7 @@ import type { PciDevice } from '../emulator/framework/device';
 import { ControlClient, ControlError, MAX_REQUEST_LINE, startControlServer, type ControlServer } from '../src/control/index';
 import { Daemon } from '../src/daemon';
 import { QmpClient } from '../src/qmp/client';
+import { skipping } from './helpers/skip';
 
 /** The smallest device the framework accepts: BAR0 of 4 KiB that reads zero; and a status() hook. */
 function tinyDevice(): PciDevice & { status(): { state: string; uarPagesInUse: number; counters: Record<string, number> } } {
@@ -168,7 +169,7 @@ test('surprise vanish stops serving, removes both sockets and answers with its a
 // device (Debian's QEMU has no vfio-user client); what is tested is the QMP side of vanish.
 const QEMU = process.env.VRNIC_QEMU ?? '/usr/bin/qemu-system-x86_64';
 const haveQemu = fs.existsSync(QEMU);
-if (!haveQemu) console.log(`control tests with QMP skipped: no QEMU at ${QEMU}`);
+if (!haveQemu) skipping('control tests with QMP', `no QEMU at ${QEMU} (set VRNIC_QEMU)`);
 const qtest = haveQemu ? test : test.skip;
 
 async function qemuWithNic(dir: string): Promise<{ proc: ChildProcess; qmpPath: string; exited: Promise<unknown> }> {

@@ -2,13 +2,14 @@
 import test from 'ava';
 import { availableTransports, libvfioUserUnavailable } from '../src/transports/index';
 import { fuzzDevice } from './fuzz/device-fuzz';
+import { skipping } from './helpers/skip';
 
 const SEED = Number(process.env.VRNIC_FUZZ_SEED ?? 20261125);
 const COUNT = 2500;
 
 const transports = availableTransports();
 const why = libvfioUserUnavailable();
-if (why !== null) console.log(`device-fuzz: libvfio-user transport not fuzzed: ${why}`);
+if (why !== null) skipping('device-fuzz on libvfio-user', why);
 
 for (const transport of ['native', 'libvfio-user'] as const) {
   (transports.includes(transport) ? test.serial : test.serial.skip)(

@@ -7,11 +7,12 @@ import { GuestMemory, VfioUserClient, IrqIndex } from '../src/client/index';
 import { ControlClient } from '../src/control/client';
 import { availableTransports, libvfioUserUnavailable } from '../src/transports/index';
 import { fdTargets, procStats, ServeProcess, sleep } from './fuzz/daemon-process';
+import { skipping } from './helpers/skip';
 
 const FAULT_CLIENT = path.resolve(__dirname, 'fuzz/fault-client.js');
 const transports = availableTransports();
 const why = libvfioUserUnavailable();
-if (why !== null) console.log(`faults: libvfio-user transport not tested: ${why}`);
+if (why !== null) skipping('faults on libvfio-user', why);
 
 interface ClientChild {
   readonly child: ChildProcess;

@@ -2,6 +2,7 @@
 import test from 'ava';
 import { availableTransports, libvfioUserUnavailable } from '../src/transports/index';
 import { fuzzTransport, type FuzzResult } from './fuzz/vfio-user-fuzz';
+import { skipping } from './helpers/skip';
 
 const SEED = Number(process.env.VRNIC_FUZZ_SEED ?? 20261125);
 /** Native answers in microseconds: a few thousand messages take seconds. */
@@ -14,7 +15,7 @@ const LIBVFIO_USER_COUNT = 150;
 
 const transports = availableTransports();
 const why = libvfioUserUnavailable();
-if (why !== null) console.log(`fuzz: libvfio-user transport not fuzzed: ${why}`);
+if (why !== null) skipping('fuzz on libvfio-user', why);
 
 function summary(r: FuzzResult): string {
   return `${r.transport}: ${r.messages} messages, ${r.answered} answered, ${r.connections} connections, ${r.crashes} crashes, fds ${r.before.fds} -> ${r.after.fds}, RSS ${r.before.rssKiB} -> ${r.after.rssKiB} KiB`;

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CpioWriter } from '../qemu-config/cpio';
+import { skipping } from './helpers/skip';
 
 /** One newc header, built field by field from the format description (not from the writer). */
 function header(fields: { ino: number; mode: number; nlink: number; size: number; rmaj?: number; rmin?: number; namesize: number }): string {
@@ -38,7 +39,7 @@ test('paths that are absolute or climb out of the archive are refused', (t) => {
 });
 
 const hasCpio = spawnSync('sh', ['-c', 'command -v cpio']).status === 0;
-if (!hasCpio) console.log('skipping the GNU cpio round trip: cpio is not installed');
+if (!hasCpio) skipping('the GNU cpio round trip', 'cpio is not installed (apt-get install cpio)');
 (hasCpio ? test : test.skip)('GNU cpio extracts the directories, files, modes and symlinks the writer packed', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vrnic-cpio-'));
   try {

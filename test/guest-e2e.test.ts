@@ -1,4 +1,4 @@
-// The guest kit against the real emulator: QEMU >= 10.1 (VRNIC_QEMU) attaches `vrnic serve`'s device to the guest.
+// The guest kit against the real emulator: QEMU >= 10.1 (as `vrnic qemu find` names it) attaches `vrnic serve`'s device to the guest.
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -10,11 +10,10 @@ import { guestEvents, kernelProblems, type GuestEvent } from '../qemu-config/gue
 import { buildGuestImage, guestAppend } from '../qemu-config/image';
 import { requireVfioUserQemu } from '../qemu-config/qemu';
 import { QmpClient } from '../src/qmp/client';
+import { e2eTest } from './helpers/e2e';
 
 const CLI = path.resolve(__dirname, '..', 'src', 'cli.js');
-const qemuPath = process.env.VRNIC_QEMU;
-if (!qemuPath) console.log('guest-e2e tests skipped: VRNIC_QEMU is not set (needs QEMU >= 10.1 with vfio-user-pci)');
-const maybe = qemuPath ? test : test.skip;
+const maybe = e2eTest('guest-e2e');
 
 interface Run {
   readonly dir: string;

@@ -8,6 +8,7 @@ import { bootGuest, type BootResult } from '../qemu-config/boot';
 import { guestEvents, kernelProblems } from '../qemu-config/guest-log';
 import { buildGuestImage, defaultKernelRelease, guestAppend, type GuestImage } from '../qemu-config/image';
 import { cacheDir } from '../qemu-config/cache';
+import { skipping } from './helpers/skip';
 
 const DEBIAN_QEMU = '/usr/bin/qemu-system-x86_64';
 const RELEASE = defaultKernelRelease();
@@ -28,7 +29,7 @@ function missing(): string | undefined {
 }
 
 const reason = missing();
-if (reason) console.log(`guest-image tests skipped: ${reason}`);
+if (reason) skipping('guest-image tests', reason);
 const maybe = reason ? test.skip : test;
 
 // One build and one boot, shared by the tests below (each checks one thing about it).

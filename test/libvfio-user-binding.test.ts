@@ -22,9 +22,10 @@ import { SysError } from '../ffi/errors';
 import { pollAsync, POLLIN, SharedMemory } from '../ffi/libc';
 import * as vfu from '../ffi/libvfio-user';
 import { LibvfioUserTransport } from '../src/transports/libvfio-user/index';
+import { skipping } from './helpers/skip';
 
 const unavailable = vfu.libvfioUserUnavailable();
-if (unavailable !== null) console.log(`libvfio-user tests skipped: ${unavailable}`);
+if (unavailable !== null) skipping('libvfio-user binding tests', unavailable);
 const withLib = unavailable === null ? test.serial : test.serial.skip;
 
 const VFIO_USER_VERSION = 1;

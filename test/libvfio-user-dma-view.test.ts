@@ -10,9 +10,10 @@ import { GuestMemory } from '../src/client/guest-memory';
 import { SharedMemory } from '../ffi/libc';
 import { libvfioUserUnavailable } from '../ffi/libvfio-user';
 import { LibvfioUserTransport } from '../src/transports/libvfio-user/index';
+import { skipping } from './helpers/skip';
 
 const unavailable = libvfioUserUnavailable();
-if (unavailable !== null) console.log(`libvfio-user DMA view tests skipped: ${unavailable}`);
+if (unavailable !== null) skipping('libvfio-user DMA view tests', unavailable);
 const withLib = unavailable === null ? test.serial : test.serial.skip;
 
 const RAM_BASE = 0x40000000n;

@@ -5,12 +5,13 @@ import { availableTransports, libvfioUserUnavailable, type TransportName } from 
 import { GUEST_BASE, GUEST_SIZE, open } from './nic-client-env';
 import { NIC_CASES } from './nic-suite';
 import { command, OP, ST, until } from './nic-support';
+import { skipping } from './helpers/skip';
 
 const present = availableTransports();
 const all: TransportName[] = ['native', 'libvfio-user'];
 for (const name of all) {
   const run = present.includes(name);
-  if (!run) console.log(`nic-client: skipping ${name}: ${name === 'libvfio-user' ? libvfioUserUnavailable() : 'not available'}`);
+  if (!run) skipping(`nic-client on ${name}`, (name === 'libvfio-user' ? libvfioUserUnavailable() : null) ?? 'not available');
   const reg = run ? test.serial : test.serial.skip;
 
   for (const [title, body] of NIC_CASES) {

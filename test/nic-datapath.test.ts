@@ -3,6 +3,7 @@ import test from 'ava';
 import { Fabric } from '../emulator/datapath/fabric';
 import { availableTransports, libvfioUserUnavailable, type TransportName } from '../src/transports/index';
 import { type ClientEnv, open } from './nic-client-env';
+import { skipping } from './helpers/skip';
 import { Side } from './nic-data-support';
 import { DATA_CASES, type DataEnv } from './nic-datapath-suite';
 
@@ -34,7 +35,7 @@ const present = availableTransports();
 const all: TransportName[] = ['native', 'libvfio-user'];
 for (const name of all) {
   const run = present.includes(name);
-  if (!run) console.log(`nic-datapath: skipping ${name}: ${name === 'libvfio-user' ? libvfioUserUnavailable() : 'not available'}`);
+  if (!run) skipping(`nic-datapath on ${name}`, (name === 'libvfio-user' ? libvfioUserUnavailable() : null) ?? 'not available');
   const reg = run ? test.serial : test.serial.skip;
   for (const topology of ['loopback', 'two devices'] as const) {
     for (const [title, body] of DATA_CASES) {

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { formatCommandLine, qemuArgs, shellQuote } from '../qemu-config/args';
 import { guestAppend } from '../qemu-config/image';
 import { kernelProblems } from '../qemu-config/guest-log';
+import { skipping } from './helpers/skip';
 
 const base = { kernel: '/k/vmlinuz', initrd: '/k/initrd.img', append: 'console=ttyS0' };
 const CLI = path.resolve(__dirname, '..', 'src', 'cli.js');
@@ -73,14 +74,20 @@ test('native PCIe hotplug turns off ACPI hotplug on q35', (t) => {
   t.deepEqual(values(qemuArgs(base), '-global'), []);
 });
 
-test('the printed command line gives back the same arguments when the shell reads it', (t) => {
-  const args = qemuArgs({ ...base, append: "console=ttyS0 it's \"quoted\" $HOME", socket: '/tmp/with space/v.sock' });
-  const text = formatCommandLine('qemu', args);
-  t.is(text.split('\n').length, args.length + 1);
-  // The shell parses the text; printf hands back each argument NUL-terminated.
-  const out = spawnSync('sh', ['-c', `set -- ${text}\nshift\nprintf '%s\\0' "$@"`], { encoding: 'utf8' });
+test('the shell form of the command line gives back exactly the argument vector when a shell reads it', (t) => {
+  const args = qemuArgs({ ...base, append: "console=ttyS0 it's \"quoted\" $HOME `x` \\ ; *", socket: '/tmp/with space/v.sock' });
+  const text = formatCommandLine('/opt/my qemu/qemu-system-x86_64', args);
+  t.true(text.split('\n').length < args.length, 'options and their values share a line');
+  const out = spawnSync('sh', ['-c', `printf "%s\\n" ${text}`], { encoding: 'utf8' });
   t.is(out.status, 0, out.stderr);
-  t.deepEqual(out.stdout.split('\0').slice(0, -1), args);
+  t.deepEqual(out.stdout.split('\n').slice(0, -1), ['/opt/my qemu/qemu-system-x86_64', ...args]);
+});
+
+test('the args form is one raw argument per line and the json form an array, binary first', (t) => {
+  const args = qemuArgs({ ...base, socket: '/tmp/with space/v.sock' });
+  t.deepEqual(formatCommandLine('qemu', args, 'args').split('\n'), ['qemu', ...args]);
+  t.deepEqual(JSON.parse(formatCommandLine('qemu', args, 'json')), ['qemu', ...args]);
+  t.throws(() => formatCommandLine('qemu', ['-append', 'a\nb'], 'args'), { message: /newline.*json/ });
 });
 
 test('shell quoting leaves plain words alone and single-quotes the rest', (t) => {
@@ -106,13 +113,30 @@ test('a test option with a space or comma is refused instead of corrupting the k
   t.throws(() => guestAppend({ testArgs: ['a,b'] }), { message: /comma or space/ });
 });
 
-test('vrnic qemu-args prints one shell-quoted argument per line', (t) => {
-  const out = execFileSync(process.execPath, [CLI, 'qemu-args', '--socket', '/tmp/v.sock', '--qmp', '/tmp/q.sock', '--kernel', '/k/vmlinuz', '--initrd', '/k/initrd.img', '--bug', 'no-disassociate', '--qemu', '/opt/qemu'], { encoding: 'utf8' });
+const cliArgs = ['qemu-args', '--socket', '/tmp/v.sock', '--qmp', '/tmp/q.sock', '--kernel', '/k/vmlinuz', '--initrd', '/k/initrd.img', '--bug', 'no-disassociate', '--qemu', '/opt/qemu'];
+
+test('vrnic qemu-args prints a command line a shell runs as written, and the same vector as args or json', (t) => {
+  const out = execFileSync(process.execPath, [CLI, ...cliArgs], { encoding: 'utf8' });
   const lines = out.trimEnd().split('\n');
   t.is(lines[0], '/opt/qemu \\');
   t.true(lines.slice(0, -1).every((l) => l.endsWith(' \\')));
-  t.true(out.includes(`'{"driver":"vfio-user-pci","id":"nic0","bus":"rp1","socket":{"type":"unix","path":"/tmp/v.sock"}}'`));
-  t.true(out.includes('vrnic.bug=no-disassociate'));
+  const device = `-device '{"driver":"vfio-user-pci","id":"nic0","bus":"rp1","socket":{"type":"unix","path":"/tmp/v.sock"}}'`;
+  t.true(lines.some((l) => l.trim().replace(/ \\$/, '') === device), 'the device and its value on one line');
+  const viaShell = spawnSync('sh', ['-c', `printf "%s\\n" ${out}`], { encoding: 'utf8' }).stdout.split('\n').slice(0, -1);
+  const raw = execFileSync(process.execPath, [CLI, ...cliArgs, '--format', 'args'], { encoding: 'utf8' }).trimEnd().split('\n');
+  const json = JSON.parse(execFileSync(process.execPath, [CLI, ...cliArgs, '--format', 'json'], { encoding: 'utf8' })) as string[];
+  t.deepEqual(viaShell, raw);
+  t.deepEqual(json, raw);
+  t.is(raw[0], '/opt/qemu');
+  t.true(raw.some((a) => a.includes('vrnic.bug=no-disassociate')));
+});
+
+test('vrnic qemu-args with a VRNIC_QEMU that names nothing says so in one line and exits 1', (t) => {
+  const r = spawnSync(process.execPath, [CLI, ...cliArgs.slice(0, -2)], { encoding: 'utf8', env: { ...process.env, VRNIC_QEMU: '/nonexistent/qemu' } });
+  t.is(r.status, 1);
+  t.is(r.stdout, '');
+  t.regex(r.stderr, /^vrnic qemu-args: .*VRNIC_QEMU=\/nonexistent\/qemu.*\n$/);
+  t.is(r.stderr.split('\n').length, 2, 'one line');
 });
 
 test('vrnic qemu-args without --socket is a usage error (exit 2)', (t) => {

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { findQemu, probeQemu, QemuError, requireVfioUserQemu } from '../qemu-config/qemu';
 import { debianMirror, parseAptSources, provisionedQemu, suiteSources } from '../qemu-config/provision';
 import { chooseIrq, recordMsixUnplug } from '../qemu-config/msix-unplug';
+import { skipping } from './helpers/skip';
 
 const CLI = path.resolve(__dirname, '..', 'src', 'cli.js');
 
@@ -85,7 +86,7 @@ test('a QEMU without vfio-user-pci is refused, naming vfio-user-pci and how to g
 
 const debianQemu = '/usr/bin/qemu-system-x86_64';
 const hasDebianQemu = fs.existsSync(debianQemu) && !/version (1[0-9]|[2-9][0-9])\./.test(spawnSync(debianQemu, ['--version'], { encoding: 'utf8' }).stdout ?? '');
-if (!hasDebianQemu) console.log(`skipping the bookworm-QEMU refusal test: no pre-10 QEMU at ${debianQemu}`);
+if (!hasDebianQemu) skipping('the bookworm-QEMU refusal test', `no pre-10 QEMU at ${debianQemu} (apt-get install qemu-system-x86)`);
 (hasDebianQemu ? test : test.skip)("unplug-test with Debian bookworm's QEMU refuses in one line within a second", (t) => {
   const started = Date.now();
   const r = spawnSync(process.execPath, [CLI, 'unplug-test', '--qemu', debianQemu], { encoding: 'utf8' });
@@ -98,7 +99,7 @@ if (!hasDebianQemu) console.log(`skipping the bookworm-QEMU refusal test: no pre
 });
 
 const provisioned = provisionedQemu();
-if (!provisioned) console.log('skipping the provisioned-QEMU probe: run `vrnic qemu provision` (CI does)');
+if (!provisioned) skipping('the provisioned-QEMU probe', 'no provisioned QEMU: run `vrnic qemu provision` (CI does)');
 (provisioned ? test : test.skip)('the provisioned Debian QEMU runs and has vfio-user-pci', async (t) => {
   const info = await probeQemu(provisioned!.binary);
   t.true(info.hasVfioUser);

@@ -5,11 +5,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { flattenPci, QmpClient, QmpClosedError, QmpCommandError } from '../src/qmp/client';
+import { skipping } from './helpers/skip';
 
 // Any QEMU with q35 and pcie-root-port serves: Debian's 7.2 by default, VRNIC_QEMU when set.
 const QEMU = process.env.VRNIC_QEMU ?? '/usr/bin/qemu-system-x86_64';
 const haveQemu = fs.existsSync(QEMU);
-if (!haveQemu) console.log(`qmp tests skipped: no QEMU at ${QEMU} (set VRNIC_QEMU)`);
+if (!haveQemu) skipping('qmp tests', `no QEMU at ${QEMU} (set VRNIC_QEMU)`);
 const qtest = haveQemu ? test : test.skip;
 
 interface Vm {

@@ -10,13 +10,14 @@ import { VfioUserClient } from '../src/client/index';
 import { reactor } from '../src/transports/reactor';
 import { createTransport, type Transport } from '../src/transports/index';
 import { TestDevice } from './helpers/test-device';
+import { skipping } from './helpers/skip';
 
 /** More than libuv's 4 default threads many times over: one parked poll each would starve the pool. */
 const DEVICES = 16;
 
 // The point is the default pool: with UV_THREADPOOL_SIZE raised, the many-devices test proves nothing.
 const defaultPool = process.env.UV_THREADPOOL_SIZE === undefined;
-if (!defaultPool) console.log(`reactor.test: UV_THREADPOOL_SIZE=${process.env.UV_THREADPOOL_SIZE} is set; the many-devices test needs libuv's default pool and is skipped`);
+if (!defaultPool) skipping('reactor: the many-devices test', `UV_THREADPOOL_SIZE=${process.env.UV_THREADPOOL_SIZE} is set; it needs libuv's default pool`);
 
 (defaultPool ? test.serial : test.serial.skip)(
   `${DEVICES} native devices in one process each answer a connected client at once, and fs calls still run while they idle`,

@@ -4,10 +4,11 @@ import fs from 'node:fs';
 import { VfioUserClient } from '../src/client/index';
 import { availableTransports, libvfioUserUnavailable } from '../src/transports/index';
 import { ipSocketInodes, ServeProcess, socketInodes } from './fuzz/daemon-process';
+import { skipping } from './helpers/skip';
 
 const transports = availableTransports();
 const why = libvfioUserUnavailable();
-if (why !== null) console.log(`security: libvfio-user transport not tested: ${why}`);
+if (why !== null) skipping('security on libvfio-user', why);
 
 for (const transport of ['native', 'libvfio-user'] as const) {
   const t1 = transports.includes(transport) ? test.serial : test.serial.skip;

@@ -1,6 +1,6 @@
 // `vrnic serve` as a user runs it: flags, config files, socket paths and signals.
 import test from 'ava';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -79,6 +79,13 @@ test('vrnic --help lists serve and the exit codes', async (t) => {
   t.regex(r.stdout, /Exit codes/);
 });
 
+test('vrnic --version prints the version of the installed package', async (t) => {
+  const r = await runCli(['--version']);
+  t.is(r.code, 0);
+  const pkg = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../../package.json'), 'utf8')) as { version: string };
+  t.is(r.stdout, `vrnic ${pkg.version}\n`);
+});
+
 test('serve --help documents every flag', async (t) => {
   const r = await runCli(['serve', '--help']);
   t.is(r.code, 0);
@@ -138,16 +145,27 @@ test('--irq overrides the config file and the daemon logs the mode it serves', a
   t.is(JSON.parse(line!).irq, 'msi');
 });
 
-test('serve logs the exact QEMU -device argument that attaches it', async (t) => {
+test('serve prints the QEMU arguments that attach it as one plain line a shell takes as written', async (t) => {
   const dir = privateDir();
   const socket = path.join(dir, 'vrnic.sock');
-  const s = await startServe([], socket);
-  s.child.kill('SIGTERM');
-  await exited(s.child);
-  const line = s.stderr().split('\n').find((l) => l.includes('qemuDevice'));
-  t.truthy(line, 'a startup line carries qemuDevice');
-  const rec = JSON.parse(line!);
-  t.is(rec.qemuDevice, `-device '${JSON.stringify({ driver: 'vfio-user-pci', id: 'nic0', bus: 'rp1', socket: { type: 'unix', path: socket } })}'`);
+  const child = spawn(process.execPath, [CLI, 'serve', '--socket', socket, '--transport', 'native', '--pretty'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  child.stdout!.on('data', (d) => (stdout += d));
+  child.stderr!.resume();
+  const deadline = Date.now() + 20_000;
+  while (!stdout.includes('\n') && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+  child.kill('SIGTERM');
+  await exited(child);
+  const lines = stdout.split('\n').filter(Boolean);
+  t.is(lines.length, 1, stdout);
+  // The shell reads the line back into exactly the arguments QEMU needs.
+  const out = spawnSync('sh', ['-c', `printf '%s\\n' ${lines[0]}`], { encoding: 'utf8' });
+  t.deepEqual(out.stdout.split('\n').slice(0, -1), [
+    '-device',
+    'pcie-root-port,id=rp1,slot=1',
+    '-device',
+    JSON.stringify({ driver: 'vfio-user-pci', id: 'nic0', bus: 'rp1', socket: { type: 'unix', path: socket } }),
+  ]);
 });
 
 test('SIGTERM stops serve with exit code 0 and removes its socket', async (t) => {
@@ -159,6 +177,29 @@ test('SIGTERM stops serve with exit code 0 and removes its socket', async (t) =>
   t.is(code, 0);
   t.false(fs.existsSync(socket));
 });
+
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  test(`after a failed vanish, ${signal} stops serve within a second with exit 0 and removes both sockets`, async (t) => {
+    const dir = privateDir();
+    const socket = path.join(dir, 'vrnic.sock');
+    const s = await startServe([], socket);
+    // Orderly needs QMP, which this daemon was not given: the vanish fails and the daemon serves on.
+    const v = await runCli(['vanish', '--mode', 'orderly', '--socket', socket]);
+    t.is(v.code, 1, v.stderr);
+    t.regex(v.stderr, /QMP/);
+    t.true(fs.existsSync(socket) && fs.existsSync(`${socket}.ctl`), 'still serving after the failed vanish');
+    const sentAt = Date.now();
+    s.child.kill(signal);
+    const end = await Promise.race([exited(s.child), new Promise<null>((r) => setTimeout(() => r(null), 5_000))]);
+    if (end === null) s.child.kill('SIGKILL');
+    t.deepEqual(end, { code: 0, signal: null }, s.stderr());
+    t.true(Date.now() - sentAt < 1000, `exited ${Date.now() - sentAt} ms after ${signal}`);
+    t.false(fs.existsSync(socket), 'vfio-user socket removed');
+    t.false(fs.existsSync(`${socket}.ctl`), 'control socket removed');
+    t.regex(s.stderr(), /vanish failed/);
+    t.false(s.stderr().includes('    at '), 'the logged error carries no stack below --log-level debug');
+  });
+}
 
 test('a socket held by a live server is refused with a clear error', async (t) => {
   const dir = privateDir();

@@ -1,7 +1,7 @@
 // `vrnic qemu-args`: prints the QEMU command line for a guest with the vrnic device, ready to paste.
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { formatCommandLine, qemuArgs, type SerialTarget } from '../../qemu-config/args';
+import { COMMAND_LINE_FORMATS, type CommandLineFormat, formatCommandLine, qemuArgs, type SerialTarget } from '../../qemu-config/args';
 import { GUEST_SCENARIOS, guestAppend, latestGuestImage, type GuestScenario } from '../../qemu-config/image';
 import { findQemu, QEMU_BINARY } from '../../qemu-config/qemu';
 import { type Command, UsageError } from './command';
@@ -11,10 +11,11 @@ type Bug = (typeof BUGS)[number];
 
 const help = `Usage: vrnic qemu-args --socket PATH [--qmp PATH] [--guest DIR] [flags]
 
-Prints the QEMU command line (one argument per line, shell-quoted) for a q35 guest with guest RAM
-in a shared memfd, a PCIe root port carrying the vfio-user-pci device on the daemon's socket, the
-console on a serial port and QMP on a Unix socket. The kernel and initramfs are those
-\`vrnic guest build\` made (give its directory with --guest, or --kernel and --initrd).
+Prints the QEMU command line for a q35 guest with guest RAM in a shared memfd, a PCIe root port
+carrying the vfio-user-pci device on the daemon's socket, the console on a serial port and QMP
+on a Unix socket. The kernel and initramfs are those \`vrnic guest build\` made (give its
+directory with --guest, or --kernel and --initrd). By default the output is ready to paste into
+a shell (or to save as a script and run).
 
 Flags:
   --socket PATH       the daemon's vfio-user socket (required; --no-device for a guest without it)
@@ -33,9 +34,11 @@ Flags:
   --memory MIB        guest RAM (default 512)
   --device-id ID      QEMU id of the device (default nic0)
   --qemu PATH         binary to print, as given (default: the one \`vrnic qemu find\` names)
+  --format F          shell: shell-quoted, an option and its value per line (default);
+                      args: one raw argument per line; json: a JSON array, binary first
   -h, --help          this text
 
-Exit codes: 0 printed; 2 bad flags.`;
+Exit codes: 0 printed; 1 VRNIC_QEMU names no executable; 2 bad flags.`;
 
 export const qemuArgsCommand: Command = {
   name: 'qemu-args',
@@ -63,6 +66,7 @@ export const qemuArgsCommand: Command = {
           memory: { type: 'string' },
           'device-id': { type: 'string' },
           qemu: { type: 'string' },
+          format: { type: 'string', default: 'shell' },
         },
         strict: true,
         allowPositionals: false,
@@ -74,6 +78,8 @@ export const qemuArgsCommand: Command = {
     const socket = str('socket');
     if (!socket && !v['no-device']) throw new UsageError('--socket PATH is required (or --no-device)');
     if (socket && v['no-device']) throw new UsageError('--socket and --no-device exclude each other');
+    const format = str('format') as CommandLineFormat;
+    if (!COMMAND_LINE_FORMATS.includes(format)) throw new UsageError(`--format: '${format}' is not one of ${COMMAND_LINE_FORMATS.join(', ')}`);
     const guestDir = str('guest') ?? latestGuestImage()?.dir;
     if (!guestDir && !(str('kernel') && str('initrd'))) {
       throw new UsageError('no guest image: run `vrnic guest build` first, or give --guest DIR or --kernel and --initrd');
@@ -108,9 +114,16 @@ export const qemuArgsCommand: Command = {
       throw new UsageError((err as Error).message);
     }
     // --qemu is printed as given (the line may be for another machine); otherwise the QEMU every
-    // other command would run here, and a VRNIC_QEMU naming nothing is an error, not a fallback.
+    // other command would run here, and a VRNIC_QEMU naming nothing is an error (one line from the
+    // finder), not a fallback.
     const binary = str('qemu') ?? findQemu()?.binary ?? QEMU_BINARY;
-    process.stdout.write(formatCommandLine(binary, args) + '\n');
+    let text: string;
+    try {
+      text = formatCommandLine(binary, args, format);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    process.stdout.write(text + '\n');
     return 0;
   },
 };

@@ -1,8 +1,8 @@
-// `vrnic serve`: runs the emulator until SIGTERM/SIGINT.
+// `vrnic serve`: runs the emulator until SIGTERM, SIGINT or SIGHUP.
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { configureLogging, type LogLevel } from '../log';
-import { Daemon } from '../daemon';
+import { Daemon, qemuAttachLine } from '../daemon';
 import { defaultSocketPath, SocketPathError } from '../socket-path';
 import type { TransportChoice } from '../transports/index';
 import { loadDeviceConfig, type DeviceConfigResult } from '../device-config';
@@ -15,8 +15,10 @@ const TRANSPORTS: readonly TransportChoice[] = ['auto', 'libvfio-user', 'native'
 
 const help = `Usage: vrnic serve [flags]
 
-Runs the emulated RDMA NIC and serves it over vfio-user until SIGTERM or SIGINT
-(exit 0; the socket is removed). Logs are JSON lines on stderr.
+Runs the emulated RDMA NIC and serves it over vfio-user until SIGTERM, SIGINT or SIGHUP
+(exit 0; the socket and its control socket are removed). Once it accepts connections it
+prints one line on stdout: the QEMU arguments that attach the device, ready to paste. Logs are
+JSON lines on stderr.
 
 Flags:
   --socket PATH         vfio-user socket to listen on
@@ -37,7 +39,7 @@ Flags:
                         SIGUSR1 means \`vrnic vanish --mode surprise\`
   -h, --help            this text
 
-Exit codes: 0 stopped by signal; 1 a host failure; 2 bad flags, a bad config file, or a
+Exit codes: 0 stopped by SIGTERM, SIGINT or SIGHUP; 1 a host failure; 2 bad flags, a bad config file, or a
 socket path that is taken (live server, or not a socket).`;
 
 function parseMode(text: string): number {
@@ -105,8 +107,10 @@ export const serveCommand: Command = {
       signalled = signal;
     };
     const handler = (signal: NodeJS.Signals) => onSignal(signal);
-    process.once('SIGTERM', handler);
-    process.once('SIGINT', handler);
+    // SIGHUP (the terminal closed) is a stop like the others: a daemon outliving its session
+    // would keep the socket claimed with nobody to stop it.
+    const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP'];
+    for (const s of STOP_SIGNALS) process.once(s, handler);
 
     let daemon: Daemon;
     try {
@@ -127,6 +131,9 @@ export const serveCommand: Command = {
       throw err;
     }
     void control.vanished;
+    // One plain line on stdout, apart from the logs on stderr: what to add to QEMU's command line.
+    process.stdout.write(`${qemuAttachLine(daemon.socketPath)}\n`);
+    log.info('attach it by adding the line printed on stdout to QEMU\'s command line (guest RAM must be a memory-backend-memfd with share=on; `vrnic qemu-args` prints a whole command line)');
     const code = await new Promise<number>((resolve) => {
       onSignal = (signal) => {
         log.info({ signal }, 'signal received; stopping');

@@ -10,7 +10,12 @@ import { SCENARIOS, SCENARIO_NAMES, type ScenarioName } from '../unplug/scenario
 import { matrixHuman, repeatHuman } from '../unplug/matrix';
 import { runAllScenarios, runRepeated } from '../unplug/batch';
 import type { UnplugReport } from '../unplug/report';
+import { IRQ_CHOICES, type IrqChoice } from '../../qemu-config/msix-unplug';
+import { requireVfioUserQemu } from '../../qemu-config/qemu';
 import { type Command, UsageError } from './command';
+import fs from 'node:fs';
+import { reportsJunit } from '../unplug/junit';
+import { reportsHtml } from '../unplug/html';
 
 const help = `Usage: vrnic unplug-test [--mode M] [--driver-bug B] [--scenario NAME|all]
                          [--repeat N --random-delay MAX_MS [--seed S]] [--json] [flags]
@@ -46,7 +51,16 @@ Flags:
   --seed S          the seed for those delays (default: drawn and printed, to replay a run)
   --json            print one JSON object: {"verdict", "checks", "timings", ...}; with
                     all: {"verdict", "rows", "reports"}; with --repeat: the summary and reports
-  --qemu PATH       QEMU >= 10.1 with vfio-user-pci (default $VRNIC_QEMU)
+  --junit FILE      also write JUnit XML to FILE: a test suite per run (scenario), a test
+                    case per check, for CI systems
+  --html FILE       also write one self-contained HTML page to FILE: each run's timeline
+                    (vanish, zap, ib device gone, DEVICE_DELETED, BAR accesses after
+                    removal) and its checks
+  --qemu PATH       QEMU >= 10.1 with vfio-user-pci (default: as \`vrnic qemu find\` says:
+                    VRNIC_QEMU, then the provisioned QEMU, then PATH)
+  --irq I           the device's interrupts: auto | msix | msi | intx (default auto: MSI-X
+                    only on a QEMU on record as surviving an MSI-X unplug, else MSI; every
+                    QEMU release so far aborts on it, see docs/unplug.md)
   --transport T     auto | libvfio-user | native, for the emulator (default auto)
   --work-dir DIR    keep the run's files (console, QEMU and daemon logs) in DIR
   --keep            keep the work directory after a PASS (a FAIL always keeps it)
@@ -73,6 +87,9 @@ export const unplugTestCommand: Command = {
       repeat?: string;
       'random-delay'?: string;
       seed?: string;
+      junit?: string;
+      html?: string;
+      irq?: string;
     };
     try {
       ({ values } = parseArgs({
@@ -90,6 +107,9 @@ export const unplugTestCommand: Command = {
           repeat: { type: 'string' },
           'random-delay': { type: 'string' },
           seed: { type: 'string' },
+          junit: { type: 'string' },
+          html: { type: 'string' },
+          irq: { type: 'string', default: 'auto' },
         },
         strict: true,
         allowPositionals: false,
@@ -105,6 +125,8 @@ export const unplugTestCommand: Command = {
     if (transport !== undefined && !['auto', 'libvfio-user', 'native'].includes(transport)) {
       throw new UsageError(`--transport: '${transport}' is not one of auto, libvfio-user, native`);
     }
+    const irq = values.irq as IrqChoice;
+    if (!IRQ_CHOICES.includes(irq)) throw new UsageError(`--irq: '${values.irq}' is not one of ${IRQ_CHOICES.join(', ')}`);
     const level = values['log-level'] as 'warn';
     if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(level)) throw new UsageError(`--log-level: '${level}' is not a level`);
     const scenarioArg = values.scenario ?? 'single';
@@ -121,11 +143,26 @@ export const unplugTestCommand: Command = {
     const seedArg = count('seed', values.seed, 0, 0xffffffff);
     if (repeat === undefined && (maxDelay !== undefined || seedArg !== undefined)) throw new UsageError('--random-delay and --seed go with --repeat');
     if (repeat !== undefined && scenarioArg === 'all') throw new UsageError('--repeat runs one scenario, not all');
+    // The output files are checked before the run, not after minutes of it.
+    for (const flag of ['junit', 'html'] as const) {
+      const file = values[flag];
+      if (file === undefined) continue;
+      try {
+        fs.writeFileSync(file, '', { flag: 'a' });
+      } catch (err) {
+        throw new UsageError(`--${flag} ${file}: cannot write it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      }
+    }
+    const writeFiles = (reports: readonly UnplugReport[]): void => {
+      if (values.junit !== undefined) fs.writeFileSync(values.junit, reportsJunit(reports));
+      if (values.html !== undefined) fs.writeFileSync(values.html, reportsHtml(reports));
+    };
     const log = configureLogging({ level });
     const common = {
       mode,
       driverBug,
-      qemu: values.qemu,
+      qemu: (await requireVfioUserQemu({ flag: values.qemu })).binary,
+      irq,
       transport: transport as 'auto' | 'libvfio-user' | 'native' | undefined,
       workDir: values['work-dir'],
       keep: values.keep,
@@ -146,6 +183,7 @@ export const unplugTestCommand: Command = {
         onRun: (r, i, n) =>
           process.stderr.write(`  run ${i + 1}/${n} (delay ${r.vanishDelayMs ?? 0} ms): ${r.verdict}${r.verdict === 'FAIL' ? ` (${r.error ?? r.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')})` : ''}\n`),
       });
+      writeFiles(reports);
       const pass = summary.passed === summary.runs;
       process.stdout.write((values.json ? JSON.stringify({ verdict: pass ? 'PASS' : 'FAIL', ...summary, mode, driverBug, reports: reports.map(json) }) : repeatHuman(summary, mode, driverBug)) + '\n');
       return pass ? 0 : 1;
@@ -153,11 +191,13 @@ export const unplugTestCommand: Command = {
 
     if (scenarioArg === 'all') {
       const { matrix: m, reports } = await runAllScenarios({ ...common, onRun: (r) => process.stderr.write(`  ${r.scenario}: ${r.verdict}\n`) });
+      writeFiles(reports);
       process.stdout.write((values.json ? JSON.stringify({ verdict: m.verdict, mode, driverBug, checks: m.checks, rows: m.rows, reports: reports.map(json) }) : matrixHuman(m, mode, driverBug)) + '\n');
       return m.verdict === 'PASS' ? 0 : 1;
     }
 
     const report = await runUnplugTest({ ...common, scenario: scenarioArg as ScenarioName });
+    writeFiles([report]);
     process.stdout.write((values.json ? reportJson(report) : reportHuman(report)) + '\n');
     return report.verdict === 'PASS' ? 0 : 1;
   },

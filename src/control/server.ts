@@ -45,7 +45,7 @@ export interface ControlServerOptions {
   readonly exitAfterVanish?: boolean;
   readonly deviceDeletedTimeoutMs?: number;
   /**
-   * Arms `vanish` requests carrying `when` (issue 9). Default: a TraceVanishArmer on the daemon's
+   * Arms `vanish` requests carrying `when` (vanish at a device event). Default: a TraceVanishArmer on the daemon's
    * device when it takes trace sinks (the NIC does); null refuses them as unsupported.
    */
   readonly armer?: VanishArmer | null;
@@ -294,10 +294,18 @@ export async function startControlServer(daemon: Daemon, opts: ControlServerOpti
     }
   };
 
-  // The daemon stopping by itself (signal, transport failure) takes the control socket with it;
-  // during a vanish the socket stays until the vanish's reply is written.
+  // The control socket lives exactly as long as the daemon: whenever the daemon stops (signal,
+  // transport failure, a vanish), the socket goes too. Only a vanish still running keeps it a
+  // moment longer, so that its reply is written; a failed or armed vanish must not keep it at all,
+  // or the listening socket holds the process alive and leaves <socket>.ctl behind.
   daemon.once('stopped', () => {
-    if (!current || current.phase === 'armed') void close();
+    const running = current?.phase === 'running' ? current.promise : null;
+    if (!running) {
+      void close();
+      return;
+    }
+    const afterReply = () => new Promise((r) => setImmediate(r)).then(close);
+    running.then(afterReply, afterReply);
   });
   void vanished.then(async () => {
     // Let the replies go out, then close; `vrnic serve` also ends the process.

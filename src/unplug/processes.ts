@@ -28,7 +28,13 @@ export function spawnChild(name: string, file: string, args: readonly string[], 
   });
   let exitedFlag = false;
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    proc.once('exit', (code, signal) => {
+    proc.once('exit', () => {
+      exitedFlag = true;
+    });
+    // 'close', not 'exit': 'exit' can come while the last of the child's output is still in the
+    // pipe, and a guest's final report lines (its kernel log dump, printed just before poweroff)
+    // would then be judged missing although QEMU wrote them.
+    proc.once('close', (code, signal) => {
       exitedFlag = true;
       resolve({ code, signal });
     });

@@ -1,4 +1,5 @@
 // The unplug-test report: one JSON object (--json) or a human summary, built from the checks and timings.
+import type { IrqDecision } from '../../qemu-config/msix-unplug';
 import type { VanishMode } from '../control/protocol';
 import type { Check } from './checks';
 import type { DriverBug, UnplugEvidence } from './evidence';
@@ -30,6 +31,8 @@ export interface UnplugReport {
   readonly vanishDelayMs?: number;
   /** For a vanish armed at a device event: what fired it. */
   readonly fired?: FiredEvent;
+  /** The device's interrupt mode and why it was chosen (`--irq`). */
+  readonly irq?: IrqDecision;
   readonly checks: readonly Check[];
   readonly timings: UnplugTimings;
   /** Where the run's logs are (console, QEMU's invalid_mem log, the daemon's log), when kept. */
@@ -71,6 +74,7 @@ export function reportHuman(r: UnplugReport): string {
   const fmt = (v: number | null) => (v === null ? '-' : `${v} ms`);
   const lines = [
     `vrnic unplug-test: ${r.scenario ? `scenario ${r.scenario}, ` : ''}mode ${r.mode}, driver bug ${r.driverBug}: ${r.verdict}`,
+    ...(r.irq ? [`  interrupts: ${r.irq.mode} (${r.irq.reason})`] : []),
     ...(r.fired ? [`  vanished at ${r.fired.when}: ${JSON.stringify(r.fired.record)}`] : []),
     ...(r.vanishDelayMs !== undefined ? [`  vanish ${r.vanishDelayMs} ms after the guest was ready`] : []),
     ...(r.error ? [`  run error: ${r.error}`] : []),

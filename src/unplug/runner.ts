@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { ControlClient } from '../control/client';
 import { controlPathFor } from '../control/server';
 import type { VanishMode } from '../control/protocol';
-import { moduleLogger } from '../log';
+import { errorLine, moduleLogger } from '../log';
 import { flattenPci, QmpClient, type QmpEvent } from '../qmp/client';
 import type { TransportChoice } from '../transports/index';
 import { computeChecks, driverRemoveMs, type CheckName } from './checks';
@@ -15,6 +15,8 @@ import type { ArmedVanishResult } from '../control/server';
 import { isMappingCheck, scenarioByName, type Scenario, type ScenarioName } from './scenarios';
 import type { DriverBug, PhysRange, UnplugEvidence } from './evidence';
 import { prepareGuest, type GuestMachine } from './guest';
+import { requireVfioUserQemu } from '../../qemu-config/qemu';
+import { chooseIrq, MSIX_TEARDOWN_ABORT, recordMsixUnplug, type IrqChoice, type IrqDecision } from '../../qemu-config/msix-unplug';
 import { GuestConsole, guestBar2, parseNumber, type ReportLine } from './guest-report';
 import { spawnChild, type Child } from './processes';
 import { timingsFrom, type UnplugReport } from './report';
@@ -26,9 +28,11 @@ export interface UnplugTestOptions {
   /** For a scenario that vanishes once the guest is ready: wait this long after ready first (default 0). */
   readonly vanishDelayMs?: number;
   readonly driverBug?: DriverBug;
-  /** QEMU >= 10.1 with vfio-user-pci; default $VRNIC_QEMU. */
+  /** QEMU >= 10.1 with vfio-user-pci; default as qemu-config/qemu.ts finds it (VRNIC_QEMU, provisioned, PATH). */
   readonly qemu?: string;
   readonly transport?: TransportChoice;
+  /** The device's interrupt mode; auto (default) picks one the QEMU survives (qemu-config/msix-unplug.ts). */
+  readonly irq?: IrqChoice;
   /** Where the run's files go; default a new private directory under the OS temp dir. */
   readonly workDir?: string;
   /** Keep the work directory (console, logs) after a PASS too; a FAIL always keeps it. */
@@ -91,16 +95,24 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
   let deviceDeleted: QmpEvent | null = null;
   let bars: PhysRange[] = [];
   let fired: ArmedVanishResult | null = null;
+  let irq: IrqDecision | null = null;
   const base = { mode, driverBug, scenario: scenario.name, ...(opts.vanishDelayMs !== undefined ? { vanishDelayMs: opts.vanishDelayMs } : {}) };
 
   const fail = (error: string): UnplugReport => {
     const e = evidence(guest, { mode, driverBug, vanishAtMs: vanishAtMs ?? Date.now(), deviceDelSentAtMs, deviceDeleted, invalidMem: readLines(files.invalidMem), qemuBars: bars });
-    return { verdict: 'FAIL', ...base, checks: computeChecks(e, checksFor(scenario, e)), timings: timingsFrom(e, startedAtMs, readyAtMs, Date.now()), artifacts, error };
+    return { verdict: 'FAIL', ...base, ...(irq ? { irq } : {}), checks: computeChecks(e, checksFor(scenario, e)), timings: timingsFrom(e, startedAtMs, readyAtMs, Date.now()), artifacts, error };
   };
 
   try {
-    const qemu = opts.qemu ?? process.env.VRNIC_QEMU;
-    if (!qemu) throw new RunError('no QEMU: set VRNIC_QEMU to a qemu-system-x86_64 >= 10.1 with vfio-user-pci');
+    let qemuInfo: Awaited<ReturnType<typeof requireVfioUserQemu>>;
+    try {
+      qemuInfo = await requireVfioUserQemu({ flag: opts.qemu });
+    } catch (err) {
+      throw new RunError((err as Error).message);
+    }
+    const qemu = qemuInfo.binary;
+    irq = chooseIrq(opts.irq ?? 'auto', qemuInfo);
+    log.info({ qemu, version: qemuInfo.version, source: qemuInfo.source, irq: irq.mode, why: irq.reason }, 'QEMU and interrupt mode');
     let machine: GuestMachine;
     try {
       machine = await prepareGuest({ driverBug, scenario: scenario.guest.scenario, procs: scenario.guest.procs, watchSeconds: scenario.guest.watchSeconds, log });
@@ -109,7 +121,7 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
     }
 
     // The daemon runs as a child: the crash mode kills it with SIGKILL.
-    const daemonArgs = [CLI, 'serve', '--socket', files.socket, '--qmp', files.qmpDaemon, '--log-level', 'info'];
+    const daemonArgs = [CLI, 'serve', '--socket', files.socket, '--qmp', files.qmpDaemon, '--log-level', 'info', '--irq', irq.mode];
     if (opts.transport) daemonArgs.push('--transport', opts.transport);
     if (scenario.nic) {
       const config = path.join(workDir, 'device.json');
@@ -244,6 +256,11 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
     const done = exited !== null && dmesg !== null;
     const vmEnd = await vm.exited;
     const qemuAbort = vmEnd.signal !== null && vmEnd.signal !== 'SIGTERM' && vmEnd.signal !== 'SIGKILL' ? qemuDiagnosis(files.qemuLog, vmEnd.signal) : null;
+    // What an MSI-X unplug did to this QEMU is evidence for later `--irq auto` choices.
+    if (irq.mode === 'msix') {
+      if (qemuAbort && MSIX_TEARDOWN_ABORT.test(qemuAbort)) recordMsixUnplug(qemuInfo, false);
+      else if (!qemuAbort && deviceDeleted) recordMsixUnplug(qemuInfo, true);
+    }
 
     const e = evidence(guest, { mode, driverBug, vanishAtMs, deviceDelSentAtMs, deviceDeleted, invalidMem: readLines(files.invalidMem), qemuBars: bars });
     const checks = computeChecks(e, checksFor(scenario, e));
@@ -251,6 +268,7 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
     return {
       verdict,
       ...base,
+      irq,
       ...(fired ? { fired: fired.fired } : {}),
       checks,
       timings: timingsFrom(e, startedAtMs, readyAtMs, Date.now()),
@@ -258,8 +276,9 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
       ...(qemuAbort ? { error: qemuAbort } : done ? {} : { error: exited ? 'the guest never dumped its kernel log; no-kernel-warnings judged on the console alone' : 'the guest program never exited; checks judged on what it printed' }),
     };
   } catch (err) {
-    log.error({ err }, 'unplug run broke');
-    return fail(err instanceof RunError ? err.message : (err as Error).stack ?? String(err));
+    // The report carries the error as one line; the stack only when debugging vrnic itself.
+    log.debug({ err }, 'unplug run broke');
+    return fail(err instanceof RunError ? err.message : errorLine(err, log.isLevelEnabled('debug')));
   } finally {
     control?.close();
     qmp?.close();
