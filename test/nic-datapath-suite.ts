@@ -357,8 +357,8 @@ export const DATA_CASES: ReadonlyArray<readonly [string, DataCase]> = [
     async (t, env) => {
       const { a, b, fabric } = env;
       const run = async (seed: number): Promise<{ dropped: number; icrc: number; delayed: number; retries: number }> => {
-        // A delay shorter than the ACK timeout keeps one packet on the wire at a time, so the fault sequence is the seed's alone.
-        const { qa } = await rcPair(env, { timeout: 12, retry: 7 });
+        // A delay far below the ACK timeout (67 ms), even on a loaded machine, keeps one packet on the wire at a time, so the fault sequence is the seed's alone.
+        const { qa } = await rcPair(env, { timeout: 14, retry: 7 });
         const dst = b.buffer(16 * 512);
         const rkey = await b.mr(dst, 16 * 512, ACC.REMOTE_WRITE);
         const src = a.buffer(16 * 512, pattern(16 * 512, seed));
