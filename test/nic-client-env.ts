@@ -7,6 +7,7 @@ import type { Fabric } from '../emulator/datapath/fabric';
 import { createNic } from '../emulator/nic';
 import type { Nic } from '../emulator/nic/device';
 import { GuestMemory, IrqIndex, VfioUserClient, type Mapping } from '../src/client/index';
+import { Daemon } from '../src/daemon';
 import { createTransport, type Transport, type TransportName } from '../src/transports/index';
 import type { NicEnv } from './nic-suite';
 import { type DeviceAccess, GuestHeap, TestDriver } from './nic-support';
@@ -36,6 +37,8 @@ export interface OpenOptions {
   readonly withFd?: boolean;
   /** The wire the device's port joins; default: the process's shared fabric. */
   readonly fabric?: Fabric;
+  /** Serve it as `vrnic serve` does (a Daemon on its own socket) instead of a bare transport. */
+  readonly daemon?: boolean;
 }
 
 /** A device on `name`'s transport with one client connected, guest memory mapped and MSI-X wired. */
@@ -46,20 +49,27 @@ export async function open(name: TransportName, opts: OpenOptions = {}): Promise
   const log = pino({ level: process.env.VRNIC_TEST_LOG ?? 'silent' });
   const nic: Nic = createNic({ numUars: 8 }, { log, fabric: opts.fabric });
   let transport: Transport | null = null;
+  let daemon: Daemon | null = null;
   let client: VfioUserClient | null = null;
   let uarMap: Mapping | null = null;
   const mem = new GuestMemory(GUEST_SIZE, GUEST_BASE);
   const close = async (): Promise<void> => {
     uarMap?.unmap();
     await client?.close();
-    await transport?.stop();
+    if (daemon !== null) await daemon.stop();
+    else await transport?.stop();
     nic.close();
     mem.close();
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    transport = createTransport(name, { socketPath, device: nic, log });
-    await transport.start();
+    if (opts.daemon === true) {
+      daemon = await Daemon.start({ socketPath, transport: name, device: nic, log });
+      transport = daemon.transport;
+    } else {
+      transport = createTransport(name, { socketPath, device: nic, log });
+      await transport.start();
+    }
     client = await VfioUserClient.connect(socketPath);
     await client.enableDevice();
     const msix = await msixCapability(client);

@@ -17,8 +17,10 @@ async function setUp(name: TransportName, topology: Topology): Promise<{ env: Da
     for (const e of envs) await e.close();
   };
   try {
-    envs.push(await open(name, { fabric }));
-    if (topology === 'two devices') envs.push(await open(name, { fabric }));
+    // Two devices are served as one daemon process serves several: a Daemon per device, each on its own socket.
+    const daemon = topology === 'two devices';
+    envs.push(await open(name, { fabric, daemon }));
+    if (daemon) envs.push(await open(name, { fabric, daemon }));
     for (const e of envs) if ((await e.drv.bringUp()) !== 1) throw new Error('device not READY');
     const first = envs[0];
     const second = envs[envs.length - 1];
