@@ -178,7 +178,7 @@ export class DataPath {
         const addr = sq.addr + BigInt(WQE_SIZE * (index & (sq.entries - 1)));
         let raw: Buffer;
         try {
-          raw = await this.nic.dma.read(addr, WQE_SIZE);
+          raw = this.readNow(addr, WQE_SIZE) ?? (await this.nic.dma.read(addr, WQE_SIZE));
         } catch (err) {
           if (!this.live(qp, epoch)) return;
           if (!(err instanceof DmaError)) throw err;
@@ -264,6 +264,11 @@ export class DataPath {
     };
   }
 
+  /** A copy of guest bytes read through a live view, without a DMA round trip; undefined when there is none. Throws DmaError. */
+  private readNow(addr: bigint, length: number): Buffer | undefined {
+    return this.nic.dma.withView?.(addr, length, false, (view) => Buffer.from(view));
+  }
+
   private recvAddr(qp: Qp, index: number): bigint {
     const rq = qp.rq!;
     return rq.addr + BigInt(WQE_SIZE * (index & (rq.entries - 1)));
@@ -272,7 +277,8 @@ export class DataPath {
   private async peekRecv(qp: Qp): Promise<RecvWr | null> {
     const rq = qp.rq;
     if (rq === null || rq.ci === rq.pi) return null;
-    const raw = await this.nic.dma.read(this.recvAddr(qp, rq.ci), WQE_SIZE);
+    const addr = this.recvAddr(qp, rq.ci);
+    const raw = this.readNow(addr, WQE_SIZE) ?? (await this.nic.dma.read(addr, WQE_SIZE));
     const numSge = raw[2];
     const wrId = raw.readBigUInt64LE(8);
     if (numSge > MAX_RECV_SGE) return { wrId, sges: [], valid: false };
@@ -343,9 +349,17 @@ export class DataPath {
     const entry = encodeCqe(cqe, phase);
     cq.pi = (cq.pi + 1) & U16;
     try {
-      await this.nic.dma.write(addr, entry.subarray(0, CQE_SIZE - 4));
-      if (epoch !== this.nic.epoch) return;
-      await this.nic.dma.write(addr + BigInt(CQE_SIZE - 4), entry.subarray(CQE_SIZE - 4));
+      // Through a live view both stores happen in this tick, the flags word (with the phase) last.
+      const done = this.nic.dma.withView?.(addr, CQE_SIZE, true, (view) => {
+        entry.copy(view, 0, 0, CQE_SIZE - 4);
+        entry.copy(view, CQE_SIZE - 4, CQE_SIZE - 4);
+        return true;
+      });
+      if (done !== true) {
+        await this.nic.dma.write(addr, entry.subarray(0, CQE_SIZE - 4));
+        if (epoch !== this.nic.epoch) return;
+        await this.nic.dma.write(addr + BigInt(CQE_SIZE - 4), entry.subarray(CQE_SIZE - 4));
+      }
     } catch (err) {
       if (epoch !== this.nic.epoch) return;
       if (!(err instanceof DmaError)) throw err;
