@@ -163,6 +163,34 @@ export const DATA_CASES: ReadonlyArray<readonly [string, DataCase]> = [
     },
   ],
   [
+    'UC: an RDMA WRITE lands and a SEND without a posted receive is dropped while the sender completes OK',
+    async (t, env) => {
+      const { a, b } = env;
+      const qa = await a.qp(QPT.UC);
+      const qb = await b.qp(QPT.UC);
+      await connect(a, qa, b.lid, qb.qpn);
+      await connect(b, qb, a.lid, qa.qpn);
+      const dst = b.buffer(64, 0x77);
+      const rkey = await b.mr(dst, 64, ACC.REMOTE_WRITE);
+      a.post(qa, { opcode: WOP.WRITE, wrId: 55n, inline: pattern(24, 13), remoteAddr: dst + 8n, rkey });
+      t.like(await a.poll(), { wrId: 55n, status: CS.OK, byteLen: 24 });
+      t.deepEqual(b.dev.memRead(dst + 8n, 24), pattern(24, 13));
+      a.post(qa, { opcode: WOP.SEND, wrId: 56n, inline: Buffer.from([1, 2, 3]) });
+      t.like(await a.poll(), { wrId: 56n, status: CS.OK }, 'UC has no RNR: the message is lost, not retried');
+      const r = b.buffer(16, 0xee);
+      const rk = await b.mr(r, 16, ACC.LOCAL_WRITE);
+      b.recv(qb, 57n, [{ addr: r, length: 16, lkey: rk }]);
+      // UC does not retry: give b's device time to see the RQ doorbell (it polls at least every 10 ms, docs/device.md 7).
+      await sleep(50);
+      a.post(qa, { opcode: WOP.SEND, wrId: 58n, inline: Buffer.from([4, 5, 6]) });
+      t.like(await a.poll(), { wrId: 58n, status: CS.OK });
+      t.like(await b.poll(), { wrId: 57n, status: CS.OK, byteLen: 3, srcQpn: qa.qpn });
+      t.deepEqual(b.dev.memRead(r, 4), Buffer.from([4, 5, 6, 0xee]), 'only the SEND sent after the receive arrived');
+      a.post(qa, { opcode: WOP.READ, wrId: 59n, sges: [{ addr: r, length: 4, lkey: rk }], remoteAddr: dst, rkey });
+      t.like(await a.poll(), { wrId: 59n, status: CS.LOC_QP_OP }, 'UC carries no RDMA READ');
+    },
+  ],
+  [
     'unsignaled WQEs leave no CQE and the next signaled CQE names the later WQE index',
     async (t, env) => {
       const { a, b } = env;
