@@ -160,6 +160,7 @@ export class Nic implements PciDevice {
     this.poller.stop();
     this.datapath.close();
     this.uarMemory.close();
+    this.obs.flushGuestErrors();
   }
 
   /** Transport reset (DEVICE_RESET, FLR). */
