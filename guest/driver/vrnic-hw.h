@@ -198,6 +198,7 @@ enum vrnic_event_type {
 	VRNIC_EVENT_PORT_STATE_CHANGE = 1,
 	VRNIC_EVENT_FATAL_ERROR = 2,
 	VRNIC_EVENT_CQ_ERROR = 3,
+	VRNIC_EVENT_QP_FATAL = 4,
 };
 
 /* QUERY_DEVICE output buffer (128 bytes, docs/device.md 5.5). */

@@ -4,10 +4,12 @@
 #define VRNIC_H
 
 #include <linux/completion.h>
+#include <linux/list.h>
 #include <linux/mutex.h>
 #include <linux/pci.h>
 #include <linux/spinlock.h>
 #include <linux/types.h>
+#include <linux/xarray.h>
 #include <rdma/ib_verbs.h>
 
 #include "vrnic-hw.h"
@@ -21,7 +23,6 @@ enum vrnic_bug {
 	VRNIC_BUG_PRIVATE_TRACKING,
 };
 
-
 extern enum vrnic_bug vrnic_bug;
 
 #define VRNIC_ASQ_ENTRIES	64
@@ -29,6 +30,29 @@ extern enum vrnic_bug vrnic_bug;
 #define VRNIC_EQ_ENTRIES	64
 /* How long enable and reset may take before we give up on the device. */
 #define VRNIC_READY_TIMEOUT_MS	3000
+/* Interrupt sources the driver serves at most: admin, event and up to 62 completion vectors. */
+#define VRNIC_MAX_VECTORS	64
+
+struct vrnic_dev;
+
+/* The handler data of one completion vector: which CQs it serves is their comp_vector. */
+struct vrnic_comp_vec {
+	struct vrnic_dev *dev;
+	u32 index;		/* comp_vector as the CQs name it */
+};
+
+/*
+ * Memory the device may still write: a DMA buffer or pinned user pages whose command timed out
+ * or whose DESTROY failed. It is freed only once the device can no longer write it (a reset it
+ * confirmed, or bus mastering off in remove); until then it is "parked".
+ */
+struct vrnic_parked {
+	struct list_head list;
+	void *va;		/* coherent buffer, or NULL */
+	dma_addr_t dma;
+	size_t size;
+	struct ib_umem *umem;	/* pinned user pages, or NULL */
+};
 
 struct vrnic_dev {
 	struct ib_device ibdev;
@@ -59,7 +83,18 @@ struct vrnic_dev {
 	bool have_result;
 	struct vrnic_acqe result;
 	struct completion admin_done;
-	bool admin_broken;	/* a command timed out: the queue state is unknown */
+	bool admin_broken;	/* a command timed out: the device was reset and takes no more */
+	/* Set once the device can no longer write memory: a reset it confirmed, or remove. */
+	bool dma_stopped;
+	spinlock_t parked_lock;
+	struct list_head parked;
+
+	/* Live CQs and QPs by number, for events and completions that name them. */
+	struct xarray cqs;
+	struct xarray qps;
+	struct vrnic_comp_vec comp_vecs[VRNIC_MAX_VECTORS - VRNIC_VEC_FIRST_COMP];
+	/* BAR2 as the kernel sees it: the arm words of the CQs, read on a completion interrupt. */
+	void __iomem *uar;
 
 	/* Event queue, drained by the vector 1 thread (ib_dispatch_event sleeps). */
 	struct vrnic_eqe *eq;
@@ -76,7 +111,9 @@ struct vrnic_dev {
 		u32 max_pd, max_cq, max_qp, max_mr, max_cqe, max_qp_wr, max_sge;
 	} caps;
 	/* The last port attributes the device reported; used once it has gone. */
+	spinlock_t port_lock;
 	struct vrnic_hw_port_attr port_cache;
+	/* Between ib_register_device and ib_unregister_device; read by the event thread. */
 	bool registered;
 };
 
@@ -117,13 +154,23 @@ struct vrnic_cq {
 	struct ib_cq ibcq;
 	u32 cqn;
 	struct ib_umem *umem;
+	u32 entries;
+	u32 comp_vector;
+	u32 arm_offset;		/* the CQ's arm word in BAR2 */
+	u32 notified_arm;	/* the arm word a completion event was last delivered for */
 };
 
 struct vrnic_qp {
 	struct ib_qp ibqp;
 	u32 qpn;
-	/* The state the device last accepted: MODIFY_QP always names one. */
+	/* The state the device last accepted (ERR after QP_FATAL): MODIFY_QP always names one. */
 	enum ib_qp_state state;
+	u32 sq_entries;
+	u32 rq_entries;
+	u32 max_send_sge;
+	u32 max_recv_sge;
+	int access_flags;
+	u32 dest_qpn;
 	struct ib_umem *sq_umem;
 	struct ib_umem *rq_umem;
 };
@@ -145,5 +192,8 @@ static inline struct vrnic_ucontext *to_vuc(struct ib_ucontext *uc)
 
 extern const struct ib_device_ops vrnic_dev_ops;
 extern const struct ib_device_ops vrnic_disassociate_ops;
+
+void vrnic_cq_completion(struct vrnic_dev *dev, struct vrnic_cq *cq);
+void vrnic_comp_vector(struct vrnic_dev *dev, u32 index);
 
 #endif /* VRNIC_H */

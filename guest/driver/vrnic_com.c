@@ -5,6 +5,8 @@
 #include <linux/interrupt.h>
 #include <linux/io.h>
 #include <linux/jiffies.h>
+#include <linux/slab.h>
+#include <rdma/ib_umem.h>
 
 #include "vrnic.h"
 #include "vrnic_com.h"
@@ -141,7 +143,18 @@ irqreturn_t vrnic_irq(int irq, void *data)
 		vrnic_acq_drain_locked(dev);
 		spin_unlock_irqrestore(&dev->acq_lock, flags);
 	}
+	if (cause & VRNIC_INT_COMPLETION)
+		vrnic_comp_vector(dev, U32_MAX);
 	return cause & VRNIC_INT_EVENT ? IRQ_WAKE_THREAD : IRQ_HANDLED;
+}
+
+/* One completion vector of its own (MSI-X): only the CQs created on it can have completed. */
+irqreturn_t vrnic_comp_irq(int irq, void *data)
+{
+	struct vrnic_comp_vec *vec = data;
+
+	vrnic_comp_vector(vec->dev, vec->index);
+	return IRQ_HANDLED;
 }
 
 static int vrnic_status_to_errno(u16 status)
@@ -169,6 +182,118 @@ static int vrnic_status_to_errno(u16 status)
 }
 
 /*
+ * A command the device never completed may still be running: it may yet write the buffers it
+ * names (a query's output, a ring it was told to forget). The only way to be sure it will not is
+ * to reset the device (docs/device.md 3.1: a command in flight is abandoned, nothing more is
+ * written for it) and read back that the reset took. The device is then unusable until the
+ * driver is rebound; re-creating every user object behind the users' backs is not this
+ * driver's job. Caller holds admin_lock.
+ */
+static void vrnic_admin_break(struct vrnic_dev *dev)
+{
+	int ret;
+
+	dev->admin_broken = true;
+	vrnic_write(dev, VRNIC_REG_CTRL, VRNIC_CTRL_RESET);
+	ret = vrnic_wait_ready(dev, false);
+	if (!ret || ret == -ENODEV) {
+		WRITE_ONCE(dev->dma_stopped, true);
+		dev_err(&dev->pdev->dev, "device reset after the timeout; it takes no more commands\n");
+	} else {
+		dev_err(&dev->pdev->dev, "device did not confirm its reset: memory it held stays allocated\n");
+	}
+}
+
+/*
+ * Frees a coherent buffer the device was told to write, unless the command's outcome leaves the
+ * device able to write it still (a timeout without a confirmed reset): then the buffer is parked
+ * until vrnic_reclaim_parked.
+ */
+void vrnic_free_dma_after(struct vrnic_dev *dev, size_t size, void *va, dma_addr_t dma, int ret)
+{
+	struct vrnic_parked *p;
+	unsigned long flags;
+
+	if ((ret != -ETIMEDOUT && ret != -EIO) || READ_ONCE(dev->dma_stopped)) {
+		dma_free_coherent(&dev->pdev->dev, size, va, dma);
+		return;
+	}
+	p = kzalloc(sizeof(*p), GFP_KERNEL);
+	if (!p) {
+		/* Without a record it cannot be freed safely later: leaking is the safe choice. */
+		dev_warn(&dev->pdev->dev, "leaking %zu DMA bytes at %pad\n", size, &dma);
+		return;
+	}
+	p->va = va;
+	p->dma = dma;
+	p->size = size;
+	spin_lock_irqsave(&dev->parked_lock, flags);
+	list_add_tail(&p->list, &dev->parked);
+	spin_unlock_irqrestore(&dev->parked_lock, flags);
+	dev_info(&dev->pdev->dev, "parked %zu DMA bytes at %pad until the device cannot write them\n",
+		 size, &dma);
+}
+
+/*
+ * Unpins a user ring or MR after its DESTROY. A device that refused the DESTROY, or never
+ * answered it, may still write the pages: then they stay pinned (parked) until
+ * vrnic_reclaim_parked, or the device would write into pages the process has reused.
+ * -ENODEV means the device is gone or confirmed a reset: it writes nothing any more.
+ */
+void vrnic_umem_release_after(struct vrnic_dev *dev, struct ib_umem *umem, int ret)
+{
+	struct vrnic_parked *p;
+	unsigned long flags;
+
+	if (!umem)
+		return;
+	if (!ret || ret == -ENODEV || READ_ONCE(dev->dma_stopped)) {
+		ib_umem_release(umem);
+		return;
+	}
+	p = kzalloc(sizeof(*p), GFP_KERNEL);
+	if (!p) {
+		dev_warn(&dev->pdev->dev, "leaking a pinned range of %zu bytes\n", umem->length);
+		return;
+	}
+	p->umem = umem;
+	spin_lock_irqsave(&dev->parked_lock, flags);
+	list_add_tail(&p->list, &dev->parked);
+	spin_unlock_irqrestore(&dev->parked_lock, flags);
+	dev_info(&dev->pdev->dev, "parked a pinned range of %zu bytes until the device cannot write it\n",
+		 umem->length);
+}
+
+/* Waits until no interrupt handler or event thread of this device is running. */
+void vrnic_sync_irqs(struct vrnic_dev *dev)
+{
+	u32 i;
+
+	for (i = 0; i < dev->num_vectors; i++)
+		synchronize_irq(pci_irq_vector(dev->pdev, i));
+}
+
+/* Frees everything parked. Only once the device can no longer write: after reset or bus master off. */
+void vrnic_reclaim_parked(struct vrnic_dev *dev)
+{
+	struct vrnic_parked *p, *tmp;
+	unsigned long flags;
+	LIST_HEAD(list);
+
+	spin_lock_irqsave(&dev->parked_lock, flags);
+	list_splice_init(&dev->parked, &list);
+	spin_unlock_irqrestore(&dev->parked_lock, flags);
+	list_for_each_entry_safe(p, tmp, &list, list) {
+		if (p->va) {
+			dev_info(&dev->pdev->dev, "freeing parked DMA bytes at %pad\n", &p->dma);
+			dma_free_coherent(&dev->pdev->dev, p->size, p->va, p->dma);
+		}
+		ib_umem_release(p->umem);
+		kfree(p);
+	}
+}
+
+/*
  * Runs one admin command and waits for its completion: by vector 0 when we have it, polling the
  * ACQ in between either way, so a lost interrupt costs a few ms and a dead device costs nothing
  * more than one register read. Never waits past admin_timeout_ms.
@@ -177,11 +302,21 @@ int vrnic_admin_exec(struct vrnic_dev *dev, struct vrnic_asqe *cmd, struct vrnic
 {
 	unsigned long deadline, flags;
 	unsigned long step = msecs_to_jiffies(dev->num_vectors ? 20 : 1) ?: 1;
+	unsigned int timeout_ms = READ_ONCE(admin_timeout_ms);
+	bool broke = false;
 	u32 cmd_id;
 	int ret;
 
 	mutex_lock(&dev->admin_lock);
-	if (dev->admin_broken || vrnic_check_gone(dev)) {
+	/*
+	 * -ENODEV says "the device cannot write memory any more": callers then free what it held.
+	 * A device reset after a timeout that never confirmed the reset may still write: -EIO.
+	 */
+	if (dev->admin_broken) {
+		ret = READ_ONCE(dev->dma_stopped) ? -ENODEV : -EIO;
+		goto out;
+	}
+	if (vrnic_check_gone(dev)) {
 		ret = -ENODEV;
 		goto out;
 	}
@@ -201,7 +336,7 @@ int vrnic_admin_exec(struct vrnic_dev *dev, struct vrnic_asqe *cmd, struct vrnic
 	dev->asq_tail++;
 	vrnic_write(dev, VRNIC_REG_ASQ_TAIL, dev->asq_tail);
 
-	deadline = jiffies + msecs_to_jiffies(admin_timeout_ms);
+	deadline = jiffies + msecs_to_jiffies(timeout_ms);
 	for (;;) {
 		bool done;
 
@@ -228,14 +363,21 @@ int vrnic_admin_exec(struct vrnic_dev *dev, struct vrnic_asqe *cmd, struct vrnic
 		}
 		if (time_after(jiffies, deadline)) {
 			dev_err(&dev->pdev->dev, "admin opcode 0x%02x (command %u) timed out after %u ms\n",
-				cmd->opcode, cmd_id, admin_timeout_ms);
-			dev->admin_broken = true;
+				cmd->opcode, cmd_id, timeout_ms);
+			vrnic_admin_break(dev);
+			broke = true;
 			ret = -ETIMEDOUT;
 			break;
 		}
 	}
 out:
 	mutex_unlock(&dev->admin_lock);
+	/* Every object the users hold went with the reset: tell them, as a fatal device error. */
+	if (broke && READ_ONCE(dev->registered)) {
+		struct ib_event ev = { .device = &dev->ibdev, .event = IB_EVENT_DEVICE_FATAL };
+
+		ib_dispatch_event(&ev);
+	}
 	return ret;
 }
 
@@ -257,7 +399,7 @@ int vrnic_admin_query(struct vrnic_dev *dev, u8 opcode, u32 port, void *buf, siz
 	ret = vrnic_admin_exec(dev, &cmd, NULL);
 	if (!ret)
 		memcpy(buf, va, len);
-	dma_free_coherent(&dev->pdev->dev, PAGE_SIZE, va, dma);
+	vrnic_free_dma_after(dev, PAGE_SIZE, va, dma, ret);
 	return ret;
 }
 
@@ -276,6 +418,41 @@ int vrnic_admin_simple(struct vrnic_dev *dev, u8 opcode, u32 dw0, u32 dw1, u32 *
 }
 
 /* ---- event queue --------------------------------------------------------------------------- */
+
+/*
+ * CQ and QP events go to the object's own handler (the core's ib_dispatch_event is for device
+ * and port events). The object cannot be freed meanwhile: destroy erases it from the table and
+ * then waits for this thread with synchronize_irq before the core frees it.
+ */
+static void vrnic_cq_event(struct vrnic_dev *dev, u32 cqn)
+{
+	struct ib_event ev = { .device = &dev->ibdev, .event = IB_EVENT_CQ_ERR };
+	struct vrnic_cq *cq = xa_load(&dev->cqs, cqn);
+
+	if (!cq) {
+		dev_warn_ratelimited(&dev->pdev->dev, "CQ_ERROR for unknown CQ %u\n", cqn);
+		return;
+	}
+	ev.element.cq = &cq->ibcq;
+	if (cq->ibcq.event_handler)
+		cq->ibcq.event_handler(&ev, cq->ibcq.cq_context);
+}
+
+static void vrnic_qp_event(struct vrnic_dev *dev, u32 qpn)
+{
+	struct ib_event ev = { .device = &dev->ibdev, .event = IB_EVENT_QP_FATAL };
+	struct vrnic_qp *qp = xa_load(&dev->qps, qpn);
+
+	if (!qp) {
+		dev_warn_ratelimited(&dev->pdev->dev, "QP_FATAL for unknown QP %u\n", qpn);
+		return;
+	}
+	/* The device put the QP in ERR; query_qp must say so. */
+	WRITE_ONCE(qp->state, IB_QPS_ERR);
+	ev.element.qp = &qp->ibqp;
+	if (qp->ibqp.event_handler)
+		qp->ibqp.event_handler(&ev, qp->ibqp.qp_context);
+}
 
 irqreturn_t vrnic_event_thread(int irq, void *data)
 {
@@ -299,7 +476,7 @@ irqreturn_t vrnic_event_thread(int irq, void *data)
 		if (dev->eq_head % VRNIC_EQ_ENTRIES == 0)
 			dev->eq_phase ^= 1;
 		dev_info(&dev->pdev->dev, "event type %u data 0x%x 0x%x\n", type, d0, d1);
-		if (!dev->registered)
+		if (!READ_ONCE(dev->registered))
 			continue;
 		switch (type) {
 		case VRNIC_EVENT_PORT_STATE_CHANGE:
@@ -310,6 +487,12 @@ irqreturn_t vrnic_event_thread(int irq, void *data)
 		case VRNIC_EVENT_FATAL_ERROR:
 			ev.event = IB_EVENT_DEVICE_FATAL;
 			ib_dispatch_event(&ev);
+			break;
+		case VRNIC_EVENT_CQ_ERROR:
+			vrnic_cq_event(dev, d0);
+			break;
+		case VRNIC_EVENT_QP_FATAL:
+			vrnic_qp_event(dev, d0);
 			break;
 		default:
 			break;

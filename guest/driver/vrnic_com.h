@@ -8,6 +8,7 @@
 
 #include "vrnic-hw.h"
 
+struct ib_umem;
 struct vrnic_dev;
 
 extern unsigned int admin_timeout_ms;
@@ -19,6 +20,11 @@ bool vrnic_check_gone(struct vrnic_dev *dev);
 int vrnic_wait_ready(struct vrnic_dev *dev, bool want);
 irqreturn_t vrnic_admin_irq(int irq, void *data);
 irqreturn_t vrnic_irq(int irq, void *data);
+irqreturn_t vrnic_comp_irq(int irq, void *data);
+void vrnic_free_dma_after(struct vrnic_dev *dev, size_t size, void *va, dma_addr_t dma, int ret);
+void vrnic_umem_release_after(struct vrnic_dev *dev, struct ib_umem *umem, int ret);
+void vrnic_reclaim_parked(struct vrnic_dev *dev);
+void vrnic_sync_irqs(struct vrnic_dev *dev);
 int vrnic_admin_exec(struct vrnic_dev *dev, struct vrnic_asqe *cmd, struct vrnic_acqe *out);
 int vrnic_admin_query(struct vrnic_dev *dev, u8 opcode, u32 port, void *buf, size_t len);
 int vrnic_admin_simple(struct vrnic_dev *dev, u8 opcode, u32 dw0, u32 dw1, u32 *result0);

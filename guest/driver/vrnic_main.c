@@ -14,14 +14,31 @@
 
 #include "vrnic.h"
 #include "vrnic_com.h"
+#include "vrnic-abi.h"
 
 static char *bug = "none";
 module_param(bug, charp, 0444);
 MODULE_PARM_DESC(bug, "plant a classic driver bug: none (default), legacy-mmap, no-disassociate, private-tracking");
 
+/* Writable at run time, so bounded at run time: 0 would fail every command, huge ones hang. */
+#define VRNIC_ADMIN_TIMEOUT_MIN_MS	10
+#define VRNIC_ADMIN_TIMEOUT_MAX_MS	60000
+
 unsigned int admin_timeout_ms = 5000;
-module_param(admin_timeout_ms, uint, 0644);
-MODULE_PARM_DESC(admin_timeout_ms, "bound on one admin command, in ms (default 5000)");
+
+static int vrnic_set_admin_timeout(const char *val, const struct kernel_param *kp)
+{
+	return param_set_uint_minmax(val, kp, VRNIC_ADMIN_TIMEOUT_MIN_MS,
+				     VRNIC_ADMIN_TIMEOUT_MAX_MS);
+}
+
+static const struct kernel_param_ops vrnic_admin_timeout_ops = {
+	.set = vrnic_set_admin_timeout,
+	.get = param_get_uint,
+};
+
+module_param_cb(admin_timeout_ms, &vrnic_admin_timeout_ops, &admin_timeout_ms, 0644);
+MODULE_PARM_DESC(admin_timeout_ms, "bound on one admin command, in ms (10..60000, default 5000)");
 
 enum vrnic_bug vrnic_bug;
 
@@ -29,13 +46,21 @@ static int vrnic_setup_irqs(struct vrnic_dev *dev)
 {
 	struct pci_dev *pdev = dev->pdev;
 	u32 want = vrnic_read(dev, VRNIC_REG_NUM_VECTORS);
-	int nvec, ret;
+	int nvec, ret, i;
 
 	if (want == VRNIC_REG_GONE)
 		return -ENODEV;
-	want = clamp_t(u32, want, 2, 64);
+	want = clamp_t(u32, want, 2, VRNIC_MAX_VECTORS);
 	/* MSI-X, else MSI, else INTx: whichever the device offers. */
 	nvec = pci_alloc_irq_vectors(pdev, 1, want, PCI_IRQ_ALL_TYPES);
+	/*
+	 * Fewer vectors than sources would fold several sources onto one vector (MSI: v mod E);
+	 * only the one-vector mode reads INT_CAUSE, so take that rather than a partial set.
+	 */
+	if (nvec > 1 && nvec < want) {
+		pci_free_irq_vectors(pdev);
+		nvec = pci_alloc_irq_vectors(pdev, 1, 1, PCI_IRQ_ALL_TYPES);
+	}
 	if (nvec < 0) {
 		/* Admin commands still work by polling; events are not delivered. */
 		dev_warn(&pdev->dev, "no interrupt (%d): admin queue by polling, no events\n",
@@ -58,8 +83,21 @@ static int vrnic_setup_irqs(struct vrnic_dev *dev)
 				   IRQF_ONESHOT, "vrnic-event", dev);
 	if (ret)
 		goto err_admin;
+	for (i = VRNIC_VEC_FIRST_COMP; i < nvec; i++) {
+		struct vrnic_comp_vec *vec = &dev->comp_vecs[i - VRNIC_VEC_FIRST_COMP];
+
+		vec->dev = dev;
+		vec->index = i - VRNIC_VEC_FIRST_COMP;
+		ret = request_irq(pci_irq_vector(pdev, i), vrnic_comp_irq, 0, "vrnic-comp", vec);
+		if (ret)
+			goto err_comp;
+	}
 	return 0;
 
+err_comp:
+	while (--i >= VRNIC_VEC_FIRST_COMP)
+		free_irq(pci_irq_vector(pdev, i), &dev->comp_vecs[i - VRNIC_VEC_FIRST_COMP]);
+	free_irq(pci_irq_vector(pdev, VRNIC_VEC_EVENT), dev);
 err_admin:
 	free_irq(pci_irq_vector(pdev, VRNIC_VEC_ADMIN), dev);
 err_vectors:
@@ -83,13 +121,29 @@ static const char *vrnic_irq_type(struct vrnic_dev *dev)
 
 static void vrnic_teardown_irqs(struct vrnic_dev *dev)
 {
+	u32 i;
+
 	if (!dev->num_vectors)
 		return;
+	for (i = VRNIC_VEC_FIRST_COMP; i < dev->num_vectors; i++)
+		free_irq(pci_irq_vector(dev->pdev, i), &dev->comp_vecs[i - VRNIC_VEC_FIRST_COMP]);
 	if (dev->num_vectors > 1)
 		free_irq(pci_irq_vector(dev->pdev, VRNIC_VEC_EVENT), dev);
 	free_irq(pci_irq_vector(dev->pdev, VRNIC_VEC_ADMIN), dev);
 	pci_free_irq_vectors(dev->pdev);
 	dev->num_vectors = 0;
+}
+
+/*
+ * Bus mastering off: the device can no longer write memory, whatever state it is in. Skipped
+ * for a device that has gone (it writes nothing, and each config access to a dead vfio-user
+ * server waits for a timeout); the PCI core itself skips config access to a disconnected one.
+ */
+static void vrnic_stop_dma(struct vrnic_dev *dev)
+{
+	if (!READ_ONCE(dev->gone))
+		pci_clear_master(dev->pdev);
+	WRITE_ONCE(dev->dma_stopped, true);
 }
 
 static int vrnic_read_caps(struct vrnic_dev *dev)
@@ -134,6 +188,16 @@ static int vrnic_read_caps(struct vrnic_dev *dev)
 	dev->caps.max_cqe = min_t(u32, dev->caps.max_cqe, INT_MAX);
 	dev->caps.max_qp_wr = min_t(u32, dev->caps.max_qp_wr, INT_MAX);
 	dev->caps.max_sge = min_t(u32, dev->caps.max_sge, INT_MAX);
+	/*
+	 * What is advertised is what the driver accepts, not what the device could do: user rings
+	 * are one page (vrnic_pin_ring), an MR's page list holds VRNIC_MAX_MR_PAGES pages whatever
+	 * the offset of its first byte.
+	 */
+	dev->caps.max_cqe = min_t(u32, dev->caps.max_cqe, VRNIC_USER_RING_BYTES / VRNIC_CQE_BYTES);
+	dev->caps.max_qp_wr = min_t(u32, dev->caps.max_qp_wr,
+				    VRNIC_USER_RING_BYTES / VRNIC_WQE_BYTES);
+	dev->caps.max_mr_size = min_t(u64, dev->caps.max_mr_size,
+				      (u64)(VRNIC_MAX_MR_PAGES - 1) << PAGE_SHIFT);
 	return 0;
 }
 
@@ -149,6 +213,12 @@ static int vrnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	dev->pdev = pdev;
 	mutex_init(&dev->admin_lock);
 	spin_lock_init(&dev->acq_lock);
+	spin_lock_init(&dev->parked_lock);
+	INIT_LIST_HEAD(&dev->parked);
+	spin_lock_init(&dev->port_lock);
+	/* Completion handlers look CQs up in interrupt context. */
+	xa_init_flags(&dev->cqs, XA_FLAGS_LOCK_IRQ);
+	xa_init_flags(&dev->qps, XA_FLAGS_LOCK_IRQ);
 	init_completion(&dev->admin_done);
 	pci_set_drvdata(pdev, dev);
 
@@ -176,6 +246,12 @@ static int vrnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	}
 	dev->uar_phys = pci_resource_start(pdev, VRNIC_BAR_UAR);
 	dev->uar_len = pci_resource_len(pdev, VRNIC_BAR_UAR);
+	/* The kernel only reads BAR2 (CQ arm words); user space writes it through its mappings. */
+	dev->uar = pci_iomap(pdev, VRNIC_BAR_UAR, 0);
+	if (!dev->uar) {
+		ret = -ENOMEM;
+		goto err_unmap;
+	}
 
 	version = vrnic_read(dev, VRNIC_REG_VERSION);
 	magic = vrnic_read(dev, VRNIC_REG_MAGIC);
@@ -203,15 +279,17 @@ static int vrnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		goto err_queues;
 	ret = vrnic_hw_enable(dev);
 	if (ret) {
+		/* It may have taken the queue addresses and be half enabled: reset it all the same. */
 		dev_err(&pdev->dev, "device did not become ready: %d\n", ret);
-		goto err_irqs;
+		goto err_reset;
 	}
 	ret = vrnic_read_caps(dev);
 	if (ret) {
 		dev_err(&pdev->dev, "QUERY_DEVICE failed: %d\n", ret);
 		goto err_reset;
 	}
-	ret = vrnic_admin_query(dev, VRNIC_ADMIN_QUERY_PORT, 1, &dev->port_cache, sizeof(dev->port_cache));
+	ret = vrnic_admin_query(dev, VRNIC_ADMIN_QUERY_PORT, 1, &dev->port_cache,
+				sizeof(dev->port_cache));
 	if (ret) {
 		dev_err(&pdev->dev, "QUERY_PORT failed: %d\n", ret);
 		goto err_reset;
@@ -233,19 +311,23 @@ static int vrnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		dev_err(&pdev->dev, "ib_register_device failed: %d\n", ret);
 		goto err_reset;
 	}
-	dev->registered = true;
+	WRITE_ONCE(dev->registered, true);
 	dev_info(&pdev->dev, "%s: version 0x%08x, %u UAR pages at %pa, %u vectors, %s, bug=%s\n",
 		 dev_name(&dev->ibdev.dev), version, dev->num_uars, &dev->uar_phys,
 		 dev->num_vectors, vrnic_irq_type(dev), bug);
 	return 0;
 
+	/* The same order as remove: no DMA, then no interrupts, then free what DMA could reach. */
 err_reset:
 	vrnic_hw_reset(dev);
-err_irqs:
+	vrnic_stop_dma(dev);
 	vrnic_teardown_irqs(dev);
 err_queues:
 	vrnic_free_queues(dev);
+	vrnic_reclaim_parked(dev);
 err_unmap:
+	if (dev->uar)
+		pci_iounmap(pdev, dev->uar);
 	pci_iounmap(pdev, dev->regs);
 err_regions:
 	pci_release_regions(pdev);
@@ -270,9 +352,15 @@ static void vrnic_remove(struct pci_dev *pdev)
 	 * access is made.
 	 */
 	dev_info(&pdev->dev, "remove: start\n");
-	dev->registered = false;
+	WRITE_ONCE(dev->registered, false);
 	ib_unregister_device(&dev->ibdev);
+	/*
+	 * Nothing the device may still write is freed before it cannot write: reset it, then take
+	 * bus mastering away (which holds even when the reset timed out), then free the queues and
+	 * whatever was parked after a failed or timed-out command.
+	 */
 	vrnic_hw_reset(dev);
+	vrnic_stop_dma(dev);
 	/*
 	 * Whether config space is touched again (MSI-X teardown, disable) is the PCI core's call:
 	 * it skips those accesses for a function it marked disconnected (pciehp on a surprise
@@ -280,6 +368,10 @@ static void vrnic_remove(struct pci_dev *pdev)
 	 */
 	vrnic_teardown_irqs(dev);
 	vrnic_free_queues(dev);
+	vrnic_reclaim_parked(dev);
+	xa_destroy(&dev->cqs);
+	xa_destroy(&dev->qps);
+	pci_iounmap(pdev, dev->uar);
 	pci_iounmap(pdev, dev->regs);
 	pci_release_regions(pdev);
 	pci_disable_device(pdev);

@@ -3,7 +3,9 @@
  * vrnic_verbs.c: the RDMA verbs (ib_device_ops) of the vrnic driver, and how user mappings of
  * UAR pages are made so that a hot unplug zaps them. Three planted bugs live here too.
  */
+#include <linux/highmem.h>
 #include <linux/mm.h>
+#include <linux/overflow.h>
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <rdma/ib_umem.h>
@@ -14,6 +16,18 @@
 #include "vrnic.h"
 #include "vrnic_com.h"
 #include "vrnic-abi.h"
+
+/*
+ * A UAR page is mapped into user space as one PAGE_SIZE page (rdma_user_mmap_io maps whole
+ * pages): with larger pages a mapping would reach the next context's doorbells.
+ */
+static_assert(PAGE_SIZE == VRNIC_UAR_PAGE_SIZE);
+
+/* The arm word of a CQ's doorbell slot (docs/device.md 7): bit31 ARM, bits 15..0 the index. */
+#define VRNIC_CQ_ARM		BIT(31)
+#define VRNIC_CQ_ARM_CI		GENMASK(15, 0)
+/* A CQE's flags word, written last by the device (bit0 phase). */
+#define VRNIC_CQE_FLAGS		0x1c
 
 /* ---- verbs --------------------------------------------------------------------------------- */
 
@@ -81,6 +95,7 @@ static int vrnic_query_port(struct ib_device *ibdev, u32 port, struct ib_port_at
 	if (port != 1)
 		return -EINVAL;
 	ret = vrnic_admin_query(dev, VRNIC_ADMIN_QUERY_PORT, port, &hw, sizeof(hw));
+	spin_lock(&dev->port_lock);
 	if (ret) {
 		/* A vanished device is a port that is down, not an error the core must handle. */
 		hw = dev->port_cache;
@@ -89,6 +104,7 @@ static int vrnic_query_port(struct ib_device *ibdev, u32 port, struct ib_port_at
 	} else {
 		dev->port_cache = hw;
 	}
+	spin_unlock(&dev->port_lock);
 	vrnic_fill_port_attr(&hw, attr);
 	return 0;
 }
@@ -121,10 +137,15 @@ static int vrnic_query_gid(struct ib_device *ibdev, u32 port, int index, union i
 {
 	struct vrnic_dev *dev = to_vdev(ibdev);
 
+	u8 gid0[16];
+
 	if (index != 0)
 		return -EINVAL;
-	if (memchr_inv(dev->port_cache.gid0, 0, sizeof(dev->port_cache.gid0))) {
-		memcpy(gid->raw, dev->port_cache.gid0, sizeof(gid->raw));
+	spin_lock(&dev->port_lock);
+	memcpy(gid0, dev->port_cache.gid0, sizeof(gid0));
+	spin_unlock(&dev->port_lock);
+	if (memchr_inv(gid0, 0, sizeof(gid0))) {
+		memcpy(gid->raw, gid0, sizeof(gid->raw));
 		return 0;
 	}
 	gid->global.subnet_prefix = cpu_to_be64(0xfe80000000000000ULL);
@@ -142,6 +163,10 @@ static int vrnic_alloc_ucontext(struct ib_ucontext *ibuc, struct ib_udata *udata
 	u32 index;
 	int ret;
 
+	/* Fields a newer user library knows and this driver does not must be zero. */
+	if (udata->inlen > sizeof(req) &&
+	    !ib_is_udata_cleared(udata, sizeof(req), udata->inlen - sizeof(req)))
+		return -EOPNOTSUPP;
 	if (udata->inlen) {
 		ret = ib_copy_from_udata(&req, udata, min(udata->inlen, sizeof(req)));
 		if (ret)
@@ -356,8 +381,10 @@ static int vrnic_mmap(struct ib_ucontext *ibuc, struct vm_area_struct *vma)
 	struct vrnic_mmap_entry *entry;
 	int ret;
 
+	/* Doorbells are not code: no executable mapping now, and no mprotect to one later. */
 	if (vma->vm_flags & VM_EXEC)
 		return -EPERM;
+	vma->vm_flags &= ~VM_MAYEXEC;
 	rdma_entry = rdma_user_mmap_entry_get(ibuc, vma);
 	if (!rdma_entry)
 		return -EINVAL;
@@ -461,6 +488,9 @@ static int vrnic_create_cq(struct ib_cq *ibcq, const struct ib_cq_init_attr *att
 		return -EOPNOTSUPP;
 	if (attr->flags || udata->inlen < sizeof(req))
 		return -EINVAL;
+	if (udata->inlen > sizeof(req) &&
+	    !ib_is_udata_cleared(udata, sizeof(req), udata->inlen - sizeof(req)))
+		return -EOPNOTSUPP;
 	ret = ib_copy_from_udata(&req, udata, sizeof(req));
 	if (ret)
 		return ret;
@@ -483,19 +513,38 @@ static int vrnic_create_cq(struct ib_cq *ibcq, const struct ib_cq_init_attr *att
 		goto err_umem;
 	cq->cqn = le32_to_cpu(cqe.result0);
 	ibcq->cqe = entries;
+	cq->entries = entries;
+	cq->comp_vector = attr->comp_vector;
+	/* The device's answer is checked like any input: it becomes a BAR2 offset we read. */
+	if (le32_to_cpu(cqe.result1) >= VRNIC_UAR_DOORBELL_END || le32_to_cpu(cqe.result1) % 8) {
+		ret = -EIO;
+		goto err_destroy;
+	}
+	cq->arm_offset = uc->uar_index * VRNIC_UAR_PAGE_SIZE + le32_to_cpu(cqe.result1) + 4;
+	/* An arm word never written reads as not armed: nothing to notify before the first arm. */
+	cq->notified_arm = 0;
+	ret = xa_insert_irq(&dev->cqs, cq->cqn, cq, GFP_KERNEL);
+	if (ret)
+		goto err_destroy;
 	resp.cqn = cq->cqn;
 	resp.doorbell_offset = le32_to_cpu(cqe.result1);
 	resp.uar_index = uc->uar_index;
 	resp.entries = entries;
 	ret = ib_copy_to_udata(udata, &resp, min(udata->outlen, sizeof(resp)));
 	if (ret)
-		goto err_destroy;
+		goto err_forget;
 	return 0;
 
+err_forget:
+	xa_erase_irq(&dev->cqs, cq->cqn);
+	vrnic_sync_irqs(dev);
 err_destroy:
-	vrnic_admin_simple(dev, VRNIC_ADMIN_DESTROY_CQ, cq->cqn, 0, NULL);
+	vrnic_umem_release_after(dev, cq->umem,
+				 vrnic_admin_simple(dev, VRNIC_ADMIN_DESTROY_CQ, cq->cqn, 0, NULL));
+	return ret;
 err_umem:
-	ib_umem_release(cq->umem);
+	/* A CREATE_CQ that never completed may have made the CQ: its ring stays pinned. */
+	vrnic_umem_release_after(dev, cq->umem, ret == -ETIMEDOUT || ret == -EIO ? ret : 0);
 	return ret;
 }
 
@@ -503,23 +552,59 @@ static int vrnic_destroy_cq(struct ib_cq *ibcq, struct ib_udata *udata)
 {
 	struct vrnic_cq *cq = container_of(ibcq, struct vrnic_cq, ibcq);
 	struct vrnic_dev *dev = to_vdev(ibcq->device);
-	int ret = vrnic_admin_simple(dev, VRNIC_ADMIN_DESTROY_CQ, cq->cqn, 0, NULL);
+	int ret;
 
+	/* No completion or event handler may find the CQ once the core frees it. */
+	xa_erase_irq(&dev->cqs, cq->cqn);
+	vrnic_sync_irqs(dev);
+	ret = vrnic_admin_simple(dev, VRNIC_ADMIN_DESTROY_CQ, cq->cqn, 0, NULL);
 	if (ret && ret != -ENODEV)
 		dev_warn(&dev->pdev->dev, "DESTROY_CQ %u failed: %d\n", cq->cqn, ret);
 	/* Only after the device let go of the ring (or is gone) may the pages be unpinned. */
-	ib_umem_release(cq->umem);
+	vrnic_umem_release_after(dev, cq->umem, ret);
 	return 0;
 }
 
-static int vrnic_poll_cq(struct ib_cq *ibcq, int num_entries, struct ib_wc *wc)
+/*
+ * The device raises a CQ's vector when a completion lands in an armed CQ, then disarms it; the
+ * interrupt does not say which CQ. A CQ is armed by user space writing its arm word (ARM, a
+ * sequence number, and its consumer index then); it has completed once the CQE at that index
+ * carries the phase of the current pass over the ring. Each arm is notified once: comp_handler
+ * is what ibv_get_cq_event waits for. Runs in interrupt context, on the CQ's one vector.
+ */
+void vrnic_cq_completion(struct vrnic_dev *dev, struct vrnic_cq *cq)
 {
-	return 0;	/* user CQs are polled in user space */
+	u32 arm, ci, phase, flags;
+	void *ring;
+
+	arm = readl(dev->uar + cq->arm_offset);
+	if (!(arm & VRNIC_CQ_ARM) || arm == VRNIC_REG_GONE || arm == cq->notified_arm)
+		return;
+	ci = arm & VRNIC_CQ_ARM_CI;
+	phase = 1 - ((ci / cq->entries) & 1);
+	/* The ring is one pinned page (vrnic_pin_ring), so the first page is all of it. */
+	ring = kmap_local_page(sg_page(cq->umem->sgt_append.sgt.sgl));
+	flags = le32_to_cpu(READ_ONCE(*(__le32 *)(ring + (ci % cq->entries) * VRNIC_CQE_BYTES +
+						  VRNIC_CQE_FLAGS)));
+	kunmap_local(ring);
+	if ((flags & VRNIC_CQE_PHASE) != phase)
+		return;
+	cq->notified_arm = arm;
+	if (cq->ibcq.comp_handler)
+		cq->ibcq.comp_handler(&cq->ibcq, cq->ibcq.cq_context);
 }
 
-static int vrnic_req_notify_cq(struct ib_cq *ibcq, enum ib_cq_notify_flags flags)
+/* A completion interrupt for comp_vector index, or for every CQ (U32_MAX: one shared vector). */
+void vrnic_comp_vector(struct vrnic_dev *dev, u32 index)
 {
-	return -EOPNOTSUPP;
+	struct vrnic_cq *cq;
+	unsigned long cqn;
+
+	if (!dev->uar)
+		return;
+	xa_for_each(&dev->cqs, cqn, cq)
+		if (index == U32_MAX || cq->comp_vector == index)
+			vrnic_cq_completion(dev, cq);
 }
 
 static u32 vrnic_ring_entries(u32 wr)
@@ -538,14 +623,22 @@ static int vrnic_create_qp(struct ib_qp *ibqp, struct ib_qp_init_attr *attr, str
 	dma_addr_t sq_dma, rq_dma = 0;
 	struct vrnic_acqe cqe;
 	u32 sq_entries, rq_entries;
-	int ret;
+	int ret, ret2 = 0;
 
 	if (!udata)
 		return -EOPNOTSUPP;
-	if (attr->qp_type != IB_QPT_RC && attr->qp_type != IB_QPT_UC && attr->qp_type != IB_QPT_UD)
+	/*
+	 * UD needs address handles (the device's CREATE_AH) to name a destination; this driver has
+	 * no create_ah yet, so a UD QP could send nowhere: refused rather than half supported.
+	 */
+	if (attr->qp_type != IB_QPT_RC && attr->qp_type != IB_QPT_UC)
 		return -EOPNOTSUPP;
-	if (attr->srq || attr->create_flags || !attr->send_cq || !attr->recv_cq || udata->inlen < sizeof(req))
+	if (attr->srq || attr->create_flags || !attr->send_cq || !attr->recv_cq ||
+	    udata->inlen < sizeof(req))
 		return -EINVAL;
+	if (udata->inlen > sizeof(req) &&
+	    !ib_is_udata_cleared(udata, sizeof(req), udata->inlen - sizeof(req)))
+		return -EOPNOTSUPP;
 	if (attr->cap.max_send_sge > dev->caps.max_sge || attr->cap.max_recv_sge > dev->caps.max_sge ||
 	    attr->cap.max_inline_data)
 		return -EINVAL;
@@ -587,6 +680,14 @@ static int vrnic_create_qp(struct ib_qp *ibqp, struct ib_qp_init_attr *attr, str
 		goto err_rq;
 	qp->qpn = le32_to_cpu(cqe.result0);
 	ibqp->qp_num = qp->qpn;
+	qp->state = IB_QPS_RESET;
+	qp->sq_entries = sq_entries;
+	qp->rq_entries = rq_entries;
+	qp->max_send_sge = attr->cap.max_send_sge;
+	qp->max_recv_sge = attr->cap.max_recv_sge;
+	ret = xa_insert_irq(&dev->qps, qp->qpn, qp, GFP_KERNEL);
+	if (ret)
+		goto err_destroy;
 	attr->cap.max_send_wr = sq_entries;
 	attr->cap.max_recv_wr = rq_entries;
 	resp.qpn = qp->qpn;
@@ -596,16 +697,23 @@ static int vrnic_create_qp(struct ib_qp *ibqp, struct ib_qp_init_attr *attr, str
 	resp.rq_entries = rq_entries;
 	ret = ib_copy_to_udata(udata, &resp, min(udata->outlen, sizeof(resp)));
 	if (ret)
-		goto err_destroy;
+		goto err_forget;
 	return 0;
 
+err_forget:
+	xa_erase_irq(&dev->qps, qp->qpn);
+	vrnic_sync_irqs(dev);
 err_destroy:
-	vrnic_admin_simple(dev, VRNIC_ADMIN_DESTROY_QP, qp->qpn, 0, NULL);
+	ret2 = vrnic_admin_simple(dev, VRNIC_ADMIN_DESTROY_QP, qp->qpn, 0, NULL);
+	vrnic_umem_release_after(dev, qp->rq_umem, ret2);
+	vrnic_umem_release_after(dev, qp->sq_umem, ret2);
+	return ret;
 err_rq:
-	if (qp->rq_umem)
-		ib_umem_release(qp->rq_umem);
+	/* A CREATE_QP that never completed may have made the QP: its rings stay pinned. */
+	ret2 = ret == -ETIMEDOUT || ret == -EIO ? ret : 0;
+	vrnic_umem_release_after(dev, qp->rq_umem, ret2);
 err_sq:
-	ib_umem_release(qp->sq_umem);
+	vrnic_umem_release_after(dev, qp->sq_umem, ret2);
 	return ret;
 }
 
@@ -616,17 +724,51 @@ err_sq:
 			IB_QP_MIN_RNR_TIMER | IB_QP_SQ_PSN | IB_QP_MAX_DEST_RD_ATOMIC | \
 			IB_QP_DEST_QPN)
 
+/*
+ * The device gives every attribute a documented default (docs/device.md, MODIFY_QP), so the
+ * ones the IB spec requires on a transition may be left out here: the core's table is asked as
+ * if they had been given. It still refuses a transition that is not allowed and an attribute
+ * that does not belong on it.
+ */
+static int vrnic_defaulted_attrs(enum ib_qp_type type, enum ib_qp_state cur,
+				 enum ib_qp_state next)
+{
+	int mask = 0;
+
+	if ((cur == IB_QPS_RESET || cur == IB_QPS_INIT) && next == IB_QPS_INIT)
+		return cur == IB_QPS_RESET ? IB_QP_PKEY_INDEX | IB_QP_PORT | IB_QP_ACCESS_FLAGS : 0;
+	if (cur == IB_QPS_INIT && next == IB_QPS_RTR) {
+		mask = IB_QP_AV | IB_QP_PATH_MTU | IB_QP_DEST_QPN | IB_QP_RQ_PSN;
+		if (type == IB_QPT_RC)
+			mask |= IB_QP_MAX_DEST_RD_ATOMIC | IB_QP_MIN_RNR_TIMER;
+	}
+	if (cur == IB_QPS_RTR && next == IB_QPS_RTS) {
+		mask = IB_QP_SQ_PSN;
+		if (type == IB_QPT_RC)
+			mask |= IB_QP_TIMEOUT | IB_QP_RETRY_CNT | IB_QP_RNR_RETRY |
+				IB_QP_MAX_QP_RD_ATOMIC;
+	}
+	return mask;
+}
+
 static int vrnic_modify_qp(struct ib_qp *ibqp, struct ib_qp_attr *attr, int mask,
 			   struct ib_udata *udata)
 {
 	struct vrnic_qp *qp = container_of(ibqp, struct vrnic_qp, ibqp);
 	struct vrnic_asqe cmd = { .opcode = VRNIC_ADMIN_MODIFY_QP };
-	enum ib_qp_state state = mask & IB_QP_STATE ? attr->qp_state : qp->state;
+	enum ib_qp_state cur = READ_ONCE(qp->state);
+	enum ib_qp_state state = mask & IB_QP_STATE ? attr->qp_state : cur;
 	struct vrnic_acqe cqe;
 	int ret;
 
 	if (mask & ~VRNIC_QP_ATTRS)
 		return -EOPNOTSUPP;
+	if (udata && udata->inlen &&
+	    !ib_is_udata_cleared(udata, 0, udata->inlen))
+		return -EOPNOTSUPP;
+	if (!ib_modify_qp_is_ok(cur, state, ibqp->qp_type,
+				mask | vrnic_defaulted_attrs(ibqp->qp_type, cur, state)))
+		return -EINVAL;
 	switch (state) {
 	case IB_QPS_RESET:
 	case IB_QPS_INIT:
@@ -667,48 +809,69 @@ static int vrnic_modify_qp(struct ib_qp *ibqp, struct ib_qp_attr *attr, int mask
 	if (mask & IB_QP_PKEY_INDEX)
 		cmd.modify_qp.pkey_index = cpu_to_le16(attr->pkey_index);
 	ret = vrnic_admin_exec(to_vdev(ibqp->device), &cmd, &cqe);
-	if (!ret)
-		qp->state = state;
-	return ret;
+	if (ret)
+		return ret;
+	WRITE_ONCE(qp->state, state);
+	if (mask & IB_QP_ACCESS_FLAGS)
+		qp->access_flags = attr->qp_access_flags;
+	if (mask & IB_QP_DEST_QPN)
+		qp->dest_qpn = attr->dest_qp_num;
+	if (state == IB_QPS_RESET) {
+		qp->access_flags = 0;
+		qp->dest_qpn = 0;
+	}
+	return 0;
+}
+
+/*
+ * The device has no QUERY_QP: what the driver reports is what it tracks, the state the device
+ * last accepted (or ERR after a QP_FATAL event) and the sizes it created the QP with.
+ */
+static int vrnic_query_qp(struct ib_qp *ibqp, struct ib_qp_attr *attr, int mask,
+			  struct ib_qp_init_attr *init)
+{
+	struct vrnic_qp *qp = container_of(ibqp, struct vrnic_qp, ibqp);
+
+	memset(attr, 0, sizeof(*attr));
+	memset(init, 0, sizeof(*init));
+	attr->qp_state = READ_ONCE(qp->state);
+	attr->cur_qp_state = attr->qp_state;
+	attr->port_num = 1;
+	attr->qp_access_flags = qp->access_flags;
+	attr->dest_qp_num = qp->dest_qpn;
+	attr->cap.max_send_wr = qp->sq_entries;
+	attr->cap.max_recv_wr = qp->rq_entries;
+	attr->cap.max_send_sge = qp->max_send_sge;
+	attr->cap.max_recv_sge = qp->max_recv_sge;
+	init->qp_type = ibqp->qp_type;
+	init->send_cq = ibqp->send_cq;
+	init->recv_cq = ibqp->recv_cq;
+	init->cap = attr->cap;
+	init->sq_sig_type = IB_SIGNAL_REQ_WR;
+	return 0;
 }
 
 static int vrnic_destroy_qp(struct ib_qp *ibqp, struct ib_udata *udata)
 {
 	struct vrnic_qp *qp = container_of(ibqp, struct vrnic_qp, ibqp);
 	struct vrnic_dev *dev = to_vdev(ibqp->device);
-	int ret = vrnic_admin_simple(dev, VRNIC_ADMIN_DESTROY_QP, qp->qpn, 0, NULL);
+	int ret;
 
+	xa_erase_irq(&dev->qps, qp->qpn);
+	vrnic_sync_irqs(dev);
+	ret = vrnic_admin_simple(dev, VRNIC_ADMIN_DESTROY_QP, qp->qpn, 0, NULL);
 	if (ret && ret != -ENODEV)
 		dev_warn(&dev->pdev->dev, "DESTROY_QP %u failed: %d\n", qp->qpn, ret);
-	if (qp->rq_umem)
-		ib_umem_release(qp->rq_umem);
-	ib_umem_release(qp->sq_umem);
+	vrnic_umem_release_after(dev, qp->rq_umem, ret);
+	vrnic_umem_release_after(dev, qp->sq_umem, ret);
 	return 0;
-}
-
-static int vrnic_post_send(struct ib_qp *ibqp, const struct ib_send_wr *wr,
-			   const struct ib_send_wr **bad_wr)
-{
-	*bad_wr = wr;
-	return -EOPNOTSUPP;
-}
-
-static int vrnic_post_recv(struct ib_qp *ibqp, const struct ib_recv_wr *wr,
-			   const struct ib_recv_wr **bad_wr)
-{
-	*bad_wr = wr;
-	return -EOPNOTSUPP;
-}
-
-static struct ib_mr *vrnic_get_dma_mr(struct ib_pd *ibpd, int access)
-{
-	return ERR_PTR(-EOPNOTSUPP);
 }
 
 /*
  * A user MR is registered with the device as a page list: user memory is not physically
- * contiguous. The list lives in coherent memory only until the command completes (the device
- * reads it once).
+ * contiguous. The list lives in coherent memory until the command completes (the device reads it
+ * once); a REG_MR that never completed leaves both the list and the pinned pages parked, since
+ * the device may have made the MR and write through it.
  */
 static struct ib_mr *vrnic_reg_user_mr(struct ib_pd *ibpd, u64 start, u64 length, u64 virt,
 				       int access, struct ib_udata *udata)
@@ -722,12 +885,18 @@ static struct ib_mr *vrnic_reg_user_mr(struct ib_pd *ibpd, u64 start, u64 length
 	dma_addr_t list_dma;
 	__le64 *list;
 	size_t npages, i = 0;
+	u64 end;
 	int ret;
 
 	if (access & ~VRNIC_MR_ACCESS_MASK)
 		return ERR_PTR(-EOPNOTSUPP);
 	/* The device places the MR's first byte at iova's offset in the first page. */
 	if (!length || length > dev->caps.max_mr_size || (virt & ~PAGE_MASK) != (start & ~PAGE_MASK))
+		return ERR_PTR(-EINVAL);
+	/* The page list's size is checked before anything is pinned, not after. */
+	if (check_add_overflow(start, length, &end) || end > U64_MAX - PAGE_SIZE)
+		return ERR_PTR(-EINVAL);
+	if ((PAGE_ALIGN(end) - (start & PAGE_MASK)) >> PAGE_SHIFT > VRNIC_MAX_MR_PAGES)
 		return ERR_PTR(-EINVAL);
 	mr = kzalloc(sizeof(*mr), GFP_KERNEL);
 	if (!mr)
@@ -760,7 +929,7 @@ static struct ib_mr *vrnic_reg_user_mr(struct ib_pd *ibpd, u64 start, u64 length
 	cmd.reg_mr.page_count = cpu_to_le32(i);
 	cmd.reg_mr.page_shift = cpu_to_le32(PAGE_SHIFT);
 	ret = vrnic_admin_exec(dev, &cmd, &cqe);
-	dma_free_coherent(&dev->pdev->dev, npages * sizeof(*list), list, list_dma);
+	vrnic_free_dma_after(dev, npages * sizeof(*list), list, list_dma, ret);
 	if (ret)
 		goto err_umem;
 	mr->ibmr.lkey = le32_to_cpu(cqe.result0);
@@ -768,7 +937,7 @@ static struct ib_mr *vrnic_reg_user_mr(struct ib_pd *ibpd, u64 start, u64 length
 	return &mr->ibmr;
 
 err_umem:
-	ib_umem_release(mr->umem);
+	vrnic_umem_release_after(dev, mr->umem, ret == -ETIMEDOUT || ret == -EIO ? ret : 0);
 err_free:
 	kfree(mr);
 	return ERR_PTR(ret);
@@ -781,12 +950,20 @@ static int vrnic_dereg_mr(struct ib_mr *ibmr, struct ib_udata *udata)
 
 	/* The core frees the MR whatever we return during disassociation; a dead device holds none. */
 	if (ret && ret != -ENODEV)
-		dev_warn(&to_vdev(ibmr->device)->pdev->dev, "DEREG_MR 0x%x failed: %d\n", ibmr->lkey, ret);
-	ib_umem_release(mr->umem);
+		dev_warn(&to_vdev(ibmr->device)->pdev->dev, "DEREG_MR 0x%x failed: %d\n",
+			 ibmr->lkey, ret);
+	vrnic_umem_release_after(to_vdev(ibmr->device), mr->umem, ret);
 	kfree(mr);
 	return 0;
 }
 
+/*
+ * User verbs only, as efa: there is no kernel data path (post_send, post_recv, poll_cq,
+ * req_notify_cq, get_dma_mr are absent, not stubbed). The core then marks the device as no
+ * kverbs provider and binds no kernel ULP (IPoIB, the MAD layer, SRP...) that would fail on it;
+ * uverbs disables the commands whose op is missing. The node type stays an IB CA: user
+ * libraries and the port attributes speak InfiniBand (LIDs, P_Keys).
+ */
 const struct ib_device_ops vrnic_dev_ops = {
 	.owner = THIS_MODULE,
 	.driver_id = RDMA_DRIVER_UNKNOWN,
@@ -805,14 +982,10 @@ const struct ib_device_ops vrnic_dev_ops = {
 	.dealloc_pd = vrnic_dealloc_pd,
 	.create_cq = vrnic_create_cq,
 	.destroy_cq = vrnic_destroy_cq,
-	.poll_cq = vrnic_poll_cq,
-	.req_notify_cq = vrnic_req_notify_cq,
 	.create_qp = vrnic_create_qp,
 	.modify_qp = vrnic_modify_qp,
+	.query_qp = vrnic_query_qp,
 	.destroy_qp = vrnic_destroy_qp,
-	.post_send = vrnic_post_send,
-	.post_recv = vrnic_post_recv,
-	.get_dma_mr = vrnic_get_dma_mr,
 	.reg_user_mr = vrnic_reg_user_mr,
 	.dereg_mr = vrnic_dereg_mr,
 
