@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* vrnic.h: the driver's per-device and per-object state, shared by its main, com and verbs parts. */
+/* vrnic.h: the driver's per-device and per-object state, shared by main, com and verbs. */
 #ifndef VRNIC_H
 #define VRNIC_H
 
@@ -70,7 +70,8 @@ struct vrnic_dev {
 
 	/* Admin queue: one command in flight at a time, serialized by admin_lock. */
 	struct mutex admin_lock;
-	spinlock_t acq_lock;	/* ACQ consumer state; taken by the vector 0 handler and the poller */
+	/* ACQ consumer state; taken by the vector 0 handler and the poller */
+	spinlock_t acq_lock;
 	struct vrnic_asqe *asq;
 	dma_addr_t asq_dma;
 	u32 asq_tail;
@@ -86,7 +87,7 @@ struct vrnic_dev {
 	bool admin_broken;	/* a command timed out: the device was reset and takes no more */
 	/* Set once the device can no longer write memory: a reset it confirmed, or remove. */
 	bool dma_stopped;
-	spinlock_t parked_lock;
+	spinlock_t parked_lock;	/* protects parked */
 	struct list_head parked;
 
 	/* Live CQs and QPs by number, for events and completions that name them. */
@@ -111,7 +112,7 @@ struct vrnic_dev {
 		u32 max_pd, max_cq, max_qp, max_mr, max_cqe, max_qp_wr, max_sge;
 	} caps;
 	/* The last port attributes the device reported; used once it has gone. */
-	spinlock_t port_lock;
+	spinlock_t port_lock;	/* protects port_cache */
 	struct vrnic_hw_port_attr port_cache;
 	/* Between ib_register_device and ib_unregister_device; read by the event thread. */
 	bool registered;
@@ -183,6 +184,11 @@ struct vrnic_mr {
 static inline struct vrnic_dev *to_vdev(struct ib_device *ibdev)
 {
 	return container_of(ibdev, struct vrnic_dev, ibdev);
+}
+
+static inline struct vrnic_cq *to_vcq(struct ib_cq *ibcq)
+{
+	return container_of(ibcq, struct vrnic_cq, ibcq);
 }
 
 static inline struct vrnic_ucontext *to_vuc(struct ib_ucontext *uc)

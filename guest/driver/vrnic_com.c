@@ -21,8 +21,9 @@ u32 vrnic_read(struct vrnic_dev *dev, u32 off)
 	if (READ_ONCE(dev->gone))
 		return VRNIC_REG_GONE;
 	/*
-	 * The PCI core knows first when it found out itself: pciehp marks a surprise-removed function
-	 * disconnected before calling remove, AER/DPC take the channel offline. No access at all then.
+	 * The PCI core knows first when it found out itself: pciehp marks a surprise-removed
+	 * function disconnected before calling remove, AER/DPC take the channel offline. No access
+	 * at all then.
 	 */
 	if (pci_dev_is_disconnected(dev->pdev) || pci_channel_offline(dev->pdev)) {
 		WRITE_ONCE(dev->gone, true);
@@ -31,7 +32,8 @@ u32 vrnic_read(struct vrnic_dev *dev, u32 off)
 	v = readl(dev->regs + off);
 	if (v == VRNIC_REG_GONE && !READ_ONCE(dev->gone)) {
 		WRITE_ONCE(dev->gone, true);
-		dev_warn(&dev->pdev->dev, "register 0x%03x reads all-ones: device gone, no more commands\n", off);
+		dev_warn(&dev->pdev->dev,
+			 "register 0x%03x reads all-ones: device gone, no more commands\n", off);
 	}
 	return v;
 }
@@ -218,12 +220,10 @@ void vrnic_free_dma_after(struct vrnic_dev *dev, size_t size, void *va, dma_addr
 		dma_free_coherent(&dev->pdev->dev, size, va, dma);
 		return;
 	}
+	/* Without a record it cannot be freed safely later: then leaking it is the safe choice. */
 	p = kzalloc(sizeof(*p), GFP_KERNEL);
-	if (!p) {
-		/* Without a record it cannot be freed safely later: leaking is the safe choice. */
-		dev_warn(&dev->pdev->dev, "leaking %zu DMA bytes at %pad\n", size, &dma);
+	if (!p)
 		return;
-	}
 	p->va = va;
 	p->dma = dma;
 	p->size = size;
@@ -252,10 +252,8 @@ void vrnic_umem_release_after(struct vrnic_dev *dev, struct ib_umem *umem, int r
 		return;
 	}
 	p = kzalloc(sizeof(*p), GFP_KERNEL);
-	if (!p) {
-		dev_warn(&dev->pdev->dev, "leaking a pinned range of %zu bytes\n", umem->length);
+	if (!p)
 		return;
-	}
 	p->umem = umem;
 	spin_lock_irqsave(&dev->parked_lock, flags);
 	list_add_tail(&p->list, &dev->parked);
@@ -273,7 +271,7 @@ void vrnic_sync_irqs(struct vrnic_dev *dev)
 		synchronize_irq(pci_irq_vector(dev->pdev, i));
 }
 
-/* Frees everything parked. Only once the device can no longer write: after reset or bus master off. */
+/* Frees everything parked; only once the device can no longer write (reset, bus master off). */
 void vrnic_reclaim_parked(struct vrnic_dev *dev)
 {
 	struct vrnic_parked *p, *tmp;
@@ -354,7 +352,8 @@ int vrnic_admin_exec(struct vrnic_dev *dev, struct vrnic_asqe *cmd, struct vrnic
 
 			ret = vrnic_status_to_errno(status);
 			if (ret)
-				dev_dbg(&dev->pdev->dev, "admin opcode 0x%02x: status %u\n", cmd->opcode, status);
+				dev_dbg(&dev->pdev->dev, "admin opcode 0x%02x: status %u\n",
+					cmd->opcode, status);
 			break;
 		}
 		if (vrnic_check_gone(dev)) {
@@ -502,6 +501,7 @@ irqreturn_t vrnic_event_thread(int irq, void *data)
 		vrnic_write(dev, VRNIC_REG_EQ_HEAD, dev->eq_head);
 	return IRQ_HANDLED;
 }
+
 void vrnic_free_queues(struct vrnic_dev *dev)
 {
 	struct device *d = &dev->pdev->dev;
@@ -521,9 +521,12 @@ int vrnic_alloc_queues(struct vrnic_dev *dev)
 {
 	struct device *d = &dev->pdev->dev;
 
-	dev->asq = dma_alloc_coherent(d, VRNIC_ASQ_ENTRIES * sizeof(*dev->asq), &dev->asq_dma, GFP_KERNEL);
-	dev->acq = dma_alloc_coherent(d, VRNIC_ACQ_ENTRIES * sizeof(*dev->acq), &dev->acq_dma, GFP_KERNEL);
-	dev->eq = dma_alloc_coherent(d, VRNIC_EQ_ENTRIES * sizeof(*dev->eq), &dev->eq_dma, GFP_KERNEL);
+	dev->asq = dma_alloc_coherent(d, VRNIC_ASQ_ENTRIES * sizeof(*dev->asq), &dev->asq_dma,
+				      GFP_KERNEL);
+	dev->acq = dma_alloc_coherent(d, VRNIC_ACQ_ENTRIES * sizeof(*dev->acq), &dev->acq_dma,
+				      GFP_KERNEL);
+	dev->eq = dma_alloc_coherent(d, VRNIC_EQ_ENTRIES * sizeof(*dev->eq), &dev->eq_dma,
+				     GFP_KERNEL);
 	if (!dev->asq || !dev->acq || !dev->eq) {
 		vrnic_free_queues(dev);
 		return -ENOMEM;
@@ -543,7 +546,8 @@ void vrnic_hw_reset(struct vrnic_dev *dev)
 		return;
 	vrnic_write(dev, VRNIC_REG_CTRL, VRNIC_CTRL_RESET);
 	if (vrnic_wait_ready(dev, false) == -ETIMEDOUT)
-		dev_warn(&dev->pdev->dev, "device still ready %d ms after reset\n", VRNIC_READY_TIMEOUT_MS);
+		dev_warn(&dev->pdev->dev, "device still ready %d ms after reset\n",
+			 VRNIC_READY_TIMEOUT_MS);
 }
 
 int vrnic_hw_enable(struct vrnic_dev *dev)

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* vrnic_com.h: what the com part (registers, admin queue, event queue) offers the rest of the driver. */
+/* vrnic_com.h: what com (registers, admin queue, event queue) offers the rest of the driver. */
 #ifndef VRNIC_COM_H
 #define VRNIC_COM_H
 

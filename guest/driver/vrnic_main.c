@@ -76,7 +76,8 @@ static int vrnic_setup_irqs(struct vrnic_dev *dev)
 			goto err_vectors;
 		return 0;
 	}
-	ret = request_irq(pci_irq_vector(pdev, VRNIC_VEC_ADMIN), vrnic_admin_irq, 0, "vrnic-admin", dev);
+	ret = request_irq(pci_irq_vector(pdev, VRNIC_VEC_ADMIN), vrnic_admin_irq, 0, "vrnic-admin",
+			  dev);
 	if (ret)
 		goto err_vectors;
 	ret = request_threaded_irq(pci_irq_vector(pdev, VRNIC_VEC_EVENT), NULL, vrnic_event_thread,
@@ -256,14 +257,16 @@ static int vrnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	version = vrnic_read(dev, VRNIC_REG_VERSION);
 	magic = vrnic_read(dev, VRNIC_REG_MAGIC);
 	if (magic != VRNIC_MAGIC || VRNIC_VERSION_MAJOR(version) != VRNIC_VERSION_MAJOR_SUPPORTED) {
-		dev_err(&pdev->dev, "not a vrnic v1 device (magic 0x%08x version 0x%08x)\n", magic, version);
+		dev_err(&pdev->dev, "not a vrnic v1 device (magic 0x%08x version 0x%08x)\n",
+			magic, version);
 		ret = -ENODEV;
 		goto err_unmap;
 	}
 	dev->num_uars = vrnic_read(dev, VRNIC_REG_NUM_UARS);
 	dev->num_ports = vrnic_read(dev, VRNIC_REG_NUM_PORTS);
 	/* BAR2 must hold every UAR page the device claims, or a user mapping could run past it. */
-	if (!dev->num_uars || dev->num_uars > dev->uar_len / VRNIC_UAR_PAGE_SIZE || dev->num_ports != 1) {
+	if (!dev->num_uars || dev->num_uars > dev->uar_len / VRNIC_UAR_PAGE_SIZE ||
+	    dev->num_ports != 1) {
 		dev_err(&pdev->dev, "bad geometry: %u UAR pages in a %llu-byte BAR2, %u ports\n",
 			dev->num_uars, (unsigned long long)dev->uar_len, dev->num_ports);
 		ret = -ENODEV;
@@ -279,7 +282,7 @@ static int vrnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		goto err_queues;
 	ret = vrnic_hw_enable(dev);
 	if (ret) {
-		/* It may have taken the queue addresses and be half enabled: reset it all the same. */
+		/* It may have taken the queue addresses and be half enabled: reset it anyway. */
 		dev_err(&pdev->dev, "device did not become ready: %d\n", ret);
 		goto err_reset;
 	}

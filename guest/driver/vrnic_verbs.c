@@ -174,7 +174,8 @@ static int vrnic_alloc_ucontext(struct ib_ucontext *ibuc, struct ib_udata *udata
 	}
 	if (!req.num_uars)
 		req.num_uars = 1;
-	if (req.num_uars > VRNIC_MAX_UARS_PER_CONTEXT || req.num_uars > dev->num_uars || req.reserved)
+	if (req.num_uars > VRNIC_MAX_UARS_PER_CONTEXT || req.num_uars > dev->num_uars ||
+	    req.reserved)
 		return -EINVAL;
 
 	ret = vrnic_admin_simple(dev, VRNIC_ADMIN_ALLOC_UAR, req.num_uars, 0, &index);
@@ -432,7 +433,8 @@ static int vrnic_alloc_pd(struct ib_pd *ibpd, struct ib_udata *udata)
 static int vrnic_dealloc_pd(struct ib_pd *ibpd, struct ib_udata *udata)
 {
 	struct vrnic_pd *pd = container_of(ibpd, struct vrnic_pd, ibpd);
-	int ret = vrnic_admin_simple(to_vdev(ibpd->device), VRNIC_ADMIN_DESTROY_PD, pd->pdn, 0, NULL);
+	int ret = vrnic_admin_simple(to_vdev(ibpd->device), VRNIC_ADMIN_DESTROY_PD, pd->pdn, 0,
+				     NULL);
 
 	/* A device that is gone holds no PD; the core cannot do anything with an error here. */
 	return ret == -ENODEV ? 0 : ret;
@@ -448,7 +450,8 @@ static struct ib_umem *vrnic_pin_ring(struct vrnic_dev *dev, u64 addr, size_t by
 	struct ib_block_iter biter;
 	struct ib_umem *umem;
 
-	if (!addr || (addr & ~PAGE_MASK) || !bytes || bytes > VRNIC_USER_RING_BYTES || bytes > PAGE_SIZE)
+	if (!addr || (addr & ~PAGE_MASK) || !bytes || bytes > VRNIC_USER_RING_BYTES ||
+	    bytes > PAGE_SIZE)
 		return ERR_PTR(-EINVAL);
 	umem = ib_umem_get(&dev->ibdev, addr, bytes, access);
 	if (IS_ERR(umem))
@@ -500,7 +503,8 @@ static int vrnic_create_cq(struct ib_cq *ibcq, const struct ib_cq_init_attr *att
 	entries = roundup_pow_of_two(max_t(u32, attr->cqe, 2));
 	if (attr->cqe > VRNIC_USER_RING_BYTES / VRNIC_CQE_BYTES || entries > dev->caps.max_cqe)
 		return -EINVAL;
-	cq->umem = vrnic_pin_ring(dev, req.buf_addr, entries * VRNIC_CQE_BYTES, IB_ACCESS_LOCAL_WRITE, &dma);
+	cq->umem = vrnic_pin_ring(dev, req.buf_addr, entries * VRNIC_CQE_BYTES,
+				  IB_ACCESS_LOCAL_WRITE, &dma);
 	if (IS_ERR(cq->umem))
 		return PTR_ERR(cq->umem);
 
@@ -639,7 +643,8 @@ static int vrnic_create_qp(struct ib_qp *ibqp, struct ib_qp_init_attr *attr, str
 	if (udata->inlen > sizeof(req) &&
 	    !ib_is_udata_cleared(udata, sizeof(req), udata->inlen - sizeof(req)))
 		return -EOPNOTSUPP;
-	if (attr->cap.max_send_sge > dev->caps.max_sge || attr->cap.max_recv_sge > dev->caps.max_sge ||
+	if (attr->cap.max_send_sge > dev->caps.max_sge ||
+	    attr->cap.max_recv_sge > dev->caps.max_sge ||
 	    attr->cap.max_inline_data)
 		return -EINVAL;
 	ret = ib_copy_from_udata(&req, udata, sizeof(req));
@@ -659,7 +664,8 @@ static int vrnic_create_qp(struct ib_qp *ibqp, struct ib_qp_init_attr *attr, str
 	if (IS_ERR(qp->sq_umem))
 		return PTR_ERR(qp->sq_umem);
 	if (rq_entries) {
-		qp->rq_umem = vrnic_pin_ring(dev, req.rq_addr, rq_entries * VRNIC_WQE_BYTES, 0, &rq_dma);
+		qp->rq_umem = vrnic_pin_ring(dev, req.rq_addr, rq_entries * VRNIC_WQE_BYTES, 0,
+					     &rq_dma);
 		if (IS_ERR(qp->rq_umem)) {
 			ret = PTR_ERR(qp->rq_umem);
 			qp->rq_umem = NULL;
@@ -667,8 +673,8 @@ static int vrnic_create_qp(struct ib_qp *ibqp, struct ib_qp_init_attr *attr, str
 		}
 	}
 	cmd.create_qp.pdn = cpu_to_le32(container_of(ibqp->pd, struct vrnic_pd, ibpd)->pdn);
-	cmd.create_qp.send_cqn = cpu_to_le32(container_of(attr->send_cq, struct vrnic_cq, ibcq)->cqn);
-	cmd.create_qp.recv_cqn = cpu_to_le32(container_of(attr->recv_cq, struct vrnic_cq, ibcq)->cqn);
+	cmd.create_qp.send_cqn = cpu_to_le32(to_vcq(attr->send_cq)->cqn);
+	cmd.create_qp.recv_cqn = cpu_to_le32(to_vcq(attr->recv_cq)->cqn);
 	cmd.create_qp.uar_index = cpu_to_le32(uc->uar_index);
 	cmd.create_qp.sq_addr = cpu_to_le64(sq_dma);
 	cmd.create_qp.rq_addr = cpu_to_le64(rq_dma);
@@ -878,7 +884,10 @@ static struct ib_mr *vrnic_reg_user_mr(struct ib_pd *ibpd, u64 start, u64 length
 {
 	struct vrnic_dev *dev = to_vdev(ibpd->device);
 	struct vrnic_pd *pd = container_of(ibpd, struct vrnic_pd, ibpd);
-	struct vrnic_asqe cmd = { .opcode = VRNIC_ADMIN_REG_MR, .flags = VRNIC_REG_MR_FLAG_PAGE_LIST };
+	struct vrnic_asqe cmd = {
+		.opcode = VRNIC_ADMIN_REG_MR,
+		.flags = VRNIC_REG_MR_FLAG_PAGE_LIST,
+	};
 	struct ib_block_iter biter;
 	struct vrnic_acqe cqe;
 	struct vrnic_mr *mr;
@@ -891,7 +900,8 @@ static struct ib_mr *vrnic_reg_user_mr(struct ib_pd *ibpd, u64 start, u64 length
 	if (access & ~VRNIC_MR_ACCESS_MASK)
 		return ERR_PTR(-EOPNOTSUPP);
 	/* The device places the MR's first byte at iova's offset in the first page. */
-	if (!length || length > dev->caps.max_mr_size || (virt & ~PAGE_MASK) != (start & ~PAGE_MASK))
+	if (!length || length > dev->caps.max_mr_size ||
+	    (virt & ~PAGE_MASK) != (start & ~PAGE_MASK))
 		return ERR_PTR(-EINVAL);
 	/* The page list's size is checked before anything is pinned, not after. */
 	if (check_add_overflow(start, length, &end) || end > U64_MAX - PAGE_SIZE)
@@ -946,9 +956,10 @@ err_free:
 static int vrnic_dereg_mr(struct ib_mr *ibmr, struct ib_udata *udata)
 {
 	struct vrnic_mr *mr = container_of(ibmr, struct vrnic_mr, ibmr);
-	int ret = vrnic_admin_simple(to_vdev(ibmr->device), VRNIC_ADMIN_DEREG_MR, ibmr->lkey, 0, NULL);
+	int ret = vrnic_admin_simple(to_vdev(ibmr->device), VRNIC_ADMIN_DEREG_MR, ibmr->lkey, 0,
+				     NULL);
 
-	/* The core frees the MR whatever we return during disassociation; a dead device holds none. */
+	/* The core frees the MR whatever we return in disassociation; a dead device holds none. */
 	if (ret && ret != -ENODEV)
 		dev_warn(&to_vdev(ibmr->device)->pdev->dev, "DEREG_MR 0x%x failed: %d\n",
 			 ibmr->lkey, ret);
