@@ -217,6 +217,11 @@ void vrnic_free_dma_after(struct vrnic_dev *dev, size_t size, void *va, dma_addr
 	unsigned long flags;
 
 	if ((ret != -ETIMEDOUT && ret != -EIO) || READ_ONCE(dev->dma_stopped)) {
+		/* After a timeout, say what went back: a test matches it to the device writes. */
+		if (ret == -ETIMEDOUT || ret == -EIO)
+			dev_info(&dev->pdev->dev,
+				 "freeing %zu DMA bytes at %pad: the device can no longer write them\n",
+				 size, &dma);
 		dma_free_coherent(&dev->pdev->dev, size, va, dma);
 		return;
 	}

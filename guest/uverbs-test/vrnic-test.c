@@ -622,6 +622,8 @@ static int modify_qp_state(int fd, uint32_t qp_handle, uint8_t state)
 	return uverbs_cmd(fd, IB_USER_VERBS_CMD_MODIFY_QP, &req, sizeof(req), 0);
 }
 
+#define COMP_EVENT_CQ_TAG 0x7a01c0ffeeULL
+
 static int create_comp_channel(int fd)
 {
 	struct {
@@ -641,7 +643,7 @@ static int create_comp_channel(int fd)
 /*
  * --comp-event: what ibv_req_notify_cq + ibv_get_cq_event do, on the raw ABI. Arm the CQ (arm
  * word: ARM, sequence 1, the consumer index), post one more NOP, and wait on the completion
- * channel for the event the driver's comp_handler queues; it names the CQ by its handle.
+ * channel for the event the driver's comp_handler queues; it names the CQ by the user_handle
  */
 static void comp_event_run(volatile uint32_t *uar, struct datapath *dp, unsigned int ci)
 {
@@ -668,9 +670,9 @@ static void comp_event_run(volatile uint32_t *uar, struct datapath *dp, unsigned
 			err = -errno;
 		t_event = now_ms();
 	}
-	report(NULL, "comp-event", "\"errno\":%d,\"event\":%s,\"cq_handle\":%llu,\"cq_handle_ok\":%s,\"arm_to_event_ms\":%.3f",
+	report(NULL, "comp-event", "\"errno\":%d,\"got_event\":%s,\"cq_handle\":%llu,\"cq_handle_ok\":%s,\"arm_to_event_ms\":%.3f",
 	       -err, got == sizeof(ev) ? "true" : "false", (unsigned long long)ev.cq_handle,
-	       got == sizeof(ev) && ev.cq_handle == dp->cq_handle ? "true" : "false",
+	       got == sizeof(ev) && ev.cq_handle == COMP_EVENT_CQ_TAG ? "true" : "false",
 	       t_event ? t_event - t_arm : 0.0);
 }
 
@@ -721,6 +723,9 @@ static void datapath_run(int fd, const struct verbs *v, volatile uint32_t *uar, 
 	cq_req.cmd.response = (uintptr_t)&cq_resp;
 	cq_req.cmd.cqe = 64;
 	cq_req.cmd.comp_channel = dp->comp_channel;
+	/* A completion event names its CQ by this value (ibv_cq's cq_context in libibverbs). */
+	if (opt.comp_event)
+		cq_req.cmd.user_handle = COMP_EVENT_CQ_TAG;
 	cq_req.drv.buf_addr = (uintptr_t)dp->cq_ring;
 	err = uverbs_cmd(fd, IB_USER_VERBS_CMD_CREATE_CQ, &cq_req, sizeof(cq_req), sizeof(cq_resp));
 	if (err)
