@@ -42,9 +42,17 @@ async function startServe(socket: string, trace: string, extra: readonly string[
   return { child, log: () => log };
 }
 
+/** Guests run one at a time on this machine's two cores: each waits for the one before. */
+let guestSlot: Promise<unknown> = Promise.resolve();
+function oneGuestAtATime<T>(fn: () => Promise<T>): Promise<T> {
+  const mine = guestSlot.catch(() => undefined).then(fn);
+  guestSlot = mine.catch(() => undefined);
+  return mine;
+}
+
 let shared: Promise<Run> | undefined;
 function run(): Promise<Run> {
-  shared ??= (async () => {
+  shared ??= oneGuestAtATime(async () => {
     const qemu = await requireVfioUserQemu();
     const image = await buildGuestImage({ progress: (l) => console.log(l) });
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vrnic-e2e-'));
@@ -77,7 +85,7 @@ function run(): Promise<Run> {
       .map((l) => JSON.parse(l) as Record<string, unknown>);
     console.log(`guest-e2e artifacts in ${dir} (QEMU ran ${(boot.elapsedMs / 1000).toFixed(1)} s)`);
     return { dir, boot, events: guestEvents(boot.console), trace, serveLog: serve.log() };
-  })();
+  });
   return shared;
 }
 
@@ -161,55 +169,57 @@ maybe('line commands on a second serial port start, query and stop the watch loo
   t.timeout(600_000);
   const qemu = await requireVfioUserQemu();
   const image = await buildGuestImage();
-  await run(); // one guest at a time on this machine's two cores
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vrnic-e2e-cmd-'));
-  const socket = path.join(dir, 'vrnic.sock');
-  const ttyS1 = path.join(dir, 'ttyS1.sock');
-  const serve = await startServe(socket, path.join(dir, 'trace.ndjson'));
-  const lines: string[] = [];
-  let result: BootResult;
-  try {
-    const guest = startGuest({
-      qemu: qemu.binary,
-      kernel: image.kernel,
-      initrd: image.initrd,
-      append: guestAppend({ commandTty: 'ttyS1', watchSeconds: 120 }),
-      socket,
-      serial2: { kind: 'unix', path: ttyS1 },
-      consoleFile: path.join(dir, 'console.log'),
-      timeoutMs: 240_000,
-      onLine: (l) => lines.push(l),
-    });
-    // Event-driven, not timed: each command goes once the program has answered the one before.
-    const waitFor = async (re: RegExp) => {
-      while (!lines.some((l) => re.test(l))) {
-        if (lines.some((l) => l.includes('VRNIC-INIT {"event":"poweroff"}'))) throw new Error(`guest ended before ${re}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    };
-    while (!fs.existsSync(ttyS1)) await new Promise((r) => setTimeout(r, 50));
-    const channel = net.connect(ttyS1);
-    channel.on('error', () => undefined);
-    await waitFor(/"event":"ready"/);
-    channel.write('watch\n');
-    await waitFor(/"event":"watch-start"/);
-    channel.write('status\n');
-    await waitFor(/"event":"summary"/);
-    channel.write('bogus\n');
-    await waitFor(/"event":"command-error"/);
-    channel.write('stop\n');
-    result = await guest.done;
-    channel.destroy();
-  } finally {
-    serve.child.kill('SIGTERM');
-  }
-  const events = guestEvents(result.console).filter((e) => e.source === 'test');
-  t.deepEqual(
-    events.filter((e) => e.event === 'command').map((e) => e.fields.command),
-    ['watch', 'status', 'bogus', 'stop'],
-  );
-  t.is(events.find((e) => e.event === 'exit')?.fields.code, 0);
-  t.deepEqual(kernelProblems(result.console), []);
+  await run();
+  await oneGuestAtATime(async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vrnic-e2e-cmd-'));
+    const socket = path.join(dir, 'vrnic.sock');
+    const ttyS1 = path.join(dir, 'ttyS1.sock');
+    const serve = await startServe(socket, path.join(dir, 'trace.ndjson'));
+    const lines: string[] = [];
+    let result: BootResult;
+    try {
+      const guest = startGuest({
+        qemu: qemu.binary,
+        kernel: image.kernel,
+        initrd: image.initrd,
+        append: guestAppend({ commandTty: 'ttyS1', watchSeconds: 120 }),
+        socket,
+        serial2: { kind: 'unix', path: ttyS1 },
+        consoleFile: path.join(dir, 'console.log'),
+        timeoutMs: 240_000,
+        onLine: (l) => lines.push(l),
+      });
+      // Event-driven, not timed: each command goes once the program has answered the one before.
+      const waitFor = async (re: RegExp) => {
+        while (!lines.some((l) => re.test(l))) {
+          if (lines.some((l) => l.includes('VRNIC-INIT {"event":"poweroff"}'))) throw new Error(`guest ended before ${re}`);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      };
+      while (!fs.existsSync(ttyS1)) await new Promise((r) => setTimeout(r, 50));
+      const channel = net.connect(ttyS1);
+      channel.on('error', () => undefined);
+      await waitFor(/"event":"ready"/);
+      channel.write('watch\n');
+      await waitFor(/"event":"watch-start"/);
+      channel.write('status\n');
+      await waitFor(/"event":"summary"/);
+      channel.write('bogus\n');
+      await waitFor(/"event":"command-error"/);
+      channel.write('stop\n');
+      result = await guest.done;
+      channel.destroy();
+    } finally {
+      serve.child.kill('SIGTERM');
+    }
+    const events = guestEvents(result.console).filter((e) => e.source === 'test');
+    t.deepEqual(
+      events.filter((e) => e.event === 'command').map((e) => e.fields.command),
+      ['watch', 'status', 'bogus', 'stop'],
+    );
+    t.is(events.find((e) => e.event === 'exit')?.fields.code, 0);
+    t.deepEqual(kernelProblems(result.console), []);
+  });
 });
 
 /** One guest per interrupt mode the device offers, unplugged with QMP device_del once vrnic-test is done. */
@@ -226,8 +236,7 @@ const modeRuns = new Map<string, Promise<ModeRun>>();
 function runMode(irq: 'msi' | 'intx'): Promise<ModeRun> {
   let p = modeRuns.get(irq);
   if (p !== undefined) return p;
-  p = (async () => {
-    await run().catch(() => undefined); // one guest at a time on this machine's two cores
+  p = oneGuestAtATime(async () => {
     const qemu = await requireVfioUserQemu();
     const image = await buildGuestImage();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), `vrnic-e2e-${irq}-`));
@@ -285,7 +294,7 @@ function runMode(irq: 'msi' | 'intx'): Promise<ModeRun> {
       .map((l) => JSON.parse(l) as Record<string, unknown>);
     console.log(`guest-e2e ${irq} artifacts in ${dir} (QEMU ran ${(boot.elapsedMs / 1000).toFixed(1)} s, exit ${boot.exitCode} ${boot.signal ?? ''})`);
     return { dir, boot, events: guestEvents(boot.console), trace, unplug };
-  })();
+  });
   modeRuns.set(irq, p);
   return p;
 }

@@ -156,6 +156,7 @@ export class Nic implements PciDevice {
     this.epoch++;
     this.poller.stop();
     this.uarMemory.close();
+    this.obs.flushGuestErrors();
   }
 
   /** Transport reset (DEVICE_RESET, FLR). */

@@ -99,6 +99,11 @@ export class Observer {
     }
   }
 
+  /** Writes the guest-error summaries held back by the once-a-second limit. */
+  flushGuestErrors(): void {
+    this.guestErrors.flush();
+  }
+
   guestError(fields: Fields, msg: string): void {
     this.emit('guest-error', fields, msg);
   }

@@ -518,6 +518,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     }
     closeQuietly(this.wakeFd);
     this.wakeFd = -1;
+    this.fn.guestErrors.flush(); // the held-back summaries, before the process may exit
     this.log.info('stopped');
   }
 

@@ -231,6 +231,7 @@ export class NativeTransport extends EventEmitter implements Transport {
     } catch {
       // already gone
     }
+    this.fn.guestErrors.flush(); // the held-back summaries, before the process may exit
     this.log.info('stopped');
   }
 

@@ -65,9 +65,9 @@ import {
 } from '../../protocol/messages';
 import { ShortMessageError } from '../../protocol/reader';
 import { FramingError, MessageStream, type RawMessage } from '../../protocol/stream';
-import { IrqState, isEventfd } from './irq';
+import { IRQ_INDEX_NAMES, IrqState, isEventfd } from './irq';
 import { RequestReader } from './reader';
-import { describeRegion } from './realized';
+import { describeRegion } from './regions';
 import type { PciFunction } from '../../../emulator/framework/pci-function';
 
 /** What the server offers in VERSION. */
@@ -426,6 +426,11 @@ export class Session {
     if (dataType === IrqSetFlag.DataEventfd && m.fds.length !== 0 && m.fds.length !== s.count) return fail(Errno.EINVAL);
 
     const selected = (i: number): boolean => dataType !== IrqSetFlag.DataBool || s.data[i] === 1;
+    if (this.log.isLevelEnabled('debug')) {
+      const actionName = action === IrqSetFlag.ActionMask ? 'mask' : action === IrqSetFlag.ActionUnmask ? 'unmask' : 'trigger';
+      const dataName = dataType === IrqSetFlag.DataNone ? 'none' : dataType === IrqSetFlag.DataBool ? 'bool' : 'eventfd';
+      this.log.debug({ index: IRQ_INDEX_NAMES[s.index], action: actionName, data: dataName, start: s.start, count: s.count, fds: m.fds.length }, 'SET_IRQS');
+    }
     if (action === IrqSetFlag.ActionMask || action === IrqSetFlag.ActionUnmask) {
       if (dataType === IrqSetFlag.DataEventfd) return fail(Errno.EINVAL); // mask/unmask notification fds: not offered
       this.fn.setIrqMask(s.index, s.start, s.count, action === IrqSetFlag.ActionMask, selected);
