@@ -120,7 +120,8 @@ export async function runPvrdmaUnplug(opts: PvrdmaUnplugOptions): Promise<Pvrdma
     children.push(daemon);
     control = await ControlClient.connect(controlPathFor(files.socket), { timeoutMs: 30_000 });
 
-    const append = guestAppend({ program: 'pvrdma-guest', lingerSeconds: 0 }) + ` vrnic.pvrdma=devinfo,hold=${holdSeconds}`;
+    // loglevel 7: the driver's dev_info lines ("detaching from device") reach the console as they happen
+    const append = guestAppend({ program: 'pvrdma-guest', lingerSeconds: 0, loglevel: 7 }) + ` vrnic.pvrdma=devinfo,hold=${holdSeconds}`;
     const args = [
       ...qemuArgs({ kernel: image.kernel, initrd: image.initrd, append, socket: files.socket, deviceId: DEVICE_ID, pairedVmxnet3: true, serial: { kind: 'stdio' } }),
       '-qmp', `unix:${files.qmpRunner},server=on,wait=off`,
