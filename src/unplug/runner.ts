@@ -182,16 +182,14 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
       },
     });
     children.push(vm);
-    // 'close' comes after QEMU's stdout has been read to its end: the guest's last console lines
-    // (dmesg-end, poweroff) can still be in the pipe when 'exit' fires.
-    const vmClosed = new Promise<void>((resolve) => vm.proc.once('close', () => resolve()));
     vmStarted = true;
     qmp = await QmpClient.connect(files.qmpRunner, { timeoutMs: 30_000 });
     qmp.on('event', (e: QmpEvent) => {
       if (e.event === 'DEVICE_DELETED' && e.data.device === DEVICE_ID && !deviceDeleted) deviceDeleted = e;
     });
 
-    const vmGone = vmClosed.then(() => null);
+    // vm.exited resolves once QEMU's stdout is read to its end (src/unplug/processes.ts).
+    const vmGone = vm.exited.then(() => null);
     const bootMs = opts.bootTimeoutMs ?? 300_000;
     const ctl = control;
     if (firedBy !== null) {
@@ -289,7 +287,6 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
     await vm.stop(5000);
     await daemon.stop(3000);
     const vmEnd = await vm.exited;
-    await vmClosed;
     const qemuAbort = vmEnd.signal !== null && vmEnd.signal !== 'SIGTERM' && vmEnd.signal !== 'SIGKILL' ? qemuDiagnosis(files.qemuLog, vmEnd.signal) : null;
     // What an MSI-X unplug did to this QEMU is evidence for later `--irq auto` choices.
     if (irq.mode === 'msix') {
