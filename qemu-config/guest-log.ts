@@ -34,27 +34,43 @@ export function guestEvents(log: string): GuestEvent[] {
 }
 
 /**
- * Kernel messages that mean something went wrong: oopses, WARN()s, BUG()s, lockdep and hung-task
- * reports, panics, and modules that failed to link. Matched case-sensitively on the kernel's own
- * wording so that lines like "... report a bug" do not count.
+ * What a kernel prints when something went wrong, one pattern per kind of report: the one list
+ * the unplug verdict (no-kernel-warnings) and the guest tests judge a kernel log by. Matched
+ * case-sensitively on the kernel's own wording, so lines like "... report a bug" do not count.
+ * The guest's console must carry KERN_WARNING (loglevel 5 or more, qemu-config/image.ts) for
+ * WARN() reports to reach it before /init's dmesg dump.
  */
-export const KERNEL_PROBLEM_PATTERNS: readonly RegExp[] = [
-  /\bOops\b/,
-  /\bWARNING: /,
-  /\bBUG: /,
-  /kernel BUG at/,
-  /Unknown symbol/,
-  /disagrees about version of symbol/,
-  /Call Trace:/,
-  /general protection fault/,
-  /Kernel panic/,
-  /possible circular locking dependency/,
-  /INFO: task .* blocked for more than/,
-  /\bUBSAN:/,
-  /\bKASAN:/,
+export const KERNEL_PROBLEM_PATTERNS: readonly { readonly kind: string; readonly re: RegExp }[] = [
+  // WARN(), WARN_ON(): "WARNING: CPU: 0 PID: 55 at drivers/...", and the lockdep/RCU "WARNING: ..." reports.
+  { kind: 'WARN', re: /\bWARNING: / },
+  { kind: 'WARN', re: /-{12}\[ cut here \]-{12}/ },
+  // BUG(), BUG_ON(), soft lockups ("watchdog: BUG: soft lockup"), "BUG: KASAN: ...", bad page state.
+  { kind: 'BUG', re: /\bBUG: / },
+  { kind: 'BUG', re: /\bkernel BUG at\b/ },
+  { kind: 'Oops', re: /\bOops\b/ },
+  { kind: 'Oops', re: /\bgeneral protection fault\b/ },
+  { kind: 'Call Trace', re: /\bCall Trace:/ },
+  { kind: 'Kernel panic', re: /\bKernel panic\b/ },
+  { kind: 'hung task', re: /\bINFO: task \S+ blocked for more than \d+ seconds/ },
+  { kind: 'hung task', re: /\brcu: INFO: \S+ (?:self-)?detected stalls?\b/ },
+  { kind: 'lockdep', re: /\bpossible circular locking dependency\b/ },
+  { kind: 'lockdep', re: /\bpossible recursive locking detected\b/ },
+  { kind: 'lockdep', re: /\binconsistent lock state\b/ },
+  { kind: 'lockdep', re: /\bsuspicious RCU usage\b/ },
+  { kind: 'lockdep', re: /\bDEBUG_LOCKS_WARN_ON\b/ },
+  { kind: 'KASAN', re: /\bKASAN: / },
+  { kind: 'UBSAN', re: /\bUBSAN: / },
+  { kind: 'Unknown symbol', re: /\bUnknown symbol\b/ },
+  { kind: 'Unknown symbol', re: /\bdisagrees about version of symbol\b/ },
 ];
 
 /** The lines of the log that match a kernel problem pattern. */
 export function kernelProblems(log: string): string[] {
-  return log.split(/\r?\n/).filter((l) => KERNEL_PROBLEM_PATTERNS.some((p) => p.test(l)));
+  return log.split(/\r?\n/).filter((l) => KERNEL_PROBLEM_PATTERNS.some((p) => p.re.test(l)));
+}
+
+/** The kinds of problem a log shows (WARN, BUG, ...), in the list's order, each once. */
+export function kernelProblemKinds(log: string): string[] {
+  const lines = kernelProblems(log);
+  return [...new Set(KERNEL_PROBLEM_PATTERNS.filter((p) => lines.some((l) => p.re.test(l))).map((p) => p.kind))];
 }

@@ -35,7 +35,7 @@ export function defaultKernelRelease(env: NodeJS.ProcessEnv = process.env): stri
 const KEEP_IMAGES = 4;
 
 /** Bump when the layout of the image or of its manifest changes in a way the sources don't show. */
-const BUILDER_VERSION = 3;
+const BUILDER_VERSION = 4;
 
 export interface GuestBuildOptions {
   /** Cache root; each build lives in a subdirectory named by its input hash. Default `<cache root>/guest` (qemu-config/cache.ts). */
@@ -82,6 +82,13 @@ interface Manifest {
   model?: GuestModel;
 }
 
+/**
+ * The driver's planted bugs (vrnic.ko's `bug=` parameter, guest/README.md): the negative controls
+ * every command that boots the guest names with `--driver-bug`.
+ */
+export const DRIVER_BUGS = ['none', 'legacy-mmap', 'no-disassociate', 'private-tracking'] as const;
+export type DriverBug = (typeof DRIVER_BUGS)[number];
+
 /** vrnic-test's scenarios (guest/README.md). */
 export const GUEST_SCENARIOS = ['single', 'fork', 'split', 'fd-passing', 'many', 'race-close'] as const;
 export type GuestScenario = (typeof GUEST_SCENARIOS)[number];
@@ -89,7 +96,7 @@ export type GuestScenario = (typeof GUEST_SCENARIOS)[number];
 /** Options the guest's /init reads from the kernel command line (all `vrnic.` keys). */
 export interface GuestRunOptions {
   /** Planted driver bug; the module's `bug=` parameter. */
-  bug?: 'none' | 'legacy-mmap' | 'no-disassociate';
+  bug?: DriverBug;
   /** Run vrnic-test after loading the modules (default true). */
   runTest?: boolean;
   scenario?: GuestScenario;
@@ -114,13 +121,24 @@ export interface GuestRunOptions {
   lingerSeconds?: number;
   /** Power off at the end (default true); false drops to a shell on the console. */
   powerOff?: boolean;
-  /** Kernel console log level (default 4, warnings and worse on the console; the full log is dumped at the end). */
+  /**
+   * Kernel console log level (default 5: messages more urgent than 5, i.e. KERN_WARNING and worse,
+   * reach the console as they happen, so a WARN() is seen even when the guest dies before /init
+   * dumps the full log at the end).
+   */
   loglevel?: number;
+  /**
+   * After the program, wait up to this long for the vrnic PCI function and ib device to leave,
+   * then report the guest's own listing (`devices`). Default 0: list at once.
+   */
+  deviceGoneWaitSeconds?: number;
+  /** Read an address nothing decodes before loading the modules (the invalid_mem log's canary; default on). */
+  canary?: boolean;
 }
 
 /** The kernel command line for a guest image booted with these options. */
 export function guestAppend(opts: GuestRunOptions = {}): string {
-  const words = ['console=ttyS0', 'panic=-1', `loglevel=${opts.loglevel ?? 4}`];
+  const words = ['console=ttyS0', 'panic=-1', `loglevel=${opts.loglevel ?? 5}`];
   const add = (k: string, v: string | number | undefined) => {
     if (v === undefined) return;
     const s = String(v);
@@ -144,6 +162,8 @@ export function guestAppend(opts: GuestRunOptions = {}): string {
   add('out', opts.reportTty);
   add('cmd', opts.commandTty);
   add('linger', opts.lingerSeconds);
+  add('gonewait', opts.deviceGoneWaitSeconds);
+  if (opts.canary === false) add('canary', 0);
   if (opts.powerOff === false) add('poweroff', 0);
   return words.join(' ');
 }
@@ -172,6 +192,12 @@ param() {
 }
 say boot "\\"kernel\\":\\"$(uname -r)\\",\\"uptime\\":\\"$(cut -d' ' -f1 /proc/uptime)\\",\\"cmdline\\":\\"$(cat /proc/cmdline)\\""
 BUG=$(param bug none)
+# The canary: vrnic-test reads an address in the device's bridge window that nothing decodes,
+# before any module loads (so before any vanish armed at the driver's probe). QEMU's -d invalid_mem
+# log must show it: proof that the log records such accesses in a wording the verdict parses.
+if [ "$(param canary 1)" != 0 ]; then
+  /bin/vrnic-test --canary
+fi
 loaded=""
 for m in ${moduleOrder.join(' ')}; do
   if [ "$m" = vrnic ]; then out=$(insmod /lib/modules/$m.ko bug=$BUG 2>&1); rc=$?
@@ -198,6 +224,25 @@ if [ "$(param test 1)" != 0 ]; then
 fi
 # which interrupt the driver got (MSI-X, MSI or INTx) and how often each fired
 say interrupts "\\"vrnic\\":\\"$(grep vrnic /proc/interrupts | tr -s ' ' | tr '\\n' ';')\\""
+# The guest's own view of the device after the program: which PCI functions with its vendor:device
+# and which vrnic ib devices are left, after waiting (bounded) for them to go.
+gonewait=$(param gonewait 0)
+waited=0
+vrnic_pci() {
+  for d in /sys/bus/pci/devices/*; do
+    [ "$(cat $d/vendor 2>/dev/null):$(cat $d/device 2>/dev/null)" = 0x1234:0x7a01 ] && echo "\\"\${d##*/}\\""
+  done
+}
+vrnic_ib() {
+  for d in /sys/class/infiniband/vrnic*; do
+    [ -e "$d" ] && echo "\\"\${d##*/}\\""
+  done
+}
+while [ $waited -lt $((gonewait * 10)) ] && [ -n "$(vrnic_pci)$(vrnic_ib)" ]; do
+  sleep 0.1
+  waited=$((waited + 1))
+done
+say devices "\\"vrnic_pci\\":[$(vrnic_pci | tr '\\n' ',' | sed 's/,$//')],\\"ib\\":[$(vrnic_ib | tr '\\n' ',' | sed 's/,$//')],\\"waited_ms\\":$((waited * 100))"
 sleep "$(param linger 0)"
 say dmesg-begin
 dmesg

@@ -91,16 +91,20 @@ export const NIC_CASES: ReadonlyArray<readonly [string, NicCase]> = [
     },
   ],
   [
-    'ALLOC_UAR gives consecutive pages and FREE_UAR takes them back by their first index',
-    async (t, { drv, nic }) => {
+    'ALLOC_UAR gives consecutive zeroed pages and FREE_UAR takes them back by their first index, reading all-ones again',
+    async (t, { drv, nic, access }) => {
       await drv.bringUp();
+      t.is(access.uar.readUInt32LE(0), 0xffffffff, 'a page nobody owns reads all-ones');
       const a = await drv.submit(command(OP.ALLOC_UAR, 7, [[8, 'u32', 2]]));
       const b = await drv.submit(command(OP.ALLOC_UAR, 8, [[8, 'u32', 3]]));
       t.like(a, { status: ST.OK, result0: 0, result1: 2 });
       t.like(b, { status: ST.OK, result0: 2, result1: 3 });
+      t.is(access.uar.readUInt32LE(2 * 4096 + 0x800), 0);
       t.is((await drv.submit(command(OP.FREE_UAR, 9, [[8, 'u32', 3]]))).status, ST.BAD_HANDLE);
       t.is((await drv.submit(command(OP.FREE_UAR, 10, [[8, 'u32', 2]]))).status, ST.OK);
       t.is(nic.status().objects.uarPages, 2);
+      t.is(access.uar.readUInt32LE(2 * 4096 + 0x800), 0xffffffff);
+      t.is(access.uar.readUInt32LE(0x800), 0, 'the run still owned stays as it was');
     },
   ],
   [
@@ -281,7 +285,7 @@ export const NIC_CASES: ReadonlyArray<readonly [string, NicCase]> = [
     },
   ],
   [
-    'CTRL.RESET frees every object, zeroes the UAR pages and leaves STATUS 0',
+    'CTRL.RESET frees every object, leaves the UAR pages reading all-ones and STATUS 0',
     async (t, { drv, access, nic, heap }) => {
       await drv.bringUp();
       const uar = await drv.allocUar(2);
@@ -294,7 +298,7 @@ export const NIC_CASES: ReadonlyArray<readonly [string, NicCase]> = [
       await access.writeReg(Reg.Ctrl, 2);
       t.is(await access.readReg(Reg.Status), 0);
       t.deepEqual(nic.status().objects, { uarPages: 0, pds: 0, cqs: 0, qps: 0, mrs: 0 });
-      t.is(access.uar.readUInt32LE(uar * 4096 + 0x800), 0);
+      t.is(access.uar.readUInt32LE(uar * 4096 + 0x800), 0xffffffff);
       // Power-on again: handles start from 1.
       await drv.bringUp();
       t.is(await drv.createPd(), 1);

@@ -113,7 +113,7 @@ test('a test option with a space or comma is refused instead of corrupting the k
   t.throws(() => guestAppend({ testArgs: ['a,b'] }), { message: /comma or space/ });
 });
 
-const cliArgs = ['qemu-args', '--socket', '/tmp/v.sock', '--qmp', '/tmp/q.sock', '--kernel', '/k/vmlinuz', '--initrd', '/k/initrd.img', '--bug', 'no-disassociate', '--qemu', '/opt/qemu'];
+const cliArgs = ['qemu-args', '--socket', '/tmp/v.sock', '--qmp', '/tmp/q.sock', '--kernel', '/k/vmlinuz', '--initrd', '/k/initrd.img', '--driver-bug', 'no-disassociate', '--qemu', '/opt/qemu'];
 
 test('vrnic qemu-args prints a command line a shell runs as written, and the same vector as args or json', (t) => {
   const out = execFileSync(process.execPath, [CLI, ...cliArgs], { encoding: 'utf8' });

@@ -1,14 +1,14 @@
 // Several unplug runs in one verdict: seeded vanish delays, the repeat summary's pass rate and distinct failures, the scenario x check table.
 import test from 'ava';
-import type { Check, CheckName } from '../src/unplug/checks';
+import { verdictOf, type Check, type CheckName } from '../src/unplug/checks';
 import { drawDelays, failureSignature, matrixHuman, matrixMarkdown, summarizeMatrix, summarizeRepeat } from '../src/unplug/matrix';
 import type { UnplugReport } from '../src/unplug/report';
 import type { ScenarioName } from '../src/unplug/scenarios';
 
 function report(scenario: ScenarioName, checks: ReadonlyArray<readonly [CheckName, boolean, string?]>, extra: Partial<UnplugReport> = {}): UnplugReport {
-  const cs: Check[] = checks.map(([name, ok, detail]) => ({ name, ok, detail: detail ?? (ok ? 'fine' : 'broken') }));
+  const cs: Check[] = checks.map(([name, ok, detail]) => ({ name, ok, result: ok ? 'ok' : 'FAIL', detail: detail ?? (ok ? 'fine' : 'broken') }));
   return {
-    verdict: cs.every((c) => c.ok) && extra.error === undefined ? 'PASS' : 'FAIL',
+    verdict: verdictOf(cs, extra.error),
     mode: 'orderly',
     driverBug: 'none',
     scenario,
@@ -53,12 +53,15 @@ test('repeated runs report the pass rate and each distinct failure with its coun
   t.is(s.failures.length, 2);
   t.like(s.failures[0], { check: 'removal-bounded', count: 2 });
   t.deepEqual(s.failures[0].runs, [{ run: 2, delayMs: 150 }, { run: 4, delayMs: 199 }]);
-  t.like(s.failures[1], { check: 'process-survived', count: 1, example: 'worker race3 (pid 200) took SIGBUS' });
+  t.like(s.failures[1], { check: 'process-survived', count: 1, example: 'FAIL: worker race3 (pid 200) took SIGBUS' });
+  t.is(s.verdict, 'FAIL');
 });
 
-test('a run that broke counts as a failure of its own kind', (t) => {
+test('a run that broke counts as an error of its own kind, and runs with only errors are ERROR, not FAIL', (t) => {
   const s = summarizeRepeat([report('single', [['process-survived', true]], { error: 'QEMU exited before the guest program was ready' })], 1, 10);
   t.is(s.passed, 0);
+  t.is(s.errors, 1);
+  t.is(s.verdict, 'ERROR');
   t.like(s.failures[0], { check: 'run-error', count: 1 });
 });
 
@@ -70,9 +73,9 @@ test('all scenarios give one table: a column per check, - where a check does not
   ]);
   t.is(m.verdict, 'FAIL');
   t.deepEqual(m.checks, ['process-survived', 'mapping-moved-off-bar', 'removal-bounded']);
-  t.deepEqual(m.rows[2].cells, { 'process-survived': true, 'removal-bounded': true });
+  t.deepEqual(m.rows[2].cells, { 'process-survived': 'ok', 'removal-bounded': 'ok' });
   const text = matrixHuman(m, 'orderly', 'none');
-  t.regex(text, /fork: mapping-moved-off-bar: child \(pid 153\)/, 'the failure names the process');
+  t.regex(text, /fork: mapping-moved-off-bar: FAIL: child \(pid 153\)/, 'the failure names the process');
   const md = matrixMarkdown(m).split('\n');
   t.is(md[0], '| scenario | process-survived | mapping-moved-off-bar | removal-bounded |');
   t.is(md[3], '| fork | ok | **FAIL** | - |');
@@ -81,5 +84,14 @@ test('all scenarios give one table: a column per check, - where a check does not
 
 test('all scenarios passing is a PASS', (t) => {
   t.is(summarizeMatrix([report('single', [['process-survived', true]]), report('split', [['process-survived', true]])]).verdict, 'PASS');
-  t.is(summarizeMatrix([]).verdict, 'FAIL');
+  t.is(summarizeMatrix([]).verdict, 'ERROR');
+});
+
+test('a check that could not judge shows n/a in the table and makes its row ERROR', (t) => {
+  const na: Check = { name: 'no-bar-access-after-unplug', result: 'n/a', ok: false, detail: "not judged: QEMU's -d invalid_mem log is missing or unreadable" };
+  const r = { ...report('single', [['process-survived', true]]), checks: [report('single', [['process-survived', true]]).checks[0], na] };
+  const m = summarizeMatrix([{ ...r, verdict: verdictOf(r.checks) }]);
+  t.is(m.verdict, 'ERROR');
+  t.is(m.rows[0].cells['no-bar-access-after-unplug'], 'n/a');
+  t.regex(matrixHuman(m, 'orderly', 'none'), /single: no-bar-access-after-unplug: n\/a: not judged/);
 });

@@ -305,7 +305,7 @@ export class AdminQueue {
     if (count < 1 || count > MAX_UARS_PER_ALLOC) return fail(Status.BadParam, `count ${count} not in 1..${MAX_UARS_PER_ALLOC}`);
     const first = this.nic.objects.uars.alloc(count);
     if (first === null) return fail(Status.NoResources, `no run of ${count} free UAR pages`);
-    this.nic.zeroUarPages(first, count);
+    this.nic.fillUarPages(first, count, 0);
     return ok(first, count);
   }
 
@@ -316,7 +316,7 @@ export class AdminQueue {
     if (run === undefined) return fail(Status.BadHandle, `UAR index ${index} does not start an allocated run`);
     if (uars.runInUse(run)) return fail(Status.InUse, `UAR run at ${index} still carries CQ or QP doorbells`);
     uars.free(run);
-    this.nic.zeroUarPages(run.start, run.count);
+    this.nic.fillUarPages(run.start, run.count, 0xff);
     return ok();
   }
 

@@ -105,6 +105,8 @@ export class Nic implements PciDevice {
     this.capabilities = { pm: true, pcie: true, ...interruptCapabilities(config.irq, config.msixVectors) };
     this.uarMemory = new SharedMemory('vrnic-uar', config.numUars * UAR_PAGE_SIZE);
     this.uarView = this.uarMemory.buffer;
+    // Power-on is a reset: no page belongs to anyone, and a page nobody owns reads all-ones.
+    this.uarView.fill(0xff);
     this.bars = [
       {
         kind: 'trapped',
@@ -126,6 +128,7 @@ export class Nic implements PciDevice {
       (page, offset, value, old) => dispatchDoorbell(this, page, offset, value, old),
       (err) => this.obs.log.error({ err }, 'doorbell handling failed'),
     );
+    this.poller.resync();
   }
 
   get dma(): DmaAccess {
@@ -174,7 +177,9 @@ export class Nic implements PciDevice {
     this.ready = false;
     this.fatalCode = FatalCode.None;
     this.fatalReason = null;
-    this.uarView.fill(0);
+    // A gone or reset device answers like one: every UAR page reads all-ones until ALLOC_UAR
+    // hands it out again (zeroed). A stale user mapping then reads what hardware would give.
+    this.uarView.fill(0xff);
     this.poller.resync();
     this.obs.counters.resets++;
     this.obs.emit('event', { event: 'RESET', reason }, 'device reset');
@@ -279,10 +284,13 @@ export class Nic implements PciDevice {
     this.ctx?.irq.setLevel(this.regs.intCause !== 0);
   }
 
-  /** Zeroes UAR pages (ALLOC_UAR, FREE_UAR) without the poller mistaking that for doorbells. */
-  zeroUarPages(first: number, count: number): void {
+  /**
+   * Fills UAR pages without the poller mistaking that for doorbells: zeros when ALLOC_UAR hands
+   * them out, all-ones when FREE_UAR takes them back (a page nobody owns reads all-ones).
+   */
+  fillUarPages(first: number, count: number, value: 0 | 0xff): void {
     if (this.closed) return;
-    this.uarView.fill(0, first * UAR_PAGE_SIZE, (first + count) * UAR_PAGE_SIZE);
+    this.uarView.fill(value, first * UAR_PAGE_SIZE, (first + count) * UAR_PAGE_SIZE);
     this.poller.resync();
   }
 

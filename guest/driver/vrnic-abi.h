@@ -29,6 +29,7 @@ struct vrnic_alloc_ucontext_resp {
 
 #define VRNIC_DRIVER_FLAG_LEGACY_MMAP		(1u << 0)
 #define VRNIC_DRIVER_FLAG_NO_DISASSOCIATE	(1u << 1)
+#define VRNIC_DRIVER_FLAG_PRIVATE_TRACKING	(1u << 2)
 
 /* ALLOC_PD driver output. */
 struct vrnic_alloc_pd_resp {

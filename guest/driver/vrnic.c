@@ -4,7 +4,7 @@
  *
  * What it exists to show: user mappings of UAR (doorbell) pages go through the RDMA core's
  * rdma_user_mmap_io tracking so that a hot unplug zaps them; the remove path never waits on a
- * device that has vanished. Two planted bugs (module parameter bug=) are the negative controls.
+ * device that has vanished. Three planted bugs (module parameter bug=) are the negative controls.
  */
 #include <linux/module.h>
 #include <linux/pci.h>
@@ -13,6 +13,7 @@
 #include <linux/delay.h>
 #include <linux/io.h>
 #include <linux/mm.h>
+#include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <rdma/ib_verbs.h>
 #include <rdma/ib_umem.h>
@@ -26,7 +27,7 @@
 
 static char *bug = "none";
 module_param(bug, charp, 0444);
-MODULE_PARM_DESC(bug, "plant a classic driver bug: none (default), legacy-mmap, no-disassociate");
+MODULE_PARM_DESC(bug, "plant a classic driver bug: none (default), legacy-mmap, no-disassociate, private-tracking");
 
 static unsigned int admin_timeout_ms = 5000;
 module_param(admin_timeout_ms, uint, 0644);
@@ -36,6 +37,7 @@ enum vrnic_bug {
 	VRNIC_BUG_NONE,
 	VRNIC_BUG_LEGACY_MMAP,
 	VRNIC_BUG_NO_DISASSOCIATE,
+	VRNIC_BUG_PRIVATE_TRACKING,
 };
 
 static enum vrnic_bug vrnic_bug;
@@ -101,6 +103,21 @@ struct vrnic_ucontext {
 	u32 uar_index;
 	u32 num_uars;
 	struct rdma_user_mmap_entry *uar_entry;
+
+	/* bug=private-tracking only: the mappings mmap made, tracked the pre-4.20 way. */
+	struct mutex vmas_lock;
+	struct list_head vmas;
+	struct mm_struct *owner_mm;	/* the creating process's address space (mmgrab) */
+	struct page *dummy;		/* what the zapped mappings get instead of the BAR */
+};
+
+/* One mapping as bug=private-tracking remembers it: only what mmap saw, never told of copies. */
+struct vrnic_private_vma {
+	struct list_head list;
+	struct vm_area_struct *vma;
+	struct mm_struct *mm;		/* mmgrab: the pointer stays comparable */
+	unsigned long start;
+	struct file *file;
 };
 
 struct vrnic_mmap_entry {
@@ -151,8 +168,11 @@ static u32 vrnic_read(struct vrnic_dev *dev, u32 off)
 
 	if (READ_ONCE(dev->gone))
 		return VRNIC_REG_GONE;
-	/* pciehp marks a surprise-removed function before calling remove: no access at all then. */
-	if (pci_dev_is_disconnected(dev->pdev)) {
+	/*
+	 * The PCI core knows first when it found out itself: pciehp marks a surprise-removed function
+	 * disconnected before calling remove, AER/DPC take the channel offline. No access at all then.
+	 */
+	if (pci_dev_is_disconnected(dev->pdev) || pci_channel_offline(dev->pdev)) {
 		WRITE_ONCE(dev->gone, true);
 		return VRNIC_REG_GONE;
 	}
@@ -622,9 +642,17 @@ static int vrnic_alloc_ucontext(struct ib_ucontext *ibuc, struct ib_udata *udata
 		resp.driver_flags |= VRNIC_DRIVER_FLAG_LEGACY_MMAP;
 	if (vrnic_bug == VRNIC_BUG_NO_DISASSOCIATE)
 		resp.driver_flags |= VRNIC_DRIVER_FLAG_NO_DISASSOCIATE;
+	if (vrnic_bug == VRNIC_BUG_PRIVATE_TRACKING)
+		resp.driver_flags |= VRNIC_DRIVER_FLAG_PRIVATE_TRACKING;
 	ret = ib_copy_to_udata(udata, &resp, min(udata->outlen, sizeof(resp)));
 	if (ret)
 		goto err_remove;
+	if (vrnic_bug == VRNIC_BUG_PRIVATE_TRACKING) {
+		mutex_init(&uc->vmas_lock);
+		INIT_LIST_HEAD(&uc->vmas);
+		uc->owner_mm = current->mm;
+		mmgrab(uc->owner_mm);
+	}
 	return 0;
 
 err_remove:
@@ -635,10 +663,18 @@ err_free_uar:
 	return ret;
 }
 
+static void vrnic_private_forget_all(struct vrnic_ucontext *uc);
+
 static void vrnic_dealloc_ucontext(struct ib_ucontext *ibuc)
 {
 	struct vrnic_ucontext *uc = to_vuc(ibuc);
 	struct vrnic_dev *dev = to_vdev(ibuc->device);
+
+	if (uc->owner_mm) {
+		vrnic_private_forget_all(uc);
+		mmdrop(uc->owner_mm);
+		uc->owner_mm = NULL;
+	}
 
 	/* Every entry we inserted goes, or the core WARNs on removal. */
 	if (uc->uar_entry) {
@@ -675,6 +711,100 @@ static int vrnic_legacy_mmap(struct vm_area_struct *vma, struct vrnic_mmap_entry
 				  pgprot_noncached(vma->vm_page_prot));
 }
 
+/*
+ * The planted private-tracking bug, the way drivers zapped user mappings before the RDMA core
+ * did it for them (Linux 4.20): mmap maps the BAR itself and remembers the VMA in a private
+ * list; disassociate zaps what the list holds, in the creating process's address space, and
+ * puts a zeroed page in its place. There are no vm_operations open/close, so the driver never
+ * hears of the copy fork makes, of the pieces a munmap or mprotect splits off (they are new
+ * VMAs), or of a mapping made in another process: those keep pointing at the BAR.
+ */
+static int vrnic_private_mmap(struct vrnic_ucontext *uc, struct vm_area_struct *vma,
+			      struct vrnic_mmap_entry *entry)
+{
+	struct vrnic_private_vma *pv;
+	int ret;
+
+	pv = kzalloc(sizeof(*pv), GFP_KERNEL);
+	if (!pv)
+		return -ENOMEM;
+	ret = vrnic_legacy_mmap(vma, entry);
+	if (ret) {
+		kfree(pv);
+		return ret;
+	}
+	pv->vma = vma;
+	pv->mm = vma->vm_mm;
+	mmgrab(pv->mm);
+	pv->start = vma->vm_start;
+	pv->file = vma->vm_file;
+	mutex_lock(&uc->vmas_lock);
+	list_add_tail(&pv->list, &uc->vmas);
+	mutex_unlock(&uc->vmas_lock);
+	return 0;
+}
+
+/* Caller holds the address space's mmap lock for writing: no fault runs between zap and insert. */
+static void vrnic_private_zap_one(struct vrnic_ucontext *uc, struct vrnic_private_vma *pv)
+{
+	struct vm_area_struct *vma = find_vma(pv->mm, pv->start);
+	unsigned long addr;
+
+	/* Without a close op nothing says when a VMA goes: touch only one still as mmap left it. */
+	if (vma != pv->vma || vma->vm_start != pv->start || vma->vm_file != pv->file)
+		return;
+	zap_vma_ptes(vma, vma->vm_start, vma->vm_end - vma->vm_start);
+	if (!uc->dummy)
+		return;
+	for (addr = vma->vm_start; addr < vma->vm_end; addr += PAGE_SIZE)
+		vmf_insert_pfn(vma, addr, page_to_pfn(uc->dummy));
+}
+
+static void vrnic_private_forget(struct vrnic_private_vma *pv)
+{
+	list_del(&pv->list);
+	mmdrop(pv->mm);
+	kfree(pv);
+}
+
+static void vrnic_private_forget_all(struct vrnic_ucontext *uc)
+{
+	struct vrnic_private_vma *pv, *tmp;
+
+	mutex_lock(&uc->vmas_lock);
+	list_for_each_entry_safe(pv, tmp, &uc->vmas, list)
+		vrnic_private_forget(pv);
+	mutex_unlock(&uc->vmas_lock);
+}
+
+static void vrnic_private_zap(struct vrnic_ucontext *uc)
+{
+	struct mm_struct *mm = uc->owner_mm;
+	struct vrnic_private_vma *pv, *tmp;
+
+	if (!mm || !mmget_not_zero(mm)) {
+		vrnic_private_forget_all(uc);
+		return;
+	}
+	/*
+	 * One zeroed page per context, like the core's per-file page. It is never freed: with no
+	 * close op the driver cannot know when the last mapping of it goes (the core's tracking
+	 * exists to know that); a page per removed context is what this bug costs.
+	 */
+	if (!uc->dummy)
+		uc->dummy = alloc_page(GFP_KERNEL | __GFP_ZERO);
+	mmap_write_lock(mm);
+	mutex_lock(&uc->vmas_lock);
+	list_for_each_entry_safe(pv, tmp, &uc->vmas, list) {
+		if (pv->mm == mm)
+			vrnic_private_zap_one(uc, pv);
+		vrnic_private_forget(pv);
+	}
+	mutex_unlock(&uc->vmas_lock);
+	mmap_write_unlock(mm);
+	mmput(mm);
+}
+
 static int vrnic_mmap(struct ib_ucontext *ibuc, struct vm_area_struct *vma)
 {
 	struct rdma_user_mmap_entry *rdma_entry;
@@ -689,6 +819,8 @@ static int vrnic_mmap(struct ib_ucontext *ibuc, struct vm_area_struct *vma)
 	entry = container_of(rdma_entry, struct vrnic_mmap_entry, rdma);
 	if (vrnic_bug == VRNIC_BUG_LEGACY_MMAP)
 		ret = vrnic_legacy_mmap(vma, entry);
+	else if (vrnic_bug == VRNIC_BUG_PRIVATE_TRACKING)
+		ret = vrnic_private_mmap(to_vuc(ibuc), vma, entry);
 	else
 		ret = rdma_user_mmap_io(ibuc, vma, PHYS_PFN(entry->phys),
 					rdma_entry->npages * PAGE_SIZE,
@@ -700,6 +832,8 @@ static int vrnic_mmap(struct ib_ucontext *ibuc, struct vm_area_struct *vma)
 /* The core zaps user mappings itself; the hardware needs nothing more (as mlx5). */
 static void vrnic_disassociate_ucontext(struct ib_ucontext *ibuc)
 {
+	if (vrnic_bug == VRNIC_BUG_PRIVATE_TRACKING)
+		vrnic_private_zap(to_vuc(ibuc));
 }
 
 static int vrnic_alloc_pd(struct ib_pd *ibpd, struct ib_udata *udata)
@@ -1413,14 +1547,11 @@ static void vrnic_remove(struct pci_dev *pdev)
 	dev->registered = false;
 	ib_unregister_device(&dev->ibdev);
 	vrnic_hw_reset(dev);
-	if (READ_ONCE(dev->gone)) {
-		/*
-		 * As pciehp does for a surprise removal: the function is gone, so config space is not
-		 * touched again (MSI-X teardown, disable). Each such access would otherwise wait for a
-		 * device that cannot answer (under QEMU, a vfio-user reply timeout of seconds).
-		 */
-		pdev->error_state = pci_channel_io_perm_failure;
-	}
+	/*
+	 * Whether config space is touched again (MSI-X teardown, disable) is the PCI core's call:
+	 * it skips those accesses for a function it marked disconnected (pciehp on a surprise
+	 * removal) or offline (AER, DPC). The driver reads that state and never writes it.
+	 */
 	vrnic_teardown_irqs(dev);
 	vrnic_free_queues(dev);
 	pci_iounmap(pdev, dev->regs);
@@ -1452,8 +1583,11 @@ static int __init vrnic_init(void)
 		vrnic_bug = VRNIC_BUG_LEGACY_MMAP;
 	} else if (!strcmp(bug, "no-disassociate")) {
 		vrnic_bug = VRNIC_BUG_NO_DISASSOCIATE;
+	} else if (!strcmp(bug, "private-tracking")) {
+		vrnic_bug = VRNIC_BUG_PRIVATE_TRACKING;
 	} else {
-		pr_err(DRV_NAME ": unknown bug=%s (none, legacy-mmap, no-disassociate)\n", bug);
+		pr_err(DRV_NAME ": unknown bug=%s (none, legacy-mmap, no-disassociate, private-tracking)\n",
+		       bug);
 		return -EINVAL;
 	}
 	if (vrnic_bug != VRNIC_BUG_NONE)

@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -40,6 +41,7 @@
 #define OFF_SQ_DB 0x000u	/* first QP doorbell slot of a page */
 #define OFF_CQ_DB 0x008u	/* first CQ doorbell slot */
 #define OFF_SCRATCH 0x800u	/* the device ignores 0x800..0xfff */
+#define OFF_ECHO 0xc00u		/* the dummy-page test's words, one per mapping */
 
 enum {
 	EXIT_OK = 0,
@@ -300,6 +302,132 @@ static void report_no_device(double waited)
 		report(NULL, "no-device",
 		       "\"reason\":\"no vrnic PCI function (vendor 0x1234 device 0x7a01) and no vrnic uverbs device\",\"pci_device_present\":false,\"ib_devices\":[%s],\"exit_code\":%d",
 		       ib, EXIT_NO_DEVICE);
+}
+
+/* ---- the invalid_mem canary --------------------------------------------------------------- */
+
+/* The PCI address (sysfs name) of the first function with the device's vendor:device, or false. */
+static bool find_pci_function(char *name, size_t len)
+{
+	DIR *dir = opendir("/sys/bus/pci/devices");
+	struct dirent *de;
+	bool found = false;
+
+	while (dir && !found && (de = readdir(dir))) {
+		char p[320], v[16], dv[16];
+
+		snprintf(p, sizeof(p), "/sys/bus/pci/devices/%s/vendor", de->d_name);
+		if (read_small(p, v, sizeof(v)))
+			continue;
+		snprintf(p, sizeof(p), "/sys/bus/pci/devices/%s/device", de->d_name);
+		if (read_small(p, dv, sizeof(dv)))
+			continue;
+		if (!strcmp(v, "0x1234") && !strcmp(dv, "0x7a01")) {
+			snprintf(name, len, "%s", de->d_name);
+			found = true;
+		}
+	}
+	if (dir)
+		closedir(dir);
+	return found;
+}
+
+/* Line `index` of a sysfs resource file: start, end (inclusive), flags; false when absent or empty. */
+static bool resource_line(const char *path, unsigned int index, uint64_t *start, uint64_t *end,
+			  uint64_t *flags)
+{
+	char buf[2048], *line = buf;
+	uint64_t fl = 0;
+	unsigned int i;
+
+	if (read_small(path, buf, sizeof(buf)))
+		return false;
+	for (i = 0; i < index && line; i++) {
+		line = strchr(line, '\n');
+		if (line)
+			line++;
+	}
+	if (!line || sscanf(line, "%" SCNx64 " %" SCNx64 " %" SCNx64, start, end, &fl) < 2)
+		return false;
+	if (flags)
+		*flags = fl;
+	return *start != 0 && *end > *start;
+}
+
+/*
+ * Reads one word of an address nothing decodes: the first page of the memory window of the
+ * device's upstream bridge that none of the device's BARs covers. The access takes the path a
+ * stale BAR mapping takes once QEMU has removed the BARs (through the root port into an empty
+ * secondary bus), so QEMU's -d invalid_mem log must show it: proof that the log records such
+ * accesses and that the verdict parses its wording. Made through /dev/mem, before any module loads.
+ */
+static int canary(void)
+{
+	char fn[300], p[PATH_MAX + 16], real[PATH_MAX], *slash;
+	uint64_t ws = 0, we = 0, addr, bs[6], be[6], s, e, fl;
+	unsigned int i;
+	bool moved = true;
+	volatile uint32_t *page;
+	uint32_t v;
+	int fd;
+
+	if (!find_pci_function(fn, sizeof(fn))) {
+		report(NULL, "canary-error", "\"reason\":\"no vrnic PCI function\"");
+		return EXIT_NO_DEVICE;
+	}
+	snprintf(p, sizeof(p), "/sys/bus/pci/devices/%s", fn);
+	if (!realpath(p, real) || !(slash = strrchr(real, '/'))) {
+		report(NULL, "canary-error", "\"reason\":\"no sysfs path for %s\"", fn);
+		return EXIT_FAIL;
+	}
+	*slash = '\0';
+	snprintf(p, sizeof(p), "/sys/bus/pci/devices/%s/resource", fn);
+	for (i = 0; i < 6; i++)
+		if (!resource_line(p, i, &bs[i], &be[i], NULL))
+			bs[i] = be[i] = 0;
+	/*
+	 * The bridge's sysfs resource lists its BARs, ROM, SR-IOV BARs (when configured), then its
+	 * windows: take the memory window (IORESOURCE_MEM) that holds BAR2.
+	 */
+	snprintf(p, sizeof(p), "%s/resource", real);
+	for (i = 7; i < 24 && !we; i++)
+		if (resource_line(p, i, &s, &e, &fl) && (fl & 0x200) && bs[2] >= s && bs[2] <= e) {
+			ws = s;
+			we = e;
+		}
+	if (!we) {
+		report(NULL, "canary-error", "\"reason\":\"no memory window on the bridge above %s holds BAR2\"", fn);
+		return EXIT_FAIL;
+	}
+	for (addr = ws; moved;) {
+		moved = false;
+		for (i = 0; i < 6; i++) {
+			if (be[i] && addr <= be[i] && addr + UAR_PAGE - 1 >= bs[i]) {
+				addr = (be[i] + UAR_PAGE) & ~(uint64_t)(UAR_PAGE - 1);
+				moved = true;
+			}
+		}
+	}
+	if (addr + 4 > we) {
+		report(NULL, "canary-error", "\"reason\":\"the BARs fill the bridge window [0x%" PRIx64 ", 0x%" PRIx64 "]\"", ws, we);
+		return EXIT_FAIL;
+	}
+	fd = open("/dev/mem", O_RDONLY | O_SYNC | O_CLOEXEC);
+	if (fd < 0) {
+		report(NULL, "canary-error", "\"reason\":\"/dev/mem: %s\"", strerror(errno));
+		return EXIT_FAIL;
+	}
+	page = mmap(NULL, UAR_PAGE, PROT_READ, MAP_SHARED, fd, (off_t)addr);
+	close(fd);
+	if (page == MAP_FAILED) {
+		report(NULL, "canary-error", "\"reason\":\"mmap of /dev/mem at 0x%" PRIx64 ": %s\"", addr, strerror(errno));
+		return EXIT_FAIL;
+	}
+	v = page[0];
+	munmap((void *)page, UAR_PAGE);
+	report(NULL, "canary", "\"addr\":\"0x%" PRIx64 "\",\"read\":\"0x%08x\",\"window\":[\"0x%" PRIx64 "\",\"0x%" PRIx64 "\"],\"function\":\"%s\"",
+	       addr, v, ws, we, fn);
+	return EXIT_OK;
 }
 
 /* ---- uverbs write() ABI ------------------------------------------------------------------- */
@@ -703,13 +831,21 @@ struct mapping {
 	 * show one mapping's writes as foreign data in another.
 	 */
 	unsigned int scratch_off;
+	/* The uverbs file it maps ("uarN", N the context's first UAR page): shared by fork and SCM_RIGHTS. */
+	char file[16];
 	uint32_t doorbell;		/* what we last wrote at OFF_SQ_DB (what the device page holds) */
 	uint32_t scratch;		/* what we last wrote at scratch_off */
 	char view[16];			/* device, zero, own-writes, other */
 	struct frame frame;
 	uint64_t reads, writes, changes;
-	uint64_t device_data_after_gone; /* probes after removal that still saw device contents */
+	/* Probes after the removal whose frame was still inside BAR2: reads of where the device was. */
+	uint64_t bar_reads_after_gone;
 	uint32_t last_db, last_scratch;
+	uint32_t last_expect;		/* the scratch value the last read expected (our write before it) */
+	/* The dummy-page test (end of the watch): a word written through one mapping, read through a peer. */
+	const char *echo;		/* none, seen, lost */
+	char echo_peer[32];
+	uint32_t echo_wrote, echo_read;
 };
 
 #define MAX_MAPPINGS 16
@@ -742,8 +878,9 @@ static void probe(const struct device *d, struct mapping *m, bool gone, bool fir
 	m->last_db = db;
 	m->last_scratch = scratch;
 	frame_of(d, m->page, &f);
-	if (gone && !strcmp(view, "device") && m->doorbell != 0)
-		m->device_data_after_gone++;
+	m->last_expect = m->scratch;
+	if (gone && !strcmp(f.state, "bar"))
+		m->bar_reads_after_gone++;
 	if (first || strcmp(view, m->view) || strcmp(f.state, m->frame.state) || f.pfn != m->frame.pfn) {
 		if (!first)
 			m->changes++;
@@ -766,12 +903,47 @@ static void probe(const struct device *d, struct mapping *m, bool gone, bool fir
 
 static void report_summary(const struct mapping *m, bool gone)
 {
+	char expect[16] = "null";
+
+	if (m->writable && m->writes)
+		snprintf(expect, sizeof(expect), "\"0x%08x\"", m->last_expect);
 	report(m->label, "summary",
-	       "\"view\":\"%s\",\"frame\":\"%s\",\"pfn\":\"0x%" PRIx64 "\",\"reads\":%" PRIu64 ",\"writes\":%" PRIu64
-	       ",\"changes\":%" PRIu64 ",\"device_data_after_gone\":%" PRIu64
-	       ",\"last_doorbell\":\"0x%08x\",\"last_scratch\":\"0x%08x\",\"device_gone\":%s",
-	       m->view, m->frame.state, m->frame.pfn, m->reads, m->writes, m->changes,
-	       m->device_data_after_gone, m->last_db, m->last_scratch, gone ? "true" : "false");
+	       "\"view\":\"%s\",\"frame\":\"%s\",\"pfn\":\"0x%" PRIx64 "\",\"file\":\"%s\",\"writable\":%s,\"reads\":%" PRIu64
+	       ",\"writes\":%" PRIu64 ",\"changes\":%" PRIu64 ",\"bar_reads_after_gone\":%" PRIu64
+	       ",\"last_doorbell\":\"0x%08x\",\"last_scratch\":\"0x%08x\",\"expect_scratch\":%s"
+	       ",\"echo\":\"%s\",\"echo_peer\":\"%s\",\"echo_wrote\":\"0x%08x\",\"echo_read\":\"0x%08x\",\"device_gone\":%s",
+	       m->view, m->frame.state, m->frame.pfn, m->file, m->writable ? "true" : "false", m->reads,
+	       m->writes, m->changes, m->bar_reads_after_gone, m->last_db, m->last_scratch, expect,
+	       m->echo ? m->echo : "none", m->echo_peer, m->echo_wrote, m->echo_read, gone ? "true" : "false");
+}
+
+/*
+ * The dummy-page test, once the device is gone: the core gives every mapping of one uverbs file
+ * the same zeroed page, so a word written through one mapping of a file reads back through
+ * another mapping of the same file (in this process). A stale mapping of the BAR does not show
+ * that: two different BAR pages are two pages, and QEMU's unassigned space drops the write.
+ */
+static void echo_test(unsigned int i)
+{
+	struct mapping *m = &maps[i], *peer = NULL, *w, *r;
+	unsigned int j, off = OFF_ECHO + 8 * (i % 128);
+
+	m->echo = "none";
+	for (j = 0; j < nmaps && !peer; j++)
+		if (j != i && !strcmp(maps[j].file, m->file) && (m->writable || maps[j].writable))
+			peer = &maps[j];
+	if (!peer || !m->file[0])
+		return;
+	w = m->writable ? m : peer;
+	r = m->writable ? peer : m;
+	cur_label = w->label;
+	m->echo_wrote = 0xec000000u | (i << 16) | ((uint32_t)getpid() & 0xffff);
+	w->page[off / 4] = m->echo_wrote;
+	cur_label = r->label;
+	m->echo_read = r->page[off / 4];
+	cur_label = "main";
+	m->echo = m->echo_read == m->echo_wrote ? "seen" : "lost";
+	snprintf(m->echo_peer, sizeof(m->echo_peer), "%s", peer->label);
 }
 
 /* Doorbell pattern: SQ doorbell of QP 1 and CQ doorbell of CQ 1 (no such objects yet: the device
@@ -801,7 +973,7 @@ static void write_doorbells(struct mapping *m)
 	       opt.doorbells, m->doorbell, m->page[OFF_SQ_DB / 4], scratch_ok ? "true" : "false");
 }
 
-static int add_mapping(const char *label, volatile uint32_t *page, bool writable)
+static int add_mapping(const char *label, volatile uint32_t *page, bool writable, const struct context *c)
 {
 	struct mapping *m;
 
@@ -810,6 +982,7 @@ static int add_mapping(const char *label, volatile uint32_t *page, bool writable
 	m = &maps[nmaps++];
 	memset(m, 0, sizeof(*m));
 	snprintf(m->label, sizeof(m->label), "%s", label);
+	snprintf(m->file, sizeof(m->file), "uar%u", c->resp.uar_index);
 	m->page = page;
 	m->writable = writable;
 	m->scratch_off = OFF_SCRATCH + 8 * (nmaps - 1);
@@ -939,6 +1112,9 @@ static void watch(const struct device *d, struct context *c, bool auto_start)
 			report(NULL, "command-error", "\"error\":\"unknown command\"");
 		}
 	}
+	if (gone)
+		for (i = 0; i < nmaps; i++)
+			echo_test(i);
 	for (i = 0; i < nmaps; i++)
 		report_summary(&maps[i], gone);
 }
@@ -968,8 +1144,8 @@ static void report_frames(const struct device *d, const char *event)
 
 	for (i = 0; i < nmaps; i++) {
 		frame_of(d, maps[i].page, &maps[i].frame);
-		report(maps[i].label, event, "\"addr\":\"%p\",\"frame\":\"%s\",\"pfn\":\"0x%" PRIx64 "\",\"writable\":%s",
-		       (void *)maps[i].page, maps[i].frame.state, maps[i].frame.pfn,
+		report(maps[i].label, event, "\"addr\":\"%p\",\"frame\":\"%s\",\"pfn\":\"0x%" PRIx64 "\",\"file\":\"%s\",\"writable\":%s",
+		       (void *)maps[i].page, maps[i].frame.state, maps[i].frame.pfn, maps[i].file,
 		       maps[i].writable ? "true" : "false");
 	}
 }
@@ -1072,7 +1248,7 @@ static int run_fd_passing(const struct device *d)
 		base = map_uars(d, &c, c.resp.num_uars);
 		if (!base)
 			_exit(EXIT_FAIL);
-		add_mapping("receiver", base, true);
+		add_mapping("receiver", base, true, &c);
 		write_doorbells(&maps[0]);
 		report_frames(d, "frame");
 		report(NULL, "ready", "\"role\":\"receiver\"");
@@ -1124,7 +1300,7 @@ static int single_process(const struct device *d, const char *label)
 	base = map_uars(d, &c, c.resp.num_uars);
 	if (!base)
 		return EXIT_FAIL;
-	add_mapping(label, base, true);
+	add_mapping(label, base, true, &c);
 	write_doorbells(&maps[0]);
 	report_frames(d, "frame");
 	report(label, "ready", "\"role\":\"worker\"");
@@ -1175,7 +1351,7 @@ static int run_many(const struct device *d)
 			if (!base)
 				break;
 			snprintf(label, sizeof(label), "multi%u", i);
-			add_mapping(label, base, true);
+			add_mapping(label, base, true, &c);
 		}
 		if (nmaps) {
 			/* One page behind every VMA: the doorbell pattern once, each its own scratch word. */
@@ -1403,9 +1579,9 @@ static int run(const struct device *d)
 		/* Pages 0..3: unmap page 1 and make page 3 read-only, so the one VMA becomes three. */
 		volatile uint32_t *p3 = base + 3 * UAR_PAGE / 4;
 
-		add_mapping("page0", base, true);
-		add_mapping("page2", base + 2 * UAR_PAGE / 4, true);
-		add_mapping("page3-ro", p3, true);
+		add_mapping("page0", base, true, &c);
+		add_mapping("page2", base + 2 * UAR_PAGE / 4, true, &c);
+		add_mapping("page3-ro", p3, true, &c);
 		write_doorbells(&maps[0]);
 		write_doorbells(&maps[1]);
 		write_doorbells(&maps[2]);	/* while still writable, so it holds data to lose */
@@ -1417,11 +1593,25 @@ static int run(const struct device *d)
 		maps[2].writable = false;
 		report(NULL, "split", "\"unmapped\":\"page1\",\"read_only\":\"page3\",\"pieces\":3");
 	} else {
-		add_mapping(fork_mode ? "parent" : "uar0", base, true);
+		add_mapping(fork_mode ? "parent" : "uar0", base, true, &c);
 		write_doorbells(&maps[0]);
 		datapath_run(c.fd, &verbs, base, &dp);
 		/* The QP's doorbell may share the word the pattern wrote: expect what is there now. */
 		maps[0].doorbell = base[OFF_SQ_DB / 4];
+		if (!fork_mode) {
+			/*
+			 * A second mapping of the same pages through the same file: after the removal
+			 * both must be on the file's one dummy page, and a write through one must read
+			 * back through the other.
+			 */
+			volatile uint32_t *twin = map_uars(d, &c, npages);
+
+			/* After a removal during setup mmap fails (EIO): watch the mapping there is. */
+			if (twin) {
+				add_mapping("uar0-twin", twin, true, &c);
+				maps[1].doorbell = maps[0].doorbell;
+			}
+		}
 	}
 	report_frames(d, "frame");
 
@@ -1495,6 +1685,7 @@ static void usage(FILE *f)
 		"  --commands PATH      read line commands from PATH ('-' for stdin): watch stop status close-context\n"
 		"  --output PATH        write reports to PATH instead of stdout\n"
 		"  --pfn-dev PATH       the page-table helper (default /dev/vrnic_pfn)\n"
+		"  --canary             only read one word of an address nothing decodes (QEMU logs it) and exit\n"
 		"exit: 0 done, 1 failure, 2 usage, 3 no device, 4 SIGBUS/SIGSEGV, 5 child failed\n");
 }
 
@@ -1537,12 +1728,14 @@ int main(int argc, char **argv)
 		{ "pfn-dev", required_argument, 0, 'p' },
 		{ "procs", required_argument, 0, 'P' },
 		{ "nops", required_argument, 0, 'N' },
+		{ "canary", no_argument, 0, 'C' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
 	struct sigaction sa;
 	struct device d;
 	double waited;
+	bool canary_only = false;
 	int c, ret;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -1568,6 +1761,7 @@ int main(int argc, char **argv)
 		case 'p': opt.pfn_dev = optarg; break;
 		case 'P': ok = parse_uint(optarg, &opt.procs, 1, 256); break;
 		case 'N': ok = parse_uint(optarg, &opt.nops, 0, 64); break;
+		case 'C': canary_only = true; break;
 		case 'h': usage(stdout); return EXIT_OK;
 		default: usage(stderr); return EXIT_USAGE;
 		}
@@ -1595,6 +1789,9 @@ int main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+
+	if (canary_only)
+		return canary();
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_sigaction = on_fault;

@@ -2,13 +2,10 @@
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { COMMAND_LINE_FORMATS, type CommandLineFormat, formatCommandLine, qemuArgs, type SerialTarget } from '../../qemu-config/args';
-import { GUEST_SCENARIOS, guestAppend, latestGuestImage, type GuestScenario } from '../../qemu-config/image';
+import { DRIVER_BUGS, GUEST_SCENARIOS, guestAppend, latestGuestImage, type DriverBug, type GuestScenario } from '../../qemu-config/image';
 import { GUEST_MODELS, type GuestModel } from '../../qemu-config/pvrdma-kit';
 import { findQemu, QEMU_BINARY } from '../../qemu-config/qemu';
 import { type Command, UsageError } from './command';
-
-const BUGS = ['none', 'legacy-mmap', 'no-disassociate'] as const;
-type Bug = (typeof BUGS)[number];
 
 const help = `Usage: vrnic qemu-args --socket PATH [--qmp PATH] [--guest DIR] [flags]
 
@@ -28,8 +25,9 @@ Flags:
   --guest DIR         a built image directory (default: the latest \`vrnic guest build\` made)
   --kernel FILE       kernel image (default DIR/vmlinuz)
   --initrd FILE       initramfs (default DIR/initrd.img)
-  --append TEXT       the whole kernel command line (default from --bug/--watch/--scenario)
-  --bug NAME          driver bug: none, legacy-mmap, no-disassociate (default none)
+  --append TEXT       the whole kernel command line (default from --driver-bug/--watch/--scenario)
+  --driver-bug NAME   planted driver bug: ${DRIVER_BUGS.join(', ')} (default none)
+  --hotplug H         acpi (default) or native: native PCIe hotplug (pciehp) instead of ACPI
   --scenario NAME     vrnic-test scenario: ${GUEST_SCENARIOS.join(', ')} (default single)
   --watch SEC         seconds vrnic-test watches its mapping (default 0)
   --console FILE      console to FILE instead of stdio
@@ -61,7 +59,8 @@ export const qemuArgsCommand: Command = {
           kernel: { type: 'string' },
           initrd: { type: 'string' },
           append: { type: 'string' },
-          bug: { type: 'string' },
+          'driver-bug': { type: 'string' },
+          hotplug: { type: 'string' },
           scenario: { type: 'string' },
           watch: { type: 'string' },
           console: { type: 'string' },
@@ -91,8 +90,10 @@ export const qemuArgsCommand: Command = {
     if (!guestDir && !(str('kernel') && str('initrd'))) {
       throw new UsageError('no guest image: run `vrnic guest build` first, or give --guest DIR or --kernel and --initrd');
     }
-    const bug = str('bug') ?? 'none';
-    if (!(BUGS as readonly string[]).includes(bug)) throw new UsageError(`--bug must be one of ${BUGS.join(', ')}`);
+    const bug = str('driver-bug') ?? 'none';
+    if (!(DRIVER_BUGS as readonly string[]).includes(bug)) throw new UsageError(`--driver-bug must be one of ${DRIVER_BUGS.join(', ')}`);
+    const hotplug = str('hotplug') ?? 'acpi';
+    if (hotplug !== 'acpi' && hotplug !== 'native') throw new UsageError('--hotplug must be acpi or native');
     const scenario = str('scenario') ?? 'single';
     if (!(GUEST_SCENARIOS as readonly string[]).includes(scenario)) throw new UsageError(`--scenario must be one of ${GUEST_SCENARIOS.join(', ')}`);
     const watch = str('watch');
@@ -108,7 +109,7 @@ export const qemuArgsCommand: Command = {
         initrd: str('initrd') ?? path.join(guestDir as string, 'initrd.img'),
         append:
           str('append') ??
-          guestAppend({ ...(model === 'pvrdma' ? { program: 'pvrdma-guest' } : {}), bug: bug as Bug, scenario: scenario as GuestScenario, watchSeconds: watch === undefined ? undefined : Number(watch) }),
+          guestAppend({ ...(model === 'pvrdma' ? { program: 'pvrdma-guest' } : {}), bug: bug as DriverBug, scenario: scenario as GuestScenario, watchSeconds: watch === undefined ? undefined : Number(watch) }),
         socket: socket ? path.resolve(socket) : undefined,
         qmp: str('qmp') ? path.resolve(str('qmp') as string) : undefined,
         serial,
@@ -116,6 +117,7 @@ export const qemuArgsCommand: Command = {
         logItems: str('log-items')?.split(',').filter(Boolean),
         memoryMiB: memory === undefined ? undefined : Number(memory),
         deviceId: str('device-id'),
+        nativeHotplug: hotplug === 'native',
         pairedVmxnet3: model === 'pvrdma',
       });
     } catch (err) {

@@ -4,9 +4,9 @@ import { VANISH_MODES, type VanishMode } from '../control/protocol';
 import { configureLogging } from '../log';
 import { DRIVER_BUGS, type DriverBug } from '../unplug/evidence';
 import { reportHuman, reportJson } from '../unplug/report';
-import { runUnplugTest } from '../unplug/runner';
+import { HOTPLUG_KINDS, runUnplugTest, type HotplugKind } from '../unplug/runner';
 import { pvrdmaReportHuman, runPvrdmaUnplug } from '../unplug/pvrdma-runner';
-import { BOUNDS } from '../unplug/checks';
+import { BOUNDS, type Verdict } from '../unplug/checks';
 import { SCENARIOS, SCENARIO_NAMES, type ScenarioName } from '../unplug/scenarios';
 import { matrixHuman, repeatHuman } from '../unplug/matrix';
 import { runAllScenarios, runRepeated } from '../unplug/batch';
@@ -18,32 +18,44 @@ import fs from 'node:fs';
 import { reportsJunit } from '../unplug/junit';
 import { reportsHtml } from '../unplug/html';
 
-const help = `Usage: vrnic unplug-test [--mode M] [--driver-bug B] [--scenario NAME|all]
+/** The command's exit code for each verdict (README and the help say the same). */
+export const EXIT_CODES: Readonly<Record<Verdict, number>> = { PASS: 0, FAIL: 1, ERROR: 3 };
+
+const help = `Usage: vrnic unplug-test [--mode M] [--hotplug acpi|native] [--driver-bug B] [--scenario NAME|all]
                          [--repeat N --random-delay MAX_MS [--seed S]] [--json] [flags]
 
 Starts the emulator (vrnic serve, as a child process), builds or reuses the guest image, boots
 it in QEMU with QMP and -d invalid_mem, waits until the guest's vrnic-test holds a context and a
 mapped UAR page, makes the device vanish, waits for the guest's report and prints a verdict.
 
-Checks (each with what was seen):
+Checks (each ok, FAIL, or n/a when it could not judge, with what was seen):
   process-survived            the guest program was not killed by a signal
-  mapping-moved-off-bar       after removal the mapping no longer points into a BAR
-  reads-return-zero           reads after removal give zeros or the program's own writes
+  mapping-moved-off-bar       after removal every mapping is on the core's dummy page: RAM, on no
+                              BAR, one frame shared by every mapping of one uverbs file
+  reads-return-zero           reads after removal are the dummy page's: zeros, the program's own
+                              writes read back, a write through one mapping seen through another
+                              of the same file; never all-ones, never a read served by a BAR
   unplug-not-blocked          removal finished within ${BOUNDS.unplugMs} ms with the context still open
-  no-kernel-warnings          no WARN, BUG, Oops or lockdep report in the guest's kernel log
-  device-removed              DEVICE_DELETED within ${BOUNDS.deviceDeletedMs} ms; gone from the guest's PCI tree and /sys/class/infiniband
-  no-bar-access-after-unplug  QEMU's invalid_mem log shows no access to the removed BARs
+  no-kernel-warnings          no WARN, BUG, Oops, Call Trace, panic, hung task, lockdep, KASAN,
+                              UBSAN or Unknown symbol in the guest's kernel log
+  device-removed              DEVICE_DELETED within ${BOUNDS.deviceDeletedMs} ms; the guest's own listing after
+                              the program shows no vrnic PCI function and no vrnic ib device
+  no-bar-access-after-unplug  QEMU's invalid_mem log, which must show the guest's canary read made
+                              before the vanish, has no access to the BARs after it
   removal-bounded             (removal during other work, race-close) DEVICE_DELETED within
                               ${BOUNDS.unplugMs} ms of the vanish: the driver's removal path did not hang
-The mapping checks look at every mapping of every process and name the one that failed.
+The mapping checks look at every mapping of every process and name the one that failed; they
+say n/a when the removal waited for the program (no mapping outlived it).
 
 Scenarios (--scenario; 'all' runs each and prints one scenario x check table):
 ${SCENARIOS.map((s) => `  ${s.name.padEnd(30)}${s.summary}${s.moment.kind === 'at-event' ? ` (vanish --when ${s.moment.when})` : ''}`).join('\n')}
 
 Flags:
   --mode M          orderly | surprise | crash (default surprise)
-  --driver-bug B    none | legacy-mmap | no-disassociate (default none): a planted driver bug,
-                    the driver's bug= module parameter; the verdict must then FAIL
+  --hotplug H       acpi | native (default acpi): q35's ACPI hotplug, or native PCIe hotplug
+                    (pciehp; QEMU presses the slot's attention button, the guest waits 5 s)
+  --driver-bug B    ${DRIVER_BUGS.join(' | ')} (default none): a planted driver
+                    bug, the driver's bug= module parameter; the verdict must then FAIL
   --scenario NAME   one of the scenarios above, or all (default single)
   --repeat N        run the scenario N times and report the pass rate and each distinct
                     failure (grouped by check and detail)
@@ -70,7 +82,9 @@ Flags:
                     ibv_rc_pingpong holding its context (docs/pvrdma.md); its own checks
   -h, --help        this text
 
-Exit codes: 0 PASS; 1 FAIL (or the run could not be carried out: see "error"); 2 bad flags.`;
+Exit codes: 0 PASS; 1 FAIL (a check failed); 2 bad flags; 3 ERROR (the run broke, a log the
+verdict needs is missing, or a check could not judge: see "error" and the n/a checks). With
+all or --repeat: 1 if any run FAILed, else 3 if any run was an ERROR, else 0.`;
 
 export const unplugTestCommand: Command = {
   name: 'unplug-test',
@@ -79,6 +93,7 @@ export const unplugTestCommand: Command = {
   async run(argv) {
     let values: {
       mode?: string;
+      hotplug?: string;
       'driver-bug'?: string;
       json?: boolean;
       qemu?: string;
@@ -100,6 +115,7 @@ export const unplugTestCommand: Command = {
         args: argv,
         options: {
           mode: { type: 'string', default: 'surprise' },
+          hotplug: { type: 'string' },
           'driver-bug': { type: 'string', default: 'none' },
           json: { type: 'boolean', default: false },
           qemu: { type: 'string' },
@@ -126,6 +142,8 @@ export const unplugTestCommand: Command = {
     if (!VANISH_MODES.includes(mode)) throw new UsageError(`--mode: '${values.mode}' is not one of ${VANISH_MODES.join(', ')}`);
     const driverBug = values['driver-bug'] as DriverBug;
     if (!DRIVER_BUGS.includes(driverBug)) throw new UsageError(`--driver-bug: '${values['driver-bug']}' is not one of ${DRIVER_BUGS.join(', ')}`);
+    const hotplug = values.hotplug as HotplugKind | undefined;
+    if (hotplug !== undefined && !HOTPLUG_KINDS.includes(hotplug)) throw new UsageError(`--hotplug: '${values.hotplug}' is not one of ${HOTPLUG_KINDS.join(', ')}`);
     const transport = values.transport;
     if (transport !== undefined && !['auto', 'libvfio-user', 'native'].includes(transport)) {
       throw new UsageError(`--transport: '${transport}' is not one of auto, libvfio-user, native`);
@@ -166,7 +184,9 @@ export const unplugTestCommand: Command = {
     const common = {
       mode,
       driverBug,
-      qemu: (await requireVfioUserQemu({ flag: values.qemu })).binary,
+      ...(hotplug !== undefined ? { hotplug } : {}),
+      // Found once for every run; when there is none, each run says so itself (ERROR, exit 3).
+      qemu: await requireVfioUserQemu({ flag: values.qemu }).then((q) => q.binary, () => values.qemu),
       irq,
       transport: transport as 'auto' | 'libvfio-user' | 'native' | undefined,
       workDir: values['work-dir'],
@@ -177,12 +197,13 @@ export const unplugTestCommand: Command = {
 
     if (values.model === 'pvrdma') {
       // The upstream driver with stock tools: one scenario (a holder with its UAR mapped), its own checks.
-      if (scenarioArg !== 'single' || repeat !== undefined || driverBug !== 'none' || values.junit !== undefined || values.html !== undefined) {
-        throw new UsageError('--model pvrdma runs one scenario of the upstream driver: no --scenario, --repeat, --driver-bug, --junit or --html');
+      if (scenarioArg !== 'single' || repeat !== undefined || driverBug !== 'none' || values.junit !== undefined || values.html !== undefined || (hotplug !== undefined && hotplug !== 'acpi')) {
+        throw new UsageError('--model pvrdma runs one scenario of the upstream driver on ACPI hotplug: no --scenario, --repeat, --driver-bug, --junit, --html or --hotplug native');
       }
       const r = await runPvrdmaUnplug({ mode, qemu: common.qemu, irq, transport: common.transport, workDir: common.workDir, log: common.log });
       process.stdout.write((values.json ? JSON.stringify(r) : pvrdmaReportHuman(r)) + '\n');
-      return r.verdict === 'PASS' ? 0 : 1;
+      // as a vrnic run: 3 when the run itself broke, so no verdict about the driver was reached
+      return r.error !== undefined ? 3 : r.verdict === 'PASS' ? 0 : 1;
     }
     if (values.model !== 'vrnic') throw new UsageError(`--model: '${values.model}' is not one of vrnic, pvrdma`);
 
@@ -197,24 +218,23 @@ export const unplugTestCommand: Command = {
         maxDelayMs: maxDelay ?? 0,
         seed,
         onRun: (r, i, n) =>
-          process.stderr.write(`  run ${i + 1}/${n} (delay ${r.vanishDelayMs ?? 0} ms): ${r.verdict}${r.verdict === 'FAIL' ? ` (${r.error ?? r.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')})` : ''}\n`),
+          process.stderr.write(`  run ${i + 1}/${n} (delay ${r.vanishDelayMs ?? 0} ms): ${r.verdict}${r.verdict !== 'PASS' ? ` (${r.error ?? r.checks.filter((c) => !c.ok).map((c) => `${c.name} ${c.result}`).join(', ')})` : ''}\n`),
       });
       writeFiles(reports);
-      const pass = summary.passed === summary.runs;
-      process.stdout.write((values.json ? JSON.stringify({ verdict: pass ? 'PASS' : 'FAIL', ...summary, mode, driverBug, reports: reports.map(json) }) : repeatHuman(summary, mode, driverBug)) + '\n');
-      return pass ? 0 : 1;
+      process.stdout.write((values.json ? JSON.stringify({ ...summary, mode, driverBug, reports: reports.map(json) }) : repeatHuman(summary, mode, driverBug)) + '\n');
+      return EXIT_CODES[summary.verdict];
     }
 
     if (scenarioArg === 'all') {
       const { matrix: m, reports } = await runAllScenarios({ ...common, onRun: (r) => process.stderr.write(`  ${r.scenario}: ${r.verdict}\n`) });
       writeFiles(reports);
       process.stdout.write((values.json ? JSON.stringify({ verdict: m.verdict, mode, driverBug, checks: m.checks, rows: m.rows, reports: reports.map(json) }) : matrixHuman(m, mode, driverBug)) + '\n');
-      return m.verdict === 'PASS' ? 0 : 1;
+      return EXIT_CODES[m.verdict];
     }
 
     const report = await runUnplugTest({ ...common, scenario: scenarioArg as ScenarioName });
     writeFiles([report]);
     process.stdout.write((values.json ? reportJson(report) : reportHuman(report)) + '\n');
-    return report.verdict === 'PASS' ? 0 : 1;
+    return EXIT_CODES[report.verdict];
   },
 };

@@ -1,4 +1,5 @@
-// The verdict of an unplug run: the named checks of issues 6 and 9, each with what was seen.
+// The verdict of an unplug run: the named checks, each ok, FAIL or n/a (could not judge) with what was seen.
+import { kernelProblemKinds, kernelProblems } from '../../qemu-config/guest-log';
 import type { MappingEvidence, PfnState, PhysRange, UnplugEvidence } from './evidence';
 
 export type CheckName =
@@ -11,10 +12,41 @@ export type CheckName =
   | 'no-bar-access-after-unplug'
   | 'removal-bounded';
 
+/**
+ * ok: judged and passed. FAIL: judged and failed. n/a: could not judge (the evidence it needs is
+ * missing, or the run took a path on which the check says nothing); the detail says why. An n/a
+ * never counts as ok: a run with one is not a PASS.
+ */
+export type CheckResult = 'ok' | 'FAIL' | 'n/a';
+
 export interface Check {
   readonly name: CheckName;
+  readonly result: CheckResult;
+  /** result === 'ok'. */
   readonly ok: boolean;
   readonly detail: string;
+}
+
+/** PASS: every check judged and passed. FAIL: a check failed. ERROR: the run, or a check, could not judge the driver. */
+export type Verdict = 'PASS' | 'FAIL' | 'ERROR';
+
+/**
+ * One run's verdict. A run error (the run broke, or a log the checks need is missing) is ERROR
+ * even when checks failed: what failed may be the run's own breakage. Otherwise a failed check
+ * is FAIL, an n/a is ERROR, and only a run whose every check passed is PASS.
+ */
+export function verdictOf(checks: readonly Check[], error?: string): Verdict {
+  if (error !== undefined) return 'ERROR';
+  if (checks.some((c) => c.result === 'FAIL')) return 'FAIL';
+  if (checks.length === 0 || checks.some((c) => c.result !== 'ok')) return 'ERROR';
+  return 'PASS';
+}
+
+/** Several runs' verdict: a real failure anywhere is FAIL, else an ERROR anywhere is ERROR. */
+export function combineVerdicts(verdicts: readonly Verdict[]): Verdict {
+  if (verdicts.includes('FAIL')) return 'FAIL';
+  if (verdicts.length === 0 || verdicts.includes('ERROR')) return 'ERROR';
+  return 'PASS';
 }
 
 /**
@@ -32,6 +64,8 @@ export const BOUNDS = {
 } as const;
 
 const hex = (v: bigint): string => `0x${v.toString(16)}`;
+const word = (v: bigint | null | undefined): string => (v === null || v === undefined ? '?' : `0x${v.toString(16).padStart(8, '0')}`);
+const ALL_ONES = 0xffffffffn;
 
 /** A mapping as the verdict names it: the program's label and, with several processes, the pid. */
 function who(m: MappingEvidence): string {
@@ -49,7 +83,7 @@ function describePfn(p: PfnState, bars: readonly PhysRange[]): string {
       return bar ? `present at ${hex(p.phys)} (inside ${bar.name})` : `present at ${hex(p.phys)} (RAM, off the BARs)`;
     }
     case 'not-present':
-      return 'not present (zapped)';
+      return 'not present (zapped, never faulted in again)';
     case 'no-vma':
       return 'no mapping at that address any more';
     case 'unknown':
@@ -63,49 +97,43 @@ export interface InvalidAccess {
   readonly addr: bigint;
   readonly size: number;
   readonly line: string;
+  /** The line's index in the log. */
+  readonly index: number;
 }
 
-// QEMU 10.x: "Invalid read at addr 0xFE800000, size 4, region '(null)', reason: rejected"
+// QEMU 10.x and 11.x: "Invalid read at addr 0xFE800000, size 4, region '(null)', reason: rejected"
 const INVALID_RE = /Invalid (read|write) at addr 0x([0-9a-fA-F]+), size (\d+)/;
 
 export function parseInvalidMem(lines: readonly string[]): InvalidAccess[] {
   const out: InvalidAccess[] = [];
-  for (const line of lines) {
+  lines.forEach((line, index) => {
     const m = INVALID_RE.exec(line);
-    if (m) out.push({ op: m[1] as 'read' | 'write', addr: BigInt(`0x${m[2]}`), size: Number(m[3]), line: line.trim() });
-  }
+    if (m) out.push({ op: m[1] as 'read' | 'write', addr: BigInt(`0x${m[2]}`), size: Number(m[3]), line: line.trim(), index });
+  });
   return out;
 }
 
-// What a kernel prints when something went wrong: WARN_ON, BUG_ON, oopses, lockdep and hung tasks.
-const KERNEL_TROUBLE: readonly RegExp[] = [
-  /\bWARNING: .*(?:at|CPU)/,
-  /\bkernel BUG at\b/,
-  /\bBUG: /,
-  /\bOops\b/,
-  /general protection fault/,
-  /possible circular locking dependency/,
-  /\blockdep\b/i,
-  /INFO: task .* blocked for more than/,
-  /\bUBSAN:/,
-  /\bKASAN:/,
-];
-
+/** The guest kernel log's problem lines (the one pattern list of qemu-config/guest-log.ts). */
 export function kernelTrouble(log: string): string[] {
-  return log.split(/\r?\n/).filter((l) => KERNEL_TROUBLE.some((re) => re.test(l)));
+  return kernelProblems(log);
 }
 
 /**
  * True when no mapping can have outlived the removal: the program closed its context (and then
  * exited) while the device was still there, and the device left only afterwards. That is what a
- * driver without disassociate_ucontext makes happen; unplug-not-blocked judges it, not the
- * mapping checks.
+ * driver without disassociate_ucontext makes happen; unplug-not-blocked judges it, and the
+ * mapping checks, having nothing to look at, say n/a.
  */
 function removalWaitedForProgram(e: UnplugEvidence): boolean {
-  return e.contextClosed !== null && e.guestRemoved === null && (e.deviceDeleted === null || e.deviceDeleted.atMs >= e.contextClosed.atMs);
+  return (
+    e.contextClosed !== null &&
+    e.guestRemoved === null &&
+    (e.deviceDeleted === null || e.deviceDeleted.atMs >= e.contextClosed.atMs) &&
+    e.mappings.every((m) => m.after === null)
+  );
 }
 
-/** The checks of issue 6, what a run without a scenario is judged by. */
+/** The checks a run without a scenario is judged by. */
 export const DEFAULT_CHECKS: readonly CheckName[] = [
   'process-survived',
   'mapping-moved-off-bar',
@@ -116,162 +144,209 @@ export const DEFAULT_CHECKS: readonly CheckName[] = [
   'no-bar-access-after-unplug',
 ];
 
-/** The named checks (default: issue 6's seven), in the order asked for. */
+/** The named checks (default: DEFAULT_CHECKS), in the order asked for. */
 export function computeChecks(e: UnplugEvidence, names: readonly CheckName[] = DEFAULT_CHECKS): Check[] {
   const all = computeAllChecks(e);
   return names.map((n) => all.find((c) => c.name === n)).filter((c): c is Check => c !== undefined);
 }
 
-function computeAllChecks(e: UnplugEvidence): Check[] {
-  const checks: Check[] = [];
-  const waited = removalWaitedForProgram(e);
-  const waitedDetail = 'no mapping outlived the removal: the device left only after the program had closed its context';
+const check = (name: CheckName, result: CheckResult, detail: string): Check => ({ name, result, ok: result === 'ok', detail });
+const judged = (name: CheckName, ok: boolean, detail: string): Check => check(name, ok ? 'ok' : 'FAIL', detail);
 
-  // process-survived
-  {
-    const end = e.programEnd;
-    const others = e.processFailures ?? [];
-    const ok = end.kind === 'exit' && others.length === 0;
-    const main =
-      end.kind === 'exit'
-        ? `the program exited by itself with status ${end.code}`
-        : end.kind === 'signal'
-          ? `the program took ${end.signal} at ${end.addr}`
-          : 'the program never reported how it ended (hung, or the guest died)';
-    const detail = others.length === 0 ? main : `${main}; ${others.join('; ')}`;
-    checks.push({ name: 'process-survived', ok, detail });
+const WAITED =
+  'not judged: the removal waited for the program to close its context, so no mapping outlived it (unplug-not-blocked or removal-bounded judges the wait)';
+
+function processSurvived(e: UnplugEvidence): Check {
+  const end = e.programEnd;
+  const others = e.processFailures ?? [];
+  const main =
+    end.kind === 'exit'
+      ? `the program exited by itself with status ${end.code}`
+      : end.kind === 'signal'
+        ? `the program took ${end.signal} at ${end.addr}`
+        : 'the program never reported how it ended (hung, or the guest died)';
+  return judged('process-survived', end.kind === 'exit' && others.length === 0, others.length === 0 ? main : `${main}; ${others.join('; ')}`);
+}
+
+/**
+ * The core's answer to a zapped mapping is its dummy page: one zeroed RAM page per uverbs file,
+ * which every (possibly writable) mapping of that file gets on its next fault. So after the
+ * removal every mapping must be present on RAM, on no BAR, and all mappings of one file on the
+ * same frame; not present, gone, or on different frames is something else.
+ */
+function mappingMovedOffBar(e: UnplugEvidence): Check {
+  const name = 'mapping-moved-off-bar';
+  if (e.bars.length === 0) return check(name, 'n/a', 'not judged: nobody reported where the BARs were');
+  if (e.mappings.length === 0) return check(name, 'n/a', 'not judged: the program reported no mapping');
+  if (removalWaitedForProgram(e)) return check(name, 'n/a', WAITED);
+  const bad: string[] = [];
+  const good: string[] = [];
+  const byFile = new Map<string, MappingEvidence[]>();
+  for (const m of e.mappings) {
+    const after = m.after;
+    const text = `${who(m)}: ${m.before ? `${describePfn(m.before, e.bars)} -> ` : ''}${after ? describePfn(after, e.bars) : 'never walked after the removal'}`;
+    const onRam = after !== null && after.kind === 'present' && inRanges(after.phys, e.bars) === null;
+    (onRam ? good : bad).push(text);
+    if (onRam && m.file) byFile.set(m.file, [...(byFile.get(m.file) ?? []), m]);
   }
-
-  // mapping-moved-off-bar
-  {
-    let ok = false;
-    let detail: string;
-    if (e.bars.length === 0) detail = 'nobody reported where the BARs were';
-    else if (e.mappings.length === 0) detail = 'the program reported no mapping';
-    else if (waited && e.mappings.every((m) => m.after === null)) {
-      ok = true;
-      detail = waitedDetail;
+  for (const [file, ms] of byFile) {
+    const frames = new Set(ms.map((m) => (m.after as { phys: bigint }).phys));
+    if (frames.size > 1) {
+      bad.push(
+        `the mappings of one uverbs file (${file}) point at ${frames.size} different RAM frames (${ms
+          .map((m) => `${who(m)} ${hex((m.after as { phys: bigint }).phys)}`)
+          .join(', ')}): not the core's one dummy page per file`,
+      );
     }
-    else {
-      const bad: string[] = [];
-      const good: string[] = [];
-      for (const m of e.mappings) {
-        const after = m.after;
-        const moved = after !== null && (after.kind === 'not-present' || after.kind === 'no-vma' || (after.kind === 'present' && inRanges(after.phys, e.bars) === null));
-        const text = `${who(m)}: ${m.before ? `${describePfn(m.before, e.bars)} -> ` : ''}${after ? describePfn(after, e.bars) : 'never walked after the removal'}`;
-        (moved ? good : bad).push(text);
-      }
-      ok = bad.length === 0;
-      detail = ok ? good.join('; ') : bad.join('; ');
+  }
+  if (bad.length > 0) return check(name, 'FAIL', bad.join('; '));
+  const shared = [...byFile.entries()].filter(([, ms]) => ms.length > 1).map(([f, ms]) => `${f}: ${ms.map(who).join(', ')} share one frame`);
+  return check(name, 'ok', `${good.join('; ')}${shared.length ? ` (${shared.join('; ')})` : ''}`);
+}
+
+/**
+ * What a mapping reads after the removal must be the core's dummy page: the program's own
+ * writes stick (a stale mapping on the BAR address reads QEMU's unassigned space: zeros, and
+ * writes vanish), nothing reads all-ones (the gone device's BAR), no read is served by a BAR
+ * frame, and a write through one mapping of a file is seen through another of the same file.
+ */
+function readsReturnZero(e: UnplugEvidence): Check {
+  const name = 'reads-return-zero';
+  if (e.mappings.length === 0) return check(name, 'n/a', 'not judged: the program reported no mapping');
+  if (removalWaitedForProgram(e)) return check(name, 'n/a', WAITED);
+  const bad: string[] = [];
+  const unjudged: string[] = [];
+  const kinds = new Set<string>();
+  for (const m of e.mappings) {
+    if (m.viewAfter === null) {
+      unjudged.push(`${who(m)}: never read after the removal`);
+      continue;
     }
-    checks.push({ name: 'mapping-moved-off-bar', ok, detail });
-  }
-
-  // reads-return-zero
-  {
-    let ok = false;
-    let detail: string;
-    if (e.mappings.length === 0) detail = 'the program reported no mapping';
-    else if (waited && e.mappings.every((m) => m.viewAfter === null)) {
-      ok = true;
-      detail = waitedDetail;
-    } else {
-      const bad: string[] = [];
-      for (const m of e.mappings) {
-        if (m.viewAfter === null) bad.push(`${who(m)}: never read after the removal`);
-        else if (m.deviceDataAfterGone > 0) bad.push(`${who(m)}: ${m.deviceDataAfterGone} read(s) after the removal still gave device data (${m.lastRead})`);
-        else if (m.viewAfter === 'device' && m.doorbellAfter === 0n) continue; // zeros and own writes: see doorbellAfter
-        else if (m.viewAfter !== 'zero' && m.viewAfter !== 'own-writes') bad.push(`${who(m)}: reads after the removal showed ${m.viewAfter} (${m.lastRead})`);
-      }
-      ok = bad.length === 0;
-      detail = ok
-        ? `after the removal every mapping read ${[...new Set(e.mappings.map((m) => (m.viewAfter === 'zero' ? 'zeros' : "zeros or the program's own writes")))].join(' / ')}`
-        : bad.join('; ');
-    }
-    checks.push({ name: 'reads-return-zero', ok, detail });
-  }
-
-  // unplug-not-blocked
-  {
-    const g = e.guestRemoved;
-    let ok = false;
-    let detail: string;
-    const rel = (t: { atMs: number } | null) => (t ? `${t.atMs - e.vanishAtMs} ms` : 'never');
-    if (g && g.contextOpen && (e.contextClosed === null || e.contextClosed.atMs >= g.atMs)) {
-      const ms = g.atMs - e.vanishAtMs;
-      ok = ms <= BOUNDS.unplugMs;
-      detail = ok
-        ? `the ib device left ${ms} ms after the vanish with the context still open (bound ${BOUNDS.unplugMs} ms)`
-        : `the ib device left ${ms} ms after the vanish, over the ${BOUNDS.unplugMs} ms bound`;
-    } else if (e.contextClosed !== null) {
-      detail = `removal waited for user space: the program gave up and closed its context ${rel(e.contextClosed)} after the vanish with the device still there; DEVICE_DELETED came ${rel(e.deviceDeleted)} after the vanish`;
-    } else {
-      detail = 'the guest program never saw its ib device leave';
-    }
-    checks.push({ name: 'unplug-not-blocked', ok, detail });
-  }
-
-  // no-kernel-warnings
-  {
-    const trouble = kernelTrouble(e.kernelLog);
-    checks.push({
-      name: 'no-kernel-warnings',
-      ok: trouble.length === 0,
-      detail: trouble.length === 0 ? 'no WARN, BUG, Oops or lockdep report in the guest log' : `${trouble.length} line(s), first: ${trouble[0].trim().slice(0, 200)}`,
-    });
-  }
-
-  // device-removed
-  {
+    const read = `read doorbell ${word(m.lastDoorbell)}, scratch ${word(m.lastScratch)}`;
+    const wrote = m.expectScratch !== null && m.expectScratch !== undefined ? ` after writing ${word(m.expectScratch)}` : '';
     const problems: string[] = [];
-    let ms: number | null = null;
-    if (!e.deviceDeleted) problems.push('QEMU never reported DEVICE_DELETED');
-    else {
-      ms = e.deviceDeleted.atMs - e.vanishAtMs;
-      if (ms > BOUNDS.deviceDeletedMs) problems.push(`DEVICE_DELETED came ${ms} ms after the vanish, over the ${BOUNDS.deviceDeletedMs} ms bound`);
+    if (m.barReadsAfterGone > 0) problems.push(`${m.barReadsAfterGone} read(s) after the removal still went to the BAR`);
+    if (m.lastDoorbell === ALL_ONES || m.lastScratch === ALL_ONES) problems.push("all-ones: the gone device's BAR answers");
+    if (m.writable !== false && m.expectScratch !== null && m.expectScratch !== undefined && m.lastScratch !== m.expectScratch) {
+      problems.push(m.lastScratch === 0n ? "its writes vanish (QEMU's unassigned space where the BAR was), not the core's dummy page" : 'it does not read back its own write');
     }
-    if (e.pciGone !== true) problems.push(e.pciGone === false ? '0000:01:00.0 is still in the guest\'s PCI tree' : 'the guest never said whether the PCI function left');
-    if (e.ibGone !== true) problems.push(e.ibGone === false ? '/sys/class/infiniband still lists the device' : 'the guest never said whether the ib device left');
-    checks.push({
-      name: 'device-removed',
-      ok: problems.length === 0,
-      detail:
-        problems.length === 0
-          ? `DEVICE_DELETED ${ms} ms after the vanish; gone from the guest's PCI tree and /sys/class/infiniband (${e.goneHow})`
-          : `${problems.join('; ')} (${e.goneHow})`,
-    });
-  }
-
-  // no-bar-access-after-unplug
-  {
-    const hits = parseInvalidMem(e.invalidMem).filter((a) => inRanges(a.addr, e.bars) !== null);
-    let detail: string;
-    if (e.bars.length === 0) detail = 'the guest never reported where the BARs were, so the log cannot be judged';
-    else if (hits.length === 0) detail = `QEMU logged no access to ${e.bars.map((b) => `${b.name} [${hex(b.start)}, ${hex(b.end)})`).join(', ')} after the removal`;
-    else {
-      const reads = hits.filter((h) => h.op === 'read').length;
-      detail = `QEMU logged ${hits.length} access(es) to the removed BARs (${reads} reads, ${hits.length - reads} writes), first: ${hits[0].line}`;
+    if (m.echo && !m.echo.seen) {
+      problems.push(`${word(m.echo.wrote)} written through one of ${who(m)} and ${m.echo.peer} read back through the other as ${word(m.echo.read)}: not one page shared by the file's mappings`);
     }
-    checks.push({ name: 'no-bar-access-after-unplug', ok: e.bars.length > 0 && hits.length === 0, detail });
-  }
-
-  // removal-bounded: the guest's whole removal (driver remove, ACPI eject) within the unplug bound
-  {
-    let ok = false;
-    let detail: string;
-    const drv = e.driverRemoveMs !== undefined && e.driverRemoveMs !== null ? `; the driver's remove took ${e.driverRemoveMs} ms` : '';
-    if (!e.deviceDeleted) detail = `QEMU never reported DEVICE_DELETED: the guest's removal did not finish${drv}`;
+    if (problems.length > 0) bad.push(`${who(m)}: ${read}${wrote}; ${problems.join('; ')}`);
     else {
-      const ms = e.deviceDeleted.atMs - e.vanishAtMs;
-      ok = ms <= BOUNDS.unplugMs;
-      detail = ok
-        ? `the guest removed and ejected the device ${ms} ms after the vanish (bound ${BOUNDS.unplugMs} ms)${drv}`
-        : `the guest's removal took ${ms} ms after the vanish, over the ${BOUNDS.unplugMs} ms bound${drv}`;
+      kinds.add(m.writable === false ? 'zeros' : "zeros and the program's own writes");
+      if (m.echo) kinds.add(`${m.echo.peer} saw a write through ${m.label}`);
     }
-    checks.push({ name: 'removal-bounded', ok, detail });
   }
+  if (bad.length > 0) return check(name, 'FAIL', [...bad, ...unjudged].join('; '));
+  if (unjudged.length > 0) return check(name, 'n/a', `not judged: ${unjudged.join('; ')}`);
+  return check(name, 'ok', `after the removal every mapping read the core's dummy page: ${[...kinds].join('; ')}`);
+}
 
-  return checks;
+function unplugNotBlocked(e: UnplugEvidence): Check {
+  const g = e.guestRemoved;
+  const rel = (t: { atMs: number } | null) => (t ? `${t.atMs - e.vanishAtMs} ms` : 'never');
+  if (g && g.contextOpen && (e.contextClosed === null || e.contextClosed.atMs >= g.atMs)) {
+    const ms = g.atMs - e.vanishAtMs;
+    return judged(
+      'unplug-not-blocked',
+      ms <= BOUNDS.unplugMs,
+      ms <= BOUNDS.unplugMs
+        ? `the ib device left ${ms} ms after the vanish with the context still open (bound ${BOUNDS.unplugMs} ms)`
+        : `the ib device left ${ms} ms after the vanish, over the ${BOUNDS.unplugMs} ms bound`,
+    );
+  }
+  if (e.contextClosed !== null) {
+    return check(
+      'unplug-not-blocked',
+      'FAIL',
+      `removal waited for user space: the program gave up and closed its context ${rel(e.contextClosed)} after the vanish with the device still there; DEVICE_DELETED came ${rel(e.deviceDeleted)} after the vanish`,
+    );
+  }
+  return check('unplug-not-blocked', 'FAIL', 'the guest program never saw its ib device leave');
+}
+
+/** Judged on the console (KERN_WARNING and worse) and /init's dmesg dump; without the dump, only a problem seen is conclusive. */
+function noKernelWarnings(e: UnplugEvidence): Check {
+  const trouble = kernelTrouble(e.kernelLog);
+  if (trouble.length > 0) {
+    return check('no-kernel-warnings', 'FAIL', `${kernelProblemKinds(e.kernelLog).join(', ')}: ${trouble.length} line(s), first: ${trouble[0].trim().slice(0, 200)}`);
+  }
+  if (!e.kernelLogDumped) {
+    return check('no-kernel-warnings', 'n/a', "not judged: the guest never dumped its kernel log (no dmesg-end), and the console alone showed no report");
+  }
+  return check('no-kernel-warnings', 'ok', 'no WARN, BUG, Oops, Call Trace, panic, hung task, lockdep, KASAN, UBSAN or Unknown symbol report in the guest log');
+}
+
+function deviceRemoved(e: UnplugEvidence): Check {
+  const problems: string[] = [];
+  let ms: number | null = null;
+  if (!e.deviceDeleted) problems.push('QEMU never reported DEVICE_DELETED');
+  else {
+    ms = e.deviceDeleted.atMs - e.vanishAtMs;
+    if (ms > BOUNDS.deviceDeletedMs) problems.push(`DEVICE_DELETED came ${ms} ms after the vanish, over the ${BOUNDS.deviceDeletedMs} ms bound`);
+  }
+  const v = e.guestView;
+  if (v) {
+    if (v.pci.length > 0) problems.push(`the guest still lists the PCI function ${v.pci.join(', ')}`);
+    if (v.ib.length > 0) problems.push(`the guest still lists the ib device ${v.ib.join(', ')}`);
+  }
+  if (problems.length > 0) return check('device-removed', 'FAIL', problems.join('; '));
+  if (!v) return check('device-removed', 'n/a', `DEVICE_DELETED ${ms} ms after the vanish, but not judged: the guest never listed its PCI functions and ib devices after the program`);
+  return check(
+    'device-removed',
+    'ok',
+    `DEVICE_DELETED ${ms} ms after the vanish; the guest's own listing after the program has no vrnic PCI function and no vrnic ib device${v.waitedMs !== null ? ` (${v.waitedMs} ms after the program)` : ''}`,
+  );
+}
+
+/**
+ * Accesses QEMU logged to the BARs after the vanish. The log earns trust from the canary: a read,
+ * made on purpose before the vanish, of an address nothing decodes must be in it, parsed; a log
+ * that is missing, unreadable, or lacks the canary cannot show that no BAR access happened.
+ */
+function noBarAccess(e: UnplugEvidence): Check {
+  const name = 'no-bar-access-after-unplug';
+  if (e.invalidMem === null) return check(name, 'n/a', "not judged: QEMU's -d invalid_mem log is missing or unreadable");
+  if (e.bars.length === 0) return check(name, 'n/a', 'not judged: the guest never reported where the BARs were');
+  const all = parseInvalidMem(e.invalidMem);
+  const canary = e.canary ?? null;
+  if (canary === null) return check(name, 'n/a', "not judged: the guest made no canary access, so the log's power to show one is unproven");
+  const seen = all.find((a) => a.op === 'read' && a.addr === canary.addr);
+  if (!seen) {
+    return check(
+      name,
+      'n/a',
+      `not judged: the guest's canary read of ${hex(canary.addr)} (it read ${canary.read}) is not in QEMU's invalid_mem log (${e.invalidMem.length} line(s)): the log misses such accesses or words them differently`,
+    );
+  }
+  const from = e.invalidMemAtVanish ?? 0;
+  const hits = all.filter((a) => a.index >= from && inRanges(a.addr, e.bars) !== null);
+  const proof = `the canary (${seen.line}) is in the log`;
+  if (hits.length === 0) {
+    return check(name, 'ok', `QEMU logged no access to ${e.bars.map((b) => `${b.name} [${hex(b.start)}, ${hex(b.end)})`).join(', ')} after the vanish; ${proof}`);
+  }
+  const reads = hits.filter((h) => h.op === 'read').length;
+  return check(name, 'FAIL', `QEMU logged ${hits.length} access(es) to the removed BARs after the vanish (${reads} reads, ${hits.length - reads} writes), first: ${hits[0].line}`);
+}
+
+/** The guest's whole removal (driver remove, eject) within the unplug bound. */
+function removalBounded(e: UnplugEvidence): Check {
+  const drv = e.driverRemoveMs !== undefined && e.driverRemoveMs !== null ? `; the driver's remove took ${e.driverRemoveMs} ms` : '';
+  if (!e.deviceDeleted) return check('removal-bounded', 'FAIL', `QEMU never reported DEVICE_DELETED: the guest's removal did not finish${drv}`);
+  const ms = e.deviceDeleted.atMs - e.vanishAtMs;
+  return judged(
+    'removal-bounded',
+    ms <= BOUNDS.unplugMs,
+    ms <= BOUNDS.unplugMs
+      ? `the guest removed and ejected the device ${ms} ms after the vanish (bound ${BOUNDS.unplugMs} ms)${drv}`
+      : `the guest's removal took ${ms} ms after the vanish, over the ${BOUNDS.unplugMs} ms bound${drv}`,
+  );
+}
+
+function computeAllChecks(e: UnplugEvidence): Check[] {
+  return [processSurvived(e), mappingMovedOffBar(e), readsReturnZero(e), unplugNotBlocked(e), noKernelWarnings(e), deviceRemoved(e), noBarAccess(e), removalBounded(e)];
 }
 
 /** The driver's own account of its remove (guest/driver/vrnic.c prints "remove: done in N ms"). */

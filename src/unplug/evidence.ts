@@ -1,8 +1,9 @@
 // What an unplug run saw, gathered from the guest's report, its console, QMP and QEMU's invalid_mem log.
 import type { VanishMode } from '../control/protocol';
 
-export type DriverBug = 'none' | 'legacy-mmap' | 'no-disassociate';
-export const DRIVER_BUGS: readonly DriverBug[] = ['none', 'legacy-mmap', 'no-disassociate'];
+import type { DriverBug } from '../../qemu-config/image';
+
+export { DRIVER_BUGS, type DriverBug } from '../../qemu-config/image';
 
 /** A guest-physical address range [start, end). */
 export interface PhysRange {
@@ -24,25 +25,57 @@ export interface MappingEvidence {
   readonly label: string;
   /** The guest process that watched it (-1 when the report had no pid). */
   readonly pid?: number;
+  /**
+   * Which uverbs file (context) it maps, as the program names it (`uarN`: the context's first UAR
+   * index, the same for every process that shares the file through fork or SCM_RIGHTS). The core
+   * gives every writable mapping of one file the same dummy page; null when not reported.
+   */
+  readonly file?: string | null;
+  /** The program could write through it (a read-only piece of a split is not). */
+  readonly writable?: boolean;
   /** Where it pointed once the program had touched it, with the device alive. */
   readonly before: PfnState | null;
   /** Where it pointed at the end of the watch, after the removal (null: never walked after). */
   readonly after: PfnState | null;
   /**
-   * What reads showed after the removal: 'zero', 'own-writes' (what the program wrote after the
-   * removal), 'device' (the doorbell values the device page held) or 'other'; null if never read after.
+   * What reads showed after the removal: 'zero', 'own-writes', 'device' (the doorbell values
+   * written while the device was alive) or 'other'; null if never read after.
    */
   readonly viewAfter: string | null;
   /**
-   * The doorbell word the last read after the removal gave (null when unknown). When it is zero,
-   * a 'device' view cannot be told from 'own-writes': the program expected zero because the
-   * mapping was already zapped when it read its expectation (a vanish during setup).
+   * Reads after the removal that the helper's walk found served by a frame inside BAR2: the
+   * mapping still reached where the device was (QEMU's unassigned space once it removed the BAR).
    */
-  readonly doorbellAfter?: bigint | null;
-  /** Probes after the removal that still read the device's contents. */
-  readonly deviceDataAfterGone: number;
+  readonly barReadsAfterGone: number;
+  /** The last read after the removal: the doorbell word and the program's scratch word. */
+  readonly lastDoorbell?: bigint | null;
+  readonly lastScratch?: bigint | null;
+  /** What the program had written to its scratch word before that read (null: it writes nothing here). */
+  readonly expectScratch?: bigint | null;
+  /**
+   * The dummy-page test at the end of the watch: a token written through one mapping of the file
+   * and read through another of the same file in the same process (null: no such peer).
+   */
+  readonly echo?: { readonly peer: string; readonly wrote: bigint; readonly read: bigint; readonly seen: boolean } | null;
   /** The last doorbell and scratch words read, for the detail line. */
   readonly lastRead: string;
+}
+
+/** The guest's own account, after the program, of whether the device left it. */
+export interface GuestDeviceView {
+  /** PCI functions with the device's vendor:device (1234:7a01) still in /sys/bus/pci/devices. */
+  readonly pci: readonly string[];
+  /** ib devices still in /sys/class/infiniband whose name is the driver's (vrnic*). */
+  readonly ib: readonly string[];
+  /** How long /init waited for them to leave before listing (ms), when it says. */
+  readonly waitedMs: number | null;
+}
+
+/** The guest's canary: a read, made on purpose before the vanish, of an address nothing decodes. */
+export interface Canary {
+  readonly addr: bigint;
+  /** What the read returned, as the guest printed it. */
+  readonly read: string;
 }
 
 /** One timed observation, on the host clock (ms since the epoch). */
@@ -79,13 +112,16 @@ export interface UnplugEvidence {
   readonly contextClosed: Stamp | null;
   readonly deviceDelSent: Stamp | null;
   readonly deviceDeleted: Stamp | null;
-  /** After the run: the device's PCI function and ib device were gone from the guest. */
-  readonly pciGone: boolean | null;
-  readonly ibGone: boolean | null;
-  /** How pciGone and ibGone were found out (a guest listing, or inferred from the events). */
-  readonly goneHow: string;
-  /** The guest kernel log (console), for warnings. */
+  /** The guest's own listing after the program (null: /init printed none). */
+  readonly guestView: GuestDeviceView | null;
+  /** The guest kernel's lines from the console (at console loglevel: warnings and worse) and /init's dmesg dump. */
   readonly kernelLog: string;
-  /** QEMU's -d invalid_mem log lines. */
-  readonly invalidMem: readonly string[];
+  /** Whether /init's dmesg dump arrived whole (dmesg-end): without it only the console was seen. */
+  readonly kernelLogDumped: boolean;
+  /** QEMU's -d invalid_mem log lines; null when the log file is missing or unreadable. */
+  readonly invalidMem: readonly string[] | null;
+  /** How many of those lines were already in the log when the vanish started (only later ones count). */
+  readonly invalidMemAtVanish?: number;
+  /** The guest's canary access, which the log must show (null: the guest made none). */
+  readonly canary?: Canary | null;
 }

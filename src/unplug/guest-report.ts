@@ -10,7 +10,9 @@ import type { MappingEvidence, PfnState, PhysRange, Stamp } from './evidence';
  *   watch-start       the probe loop runs
  *   change            per mapping: a new view (device|zero|own-writes|other) or frame
  *   device-gone       /sys/class/infiniband/<ibdev> disappeared (context still open)
- *   summary           per mapping, at the end of the watch: view, frame, pfn, device_data_after_gone
+ *   summary           per mapping, at the end of the watch: view, frame, pfn, bar_reads_after_gone,
+ *                     last_doorbell, last_scratch, expect_scratch, echo (seen|lost|none), echo_peer
+ *   canary            addr, read: the read of an address nothing decodes, made before any vanish
  *   watch-timeout     the device never went away within --watch
  *   closed            the program closed its context
  *   signal            SIGBUS/SIGSEGV on a mapping (the program then exits 4)
@@ -20,8 +22,9 @@ import type { MappingEvidence, PfnState, PhysRange, Stamp } from './evidence';
 export const REPORT_MARK = 'VRNIC-TEST ';
 /**
  * The guest's /init (qemu-config/image.ts) reports its steps as `VRNIC-INIT {"event":...}`:
- * boot, module, modules-loaded, test-start, test-exit, dmesg-begin, dmesg-end, poweroff, and
- * (when it has it) devices {"pci": [...], "ib": [...]} after the program.
+ * boot, canary (vrnic-test --canary, before the modules load), module, modules-loaded, test-start,
+ * test-exit, devices {"vrnic_pci": [...], "ib": [...], "waited_ms": N} (the guest's own view after
+ * the program), dmesg-begin, dmesg-end, poweroff.
  */
 export const INIT_MARK = 'VRNIC-INIT ';
 const PAGE = 4096n;
@@ -185,15 +188,25 @@ export class GuestConsole {
     for (const m of byKey.values()) {
       const end = m.summary ?? m.last;
       const gone = end?.fields.device_gone === true;
-      const lastRead = end ? `doorbell ${String(end.fields.last_doorbell ?? end.fields.read_doorbell)}, scratch ${String(end.fields.last_scratch ?? end.fields.read_scratch)}` : 'nothing';
+      const f = end?.fields ?? {};
+      const lastRead = end ? `doorbell ${String(f.last_doorbell ?? f.read_doorbell)}, scratch ${String(f.last_scratch ?? f.read_scratch)}` : 'nothing';
+      const echo = gone && typeof f.echo_peer === 'string' && (f.echo === 'seen' || f.echo === 'lost')
+        ? { peer: f.echo_peer, wrote: parseNumber(f.echo_wrote) ?? 0n, read: parseNumber(f.echo_read) ?? 0n, seen: f.echo === 'seen' }
+        : null;
+      const frameFields = m.frame?.fields ?? {};
       out.push({
         label: m.label,
         pid: m.pid,
+        file: typeof frameFields.file === 'string' ? frameFields.file : typeof f.file === 'string' ? f.file : null,
+        writable: (frameFields.writable ?? f.writable) !== false,
         before: m.frame ? frameToPfn(m.frame.fields.frame, m.frame.fields.pfn) : null,
-        after: end && gone ? frameToPfn(end.fields.frame, end.fields.pfn) : null,
-        viewAfter: end && gone && typeof end.fields.view === 'string' ? end.fields.view : null,
-        doorbellAfter: end && gone ? parseNumber(end.fields.last_doorbell ?? end.fields.read_doorbell) : null,
-        deviceDataAfterGone: typeof m.summary?.fields.device_data_after_gone === 'number' ? m.summary.fields.device_data_after_gone : 0,
+        after: end && gone ? frameToPfn(f.frame, f.pfn) : null,
+        viewAfter: end && gone && typeof f.view === 'string' ? f.view : null,
+        barReadsAfterGone: typeof m.summary?.fields.bar_reads_after_gone === 'number' ? m.summary.fields.bar_reads_after_gone : 0,
+        lastDoorbell: gone ? parseNumber(f.last_doorbell ?? f.read_doorbell) : null,
+        lastScratch: gone ? parseNumber(f.last_scratch ?? f.read_scratch) : null,
+        expectScratch: gone && f.expect_scratch !== undefined && f.expect_scratch !== null ? parseNumber(f.expect_scratch) : null,
+        echo,
         lastRead,
       });
     }

@@ -3,11 +3,12 @@ import type { Logger } from 'pino';
 import { qemuArgs } from '../../qemu-config/args';
 import { buildGuestImage, guestAppend, type GuestImage, type GuestScenario } from '../../qemu-config/image';
 import type { DriverBug } from './evidence';
+import type { HotplugKind } from './runner';
 
 export interface GuestMachine {
   readonly image: GuestImage;
   /** QEMU arguments: guest RAM shareable, vrnic as `deviceId` on a hot-pluggable root port, console on stdio. */
-  qemuArgs(opts: { readonly socketPath: string; readonly deviceId: string }): string[];
+  qemuArgs(opts: { readonly socketPath: string; readonly deviceId: string; readonly nativeHotplug?: boolean }): string[];
 }
 
 export interface PrepareGuestOptions {
@@ -20,6 +21,8 @@ export interface PrepareGuestOptions {
   /** What vrnic-test runs (default single) and with how many processes (many, race-close). */
   readonly scenario?: GuestScenario;
   readonly procs?: number;
+  /** The platform's hotplug (the guest needs nothing different; kept for the record). */
+  readonly hotplug?: HotplugKind;
   readonly log: Logger;
 }
 
@@ -36,9 +39,14 @@ export async function prepareGuest(opts: PrepareGuestOptions): Promise<GuestMach
     intervalMs: 20,
     // The program's exit, the kernel log dump and poweroff follow; nothing to linger for.
     lingerSeconds: 0,
+    // After the program /init waits this long for the device to leave, then lists what is left
+    // (device-removed reads that listing). A driver whose removal waited for the program finishes
+    // it within milliseconds of the program's exit; native hotplug adds the slot's 5 s wait.
+    deviceGoneWaitSeconds: 10,
   });
   return {
     image,
-    qemuArgs: ({ socketPath, deviceId }) => qemuArgs({ kernel: image.kernel, initrd: image.initrd, append, socket: socketPath, deviceId, serial: { kind: 'stdio' } }),
+    qemuArgs: ({ socketPath, deviceId, nativeHotplug }) =>
+      qemuArgs({ kernel: image.kernel, initrd: image.initrd, append, socket: socketPath, deviceId, nativeHotplug, serial: { kind: 'stdio' } }),
   };
 }

@@ -1,5 +1,5 @@
 // Several unplug runs in one verdict: `--scenario all` (a scenario x check table) and `--repeat N --random-delay MS` (a pass rate and the distinct failures).
-import type { CheckName } from './checks';
+import { combineVerdicts, type CheckName, type CheckResult, type Verdict } from './checks';
 import type { UnplugReport } from './report';
 import type { ScenarioName } from './scenarios';
 
@@ -43,7 +43,10 @@ export interface RepeatSummary {
   readonly scenario: ScenarioName | 'single';
   readonly runs: number;
   readonly passed: number;
+  /** Runs that could not judge the driver (ERROR). */
+  readonly errors: number;
   readonly passRate: number;
+  readonly verdict: Verdict;
   readonly seed: number;
   readonly maxDelayMs: number;
   readonly delays: readonly number[];
@@ -60,8 +63,8 @@ export function summarizeRepeat(reports: readonly UnplugReport[], seed: number, 
   };
   reports.forEach((r, i) => {
     const delay = r.vanishDelayMs ?? null;
-    if (r.error !== undefined && r.verdict === 'FAIL') add(failureSignature('run-error', r.error), 'run-error', r.error, i + 1, delay);
-    for (const c of r.checks) if (!c.ok) add(failureSignature(c.name, c.detail), c.name, c.detail, i + 1, delay);
+    if (r.error !== undefined) add(failureSignature('run-error', r.error), 'run-error', r.error, i + 1, delay);
+    for (const c of r.checks) if (c.result !== 'ok') add(failureSignature(c.name, `${c.result}: ${c.detail}`), c.name, `${c.result}: ${c.detail}`, i + 1, delay);
   });
   const passed = reports.filter((r) => r.verdict === 'PASS').length;
   const failures = [...groups.entries()]
@@ -71,6 +74,8 @@ export function summarizeRepeat(reports: readonly UnplugReport[], seed: number, 
     scenario: reports[0]?.scenario ?? 'single',
     runs: reports.length,
     passed,
+    errors: reports.filter((r) => r.verdict === 'ERROR').length,
+    verdict: combineVerdicts(reports.map((r) => r.verdict)),
     passRate: reports.length === 0 ? 0 : passed / reports.length,
     seed,
     maxDelayMs,
@@ -82,7 +87,7 @@ export function summarizeRepeat(reports: readonly UnplugReport[], seed: number, 
 export function repeatHuman(s: RepeatSummary, mode: string, driverBug: string): string {
   const pct = (s.passRate * 100).toFixed(s.passRate === 1 || s.passRate === 0 ? 0 : 1);
   const lines = [
-    `vrnic unplug-test: scenario ${s.scenario}, mode ${mode}, driver bug ${driverBug}: ${s.passed}/${s.runs} passed (${pct}%)`,
+    `vrnic unplug-test: scenario ${s.scenario}, mode ${mode}, driver bug ${driverBug}: ${s.verdict}, ${s.passed}/${s.runs} passed (${pct}%)${s.errors ? `, ${s.errors} could not judge (ERROR)` : ''}`,
     `  vanish delay drawn in [0, ${s.maxDelayMs}] ms after ready, seed ${s.seed} (replay: --seed ${s.seed})`,
   ];
   if (s.failures.length === 0) lines.push('  no failure');
@@ -96,17 +101,17 @@ export function repeatHuman(s: RepeatSummary, mode: string, driverBug: string): 
   return lines.join('\n');
 }
 
-/** The scenario x check table of `--scenario all`: ok, FAIL, or - (the check does not judge that scenario). */
+/** The scenario x check table of `--scenario all`: ok, FAIL, n/a, or - (the check does not judge that scenario). */
 export interface MatrixSummary {
-  readonly verdict: 'PASS' | 'FAIL';
+  readonly verdict: Verdict;
   readonly checks: readonly CheckName[];
   readonly rows: readonly {
     readonly scenario: ScenarioName;
-    readonly verdict: 'PASS' | 'FAIL';
-    readonly cells: Readonly<Partial<Record<CheckName, boolean>>>;
+    readonly verdict: Verdict;
+    readonly cells: Readonly<Partial<Record<CheckName, CheckResult>>>;
     readonly error?: string;
-    /** Every failed check with its detail (which mapping or process). */
-    readonly failures: readonly { readonly check: CheckName; readonly detail: string }[];
+    /** Every check that failed or could not judge, with its detail (which mapping or process). */
+    readonly failures: readonly { readonly check: CheckName; readonly result: CheckResult; readonly detail: string }[];
   }[];
 }
 
@@ -114,17 +119,17 @@ export function summarizeMatrix(reports: readonly UnplugReport[]): MatrixSummary
   const checks: CheckName[] = [];
   for (const r of reports) for (const c of r.checks) if (!checks.includes(c.name)) checks.push(c.name);
   const rows = reports.map((r) => {
-    const cells: Partial<Record<CheckName, boolean>> = {};
-    for (const c of r.checks) cells[c.name] = c.ok;
+    const cells: Partial<Record<CheckName, CheckResult>> = {};
+    for (const c of r.checks) cells[c.name] = c.result;
     return {
       scenario: r.scenario ?? 'single',
       verdict: r.verdict,
       cells,
       ...(r.error !== undefined ? { error: r.error } : {}),
-      failures: r.checks.filter((c) => !c.ok).map((c) => ({ check: c.name, detail: c.detail })),
+      failures: r.checks.filter((c) => c.result !== 'ok').map((c) => ({ check: c.name, result: c.result, detail: c.detail })),
     };
   });
-  return { verdict: rows.every((r) => r.verdict === 'PASS') && rows.length > 0 ? 'PASS' : 'FAIL', checks, rows };
+  return { verdict: combineVerdicts(rows.map((r) => r.verdict)), checks, rows };
 }
 
 /** Short column names so the table fits a terminal. */
@@ -142,7 +147,7 @@ const SHORT: Readonly<Record<CheckName, string>> = {
 export function matrixHuman(m: MatrixSummary, mode: string, driverBug: string): string {
   const w0 = Math.max(8, ...m.rows.map((r) => r.scenario.length));
   const cols = m.checks.map((c) => SHORT[c]);
-  const cell = (v: boolean | undefined, w: number) => (v === undefined ? '-' : v ? 'ok' : 'FAIL').padEnd(w);
+  const cell = (v: CheckResult | undefined, w: number) => (v ?? '-').padEnd(w);
   const lines = [
     `vrnic unplug-test: all scenarios, mode ${mode}, driver bug ${driverBug}: ${m.verdict}`,
     '',
@@ -158,7 +163,7 @@ export function matrixHuman(m: MatrixSummary, mode: string, driverBug: string): 
     lines.push('', '  failures:');
     for (const r of failed) {
       if (r.error) lines.push(`  ${r.scenario}: run error: ${r.error}`);
-      for (const f of r.failures) lines.push(`  ${r.scenario}: ${f.check}: ${f.detail}`);
+      for (const f of r.failures) lines.push(`  ${r.scenario}: ${f.check}: ${f.result}: ${f.detail}`);
     }
   }
   return lines.join('\n');
@@ -168,6 +173,6 @@ export function matrixHuman(m: MatrixSummary, mode: string, driverBug: string): 
 export function matrixMarkdown(m: MatrixSummary): string {
   const head = `| scenario | ${m.checks.join(' | ')} |`;
   const sep = `|---|${m.checks.map(() => '---').join('|')}|`;
-  const rows = m.rows.map((r) => `| ${r.scenario} | ${m.checks.map((c) => (r.cells[c] === undefined ? '-' : r.cells[c] ? 'ok' : '**FAIL**')).join(' | ')} |`);
+  const rows = m.rows.map((r) => `| ${r.scenario} | ${m.checks.map((c) => (r.cells[c] === 'FAIL' ? '**FAIL**' : r.cells[c] ?? '-')).join(' | ')} |`);
   return [head, sep, ...rows].join('\n');
 }

@@ -1,7 +1,7 @@
 // The unplug-test report: one JSON object (--json) or a human summary, built from the checks and timings.
 import type { IrqDecision } from '../../qemu-config/msix-unplug';
 import type { VanishMode } from '../control/protocol';
-import type { Check } from './checks';
+import type { Check, Verdict } from './checks';
 import type { DriverBug, UnplugEvidence } from './evidence';
 import type { FiredEvent } from '../control/armer';
 import type { ScenarioName } from './scenarios';
@@ -22,11 +22,14 @@ export interface UnplugTimings {
 }
 
 export interface UnplugReport {
-  readonly verdict: 'PASS' | 'FAIL';
+  /** PASS, FAIL, or ERROR (the run broke or could not judge; see `error` and the n/a checks). */
+  readonly verdict: Verdict;
   readonly mode: VanishMode;
   readonly driverBug: DriverBug;
   /** The scenario (src/unplug/scenarios.ts) the run played. */
   readonly scenario?: ScenarioName;
+  /** How the platform removed the device (acpi or native), when chosen. */
+  readonly hotplug?: 'acpi' | 'native';
   /** How long after the guest was ready the vanish was started (a --random-delay run). */
   readonly vanishDelayMs?: number;
   /** For a vanish armed at a device event: what fired it. */
@@ -37,7 +40,7 @@ export interface UnplugReport {
   readonly timings: UnplugTimings;
   /** Where the run's logs are (console, QEMU's invalid_mem log, the daemon's log), when kept. */
   readonly artifacts: Readonly<Record<string, string>>;
-  /** Set when the run itself broke (no verdict about the driver could be reached). */
+  /** Set when the run itself broke or lacks evidence a check needs (the verdict is then ERROR). */
   readonly error?: string;
 }
 
@@ -62,6 +65,7 @@ export function reportJson(r: UnplugReport): string {
     mode: r.mode,
     driverBug: r.driverBug,
     ...(r.scenario !== undefined ? { scenario: r.scenario } : {}),
+    ...(r.hotplug !== undefined ? { hotplug: r.hotplug } : {}),
     ...(r.vanishDelayMs !== undefined ? { vanishDelayMs: r.vanishDelayMs } : {}),
     ...(r.fired !== undefined ? { fired: r.fired } : {}),
     artifacts: r.artifacts,
@@ -73,13 +77,17 @@ export function reportHuman(r: UnplugReport): string {
   const width = Math.max(...r.checks.map((c) => c.name.length), 10);
   const fmt = (v: number | null) => (v === null ? '-' : `${v} ms`);
   const lines = [
-    `vrnic unplug-test: ${r.scenario ? `scenario ${r.scenario}, ` : ''}mode ${r.mode}, driver bug ${r.driverBug}: ${r.verdict}`,
+    `vrnic unplug-test: ${r.scenario ? `scenario ${r.scenario}, ` : ''}mode ${r.mode}${r.hotplug ? `, ${r.hotplug} hotplug` : ''}, driver bug ${r.driverBug}: ${r.verdict}`,
     ...(r.irq ? [`  interrupts: ${r.irq.mode} (${r.irq.reason})`] : []),
     ...(r.fired ? [`  vanished at ${r.fired.when}: ${JSON.stringify(r.fired.record)}`] : []),
     ...(r.vanishDelayMs !== undefined ? [`  vanish ${r.vanishDelayMs} ms after the guest was ready`] : []),
     ...(r.error ? [`  run error: ${r.error}`] : []),
+  ];
+  // A run that never started has nothing to judge: no table, only the error.
+  if (r.checks.length === 0) return lines.join('\n');
+  lines.push(
     '',
-    ...r.checks.map((c) => `  ${c.ok ? 'ok  ' : 'FAIL'}  ${c.name.padEnd(width)}  ${c.detail}`),
+    ...r.checks.map((c) => `  ${c.result.padEnd(4)}  ${c.name.padEnd(width)}  ${c.detail}`),
     '',
     `  vanish -> DEVICE_DELETED   ${fmt(r.timings.vanishToDeviceDeletedMs)}`,
     `  vanish -> mapping zapped   ${fmt(r.timings.vanishToMappingZappedMs)}`,
@@ -87,7 +95,7 @@ export function reportHuman(r: UnplugReport): string {
     `  device_del -> DELETED      ${fmt(r.timings.deviceDelToDeviceDeletedMs)}`,
     `  boot -> program ready      ${fmt(r.timings.bootToReadyMs)}`,
     `  whole run                  ${fmt(r.timings.totalMs)}`,
-  ];
+  );
   const arts = Object.entries(r.artifacts);
   if (arts.length > 0) lines.push('', ...arts.map(([k, v]) => `  ${k}: ${v}`));
   return lines.join('\n');

@@ -9,11 +9,11 @@ import type { VanishMode } from '../control/protocol';
 import { errorLine, moduleLogger } from '../log';
 import { flattenPci, QmpClient, type QmpEvent } from '../qmp/client';
 import type { TransportChoice } from '../transports/index';
-import { computeChecks, driverRemoveMs, type CheckName } from './checks';
+import { computeChecks, driverRemoveMs, verdictOf, type CheckName } from './checks';
 import { formatWhen, parseWhen, whenToJson } from '../control/when';
 import type { ArmedVanishResult } from '../control/server';
 import { isMappingCheck, scenarioByName, type Scenario, type ScenarioName } from './scenarios';
-import type { DriverBug, PhysRange, UnplugEvidence } from './evidence';
+import type { Canary, DriverBug, GuestDeviceView, PhysRange, UnplugEvidence } from './evidence';
 import { prepareGuest, type GuestMachine } from './guest';
 import { requireVfioUserQemu } from '../../qemu-config/qemu';
 import { chooseIrq, MSIX_TEARDOWN_ABORT, recordMsixUnplug, type IrqChoice, type IrqDecision } from '../../qemu-config/msix-unplug';
@@ -33,6 +33,11 @@ export interface UnplugTestOptions {
   readonly transport?: TransportChoice;
   /** The device's interrupt mode; auto (default) picks one the QEMU survives (qemu-config/msix-unplug.ts). */
   readonly irq?: IrqChoice;
+  /**
+   * How the platform removes the device: q35's ACPI hotplug (default), or native PCIe hotplug
+   * (pciehp: QEMU presses the slot's attention button and the guest powers the slot off).
+   */
+  readonly hotplug?: HotplugKind;
   /** Where the run's files go; default a new private directory under the OS temp dir. */
   readonly workDir?: string;
   /** Keep the work directory (console, logs) after a PASS too; a FAIL always keeps it. */
@@ -44,6 +49,9 @@ export interface UnplugTestOptions {
   readonly log?: Logger;
 }
 
+export const HOTPLUG_KINDS = ['acpi', 'native'] as const;
+export type HotplugKind = (typeof HOTPLUG_KINDS)[number];
+
 /** The QEMU device id the runner gives the vfio-user-pci device. */
 export const DEVICE_ID = 'nic0';
 
@@ -53,8 +61,8 @@ class RunError extends Error {}
 
 /**
  * Runs one unplug scenario and returns its report. Never throws for what the guest or driver
- * did (that is the verdict); a broken setup (no QEMU, no image, daemon not starting) ends in a
- * FAIL report with `error` set.
+ * did (that is the verdict); a broken setup (no QEMU, no image, daemon not starting) ends in an
+ * ERROR report with `error` set, and with no checks when QEMU never started.
  */
 export async function runUnplugTest(opts: UnplugTestOptions): Promise<UnplugReport> {
   const report = await runOnce(opts);
@@ -95,12 +103,24 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
   let deviceDeleted: QmpEvent | null = null;
   let bars: PhysRange[] = [];
   let fired: ArmedVanishResult | null = null;
+  let invalidMemAtVanish: number | undefined;
+  let vmStarted = false;
+  const hotplug = opts.hotplug ?? 'acpi';
+  const base = {
+    mode,
+    driverBug,
+    scenario: scenario.name,
+    ...(opts.hotplug !== undefined ? { hotplug } : {}),
+    ...(opts.vanishDelayMs !== undefined ? { vanishDelayMs: opts.vanishDelayMs } : {}),
+  };
   let irq: IrqDecision | null = null;
-  const base = { mode, driverBug, scenario: scenario.name, ...(opts.vanishDelayMs !== undefined ? { vanishDelayMs: opts.vanishDelayMs } : {}) };
 
+  // A run that broke is ERROR. Once the guest ran, what it showed is judged and printed too; a
+  // run that never started (no QEMU, no image, no daemon) has nothing to judge and shows no checks.
   const fail = (error: string): UnplugReport => {
-    const e = evidence(guest, { mode, driverBug, vanishAtMs: vanishAtMs ?? Date.now(), deviceDelSentAtMs, deviceDeleted, invalidMem: readLines(files.invalidMem), qemuBars: bars });
-    return { verdict: 'FAIL', ...base, ...(irq ? { irq } : {}), checks: computeChecks(e, checksFor(scenario, e)), timings: timingsFrom(e, startedAtMs, readyAtMs, Date.now()), artifacts, error };
+    const e = evidence(guest, { mode, driverBug, vanishAtMs: vanishAtMs ?? Date.now(), deviceDelSentAtMs, deviceDeleted, invalidMem: readLinesOrNull(files.invalidMem), invalidMemAtVanish, qemuBars: bars });
+    const checks = vmStarted ? computeChecks(e, checksFor(scenario, e)) : [];
+    return { verdict: 'ERROR', ...base, ...(irq ? { irq } : {}), checks, timings: timingsFrom(e, startedAtMs, readyAtMs, Date.now()), artifacts, error };
   };
 
   try {
@@ -115,7 +135,7 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
     log.info({ qemu, version: qemuInfo.version, source: qemuInfo.source, irq: irq.mode, why: irq.reason }, 'QEMU and interrupt mode');
     let machine: GuestMachine;
     try {
-      machine = await prepareGuest({ driverBug, scenario: scenario.guest.scenario, procs: scenario.guest.procs, watchSeconds: scenario.guest.watchSeconds, log });
+      machine = await prepareGuest({ driverBug, scenario: scenario.guest.scenario, procs: scenario.guest.procs, watchSeconds: scenario.guest.watchSeconds, hotplug, log });
     } catch (err) {
       throw new RunError(`guest image: ${(err as Error).message}`);
     }
@@ -148,7 +168,7 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
 
     // Two monitors: the daemon's (it issues device_del on orderly/surprise) and ours (events, crash's device_del).
     const qemuArgs = [
-      ...machine.qemuArgs({ socketPath: files.socket, deviceId: DEVICE_ID }),
+      ...machine.qemuArgs({ socketPath: files.socket, deviceId: DEVICE_ID, nativeHotplug: hotplug === 'native' }),
       '-qmp', `unix:${files.qmpRunner},server=on,wait=off`,
       '-qmp', `unix:${files.qmpDaemon},server=on,wait=off`,
       '-d', 'invalid_mem', '-D', files.invalidMem,
@@ -162,11 +182,13 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
       },
     });
     children.push(vm);
+    vmStarted = true;
     qmp = await QmpClient.connect(files.qmpRunner, { timeoutMs: 30_000 });
     qmp.on('event', (e: QmpEvent) => {
       if (e.event === 'DEVICE_DELETED' && e.data.device === DEVICE_ID && !deviceDeleted) deviceDeleted = e;
     });
 
+    // vm.exited resolves once QEMU's stdout is read to its end (src/unplug/processes.ts).
     const vmGone = vm.exited.then(() => null);
     const bootMs = opts.bootTimeoutMs ?? 300_000;
     const ctl = control;
@@ -191,7 +213,16 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
       polling = false;
       await poll;
       if ('err' in outcome) throw new RunError(`the armed vanish failed: ${outcome.err.message}`);
-      if ('settled' in outcome) throw new RunError(`the armed event (${(scenario.moment as { when: string }).when}) never happened: the guest finished without it`);
+      if ('settled' in outcome) {
+        const end = vm.hasExited() ? await vm.exited : null;
+        throw new RunError(
+          end
+            ? end.signal !== null && end.signal !== 'SIGTERM' && end.signal !== 'SIGKILL'
+              ? `${qemuDiagnosis(files.qemuLog, end.signal)} (before the armed vanish finished)`
+              : `QEMU exited (code ${end.code}) before the armed vanish finished; see ${files.qemuLog}`
+            : `the armed event (${(scenario.moment as { when: string }).when}) never happened: the guest finished without it`,
+        );
+      }
       fired = outcome.r;
       vanishAtMs = fired ? fired.fired.atMs : Date.now();
       if (fired?.deviceDelSentAtMs) deviceDelSentAtMs = fired.deviceDelSentAtMs;
@@ -223,6 +254,8 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
       if (opts.vanishDelayMs) await new Promise((r) => setTimeout(r, opts.vanishDelayMs));
       log.info({ bars: bars.map((b) => `${b.name} 0x${b.start.toString(16)}`), delayMs: opts.vanishDelayMs ?? 0 }, 'guest program watching its UAR mappings; vanishing');
 
+      // Only what QEMU logs from here on counts against the driver (the canary came before).
+      invalidMemAtVanish = readLinesOrNull(files.invalidMem)?.length ?? 0;
       vanishAtMs = Date.now();
       if (mode === 'crash') {
         await ctl.vanish('crash');
@@ -253,7 +286,6 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
     await qmp.quit().catch(() => undefined);
     await vm.stop(5000);
     await daemon.stop(3000);
-    const done = exited !== null && dmesg !== null;
     const vmEnd = await vm.exited;
     const qemuAbort = vmEnd.signal !== null && vmEnd.signal !== 'SIGTERM' && vmEnd.signal !== 'SIGKILL' ? qemuDiagnosis(files.qemuLog, vmEnd.signal) : null;
     // What an MSI-X unplug did to this QEMU is evidence for later `--irq auto` choices.
@@ -262,18 +294,26 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
       else if (!qemuAbort && deviceDeleted) recordMsixUnplug(qemuInfo, true);
     }
 
-    const e = evidence(guest, { mode, driverBug, vanishAtMs, deviceDelSentAtMs, deviceDeleted, invalidMem: readLines(files.invalidMem), qemuBars: bars });
+    const invalidMem = readLinesOrNull(files.invalidMem);
+    const e = evidence(guest, { mode, driverBug, vanishAtMs, deviceDelSentAtMs, deviceDeleted, invalidMem, invalidMemAtVanish, qemuBars: bars });
     const checks = computeChecks(e, checksFor(scenario, e));
-    const verdict = checks.every((c) => c.ok) ? 'PASS' : 'FAIL';
+    // Each of these leaves the verdict without evidence it needs: ERROR, whatever the checks say.
+    const errors = [
+      ...(qemuAbort ? [qemuAbort] : []),
+      ...(exited ? [] : ['the guest program never exited; checks judged on what it printed']),
+      ...(dmesg ? [] : ["the guest never dumped its kernel log (no dmesg-end); no-kernel-warnings saw the console only"]),
+      ...(invalidMem === null ? [`QEMU's -d invalid_mem log ${files.invalidMem} is missing or unreadable`] : []),
+    ];
+    const error = errors.length > 0 ? errors.join('; ') : undefined;
     return {
-      verdict,
+      verdict: verdictOf(checks, error),
       ...base,
       irq,
       ...(fired ? { fired: fired.fired } : {}),
       checks,
       timings: timingsFrom(e, startedAtMs, readyAtMs, Date.now()),
       artifacts,
-      ...(qemuAbort ? { error: qemuAbort } : done ? {} : { error: exited ? 'the guest never dumped its kernel log; no-kernel-warnings judged on the console alone' : 'the guest program never exited; checks judged on what it printed' }),
+      ...(error !== undefined ? { error } : {}),
     };
   } catch (err) {
     // The report carries the error as one line; the stack only when debugging vrnic itself.
@@ -321,10 +361,15 @@ function qemuDiagnosis(logFile: string, signal: NodeJS.Signals): string {
 }
 
 function readLines(file: string): string[] {
+  return readLinesOrNull(file) ?? [];
+}
+
+/** A log's non-empty lines; null when the file is missing or unreadable (evidence the verdict lacks). */
+export function readLinesOrNull(file: string): string[] | null {
   try {
     return fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.length > 0);
   } catch {
-    return [];
+    return null;
   }
 }
 
@@ -334,7 +379,9 @@ interface HostSide {
   readonly vanishAtMs: number;
   readonly deviceDelSentAtMs: number | null;
   readonly deviceDeleted: QmpEvent | null;
-  readonly invalidMem: readonly string[];
+  readonly invalidMem: readonly string[] | null;
+  /** Lines of that log already written when the vanish started (undefined: an armed vanish; the canary marks the start). */
+  readonly invalidMemAtVanish?: number;
   /** The device's memory BARs as QEMU placed them (query-pci before the vanish). */
   readonly qemuBars: readonly PhysRange[];
 }
@@ -369,37 +416,37 @@ export function evidence(g: GuestConsole, h: HostSide): UnplugEvidence {
     contextClosed: stamp(closed),
     deviceDelSent: h.deviceDelSentAtMs !== null ? { atMs: h.deviceDelSentAtMs } : null,
     deviceDeleted: h.deviceDeleted ? { atMs: h.deviceDeleted.receivedAtMs } : null,
-    ...leftInGuest(devices, gone, h.deviceDeleted),
+    guestView: guestView(devices),
     kernelLog: g.kernelLog(),
+    kernelLogDumped: g.first('dmesg-end', (r) => r.source === 'init') !== null,
     invalidMem: h.invalidMem,
+    ...(h.invalidMemAtVanish !== undefined ? { invalidMemAtVanish: h.invalidMemAtVanish } : {}),
+    canary: canaryOf(g.first('canary')),
     processFailures: g.processFailures(),
     driverRemoveMs: driverRemoveMs(g.text()),
   };
 }
 
 /**
- * Whether the device left the guest's PCI tree and /sys/class/infiniband. Read from /init's
- * `devices` report after the program when the guest kit prints one; otherwise inferred: the
- * program saw the ib device leave (device-gone), and with q35's ACPI hotplug QEMU only deletes
- * the device (DEVICE_DELETED) once the guest has removed the function and ejected the slot.
+ * The guest's own view of the device after the program: /init's `devices` report lists the PCI
+ * functions with the device's vendor:device and the ib devices still present (after waiting a
+ * bounded while for them to go). Null when the guest printed none or printed it malformed.
  */
-function leftInGuest(devices: ReportLine | null, gone: ReportLine | null, deleted: QmpEvent | null): Pick<UnplugEvidence, 'pciGone' | 'ibGone' | 'goneHow'> {
-  if (devices) {
-    const pci = devices.fields.pci;
-    const ib = devices.fields.ib;
-    return {
-      pciGone: Array.isArray(pci) ? !pci.some((d) => d === '0000:01:00.0') : null,
-      ibGone: Array.isArray(ib) ? !ib.some((d) => typeof d === 'string' && d.startsWith('vrnic')) : null,
-      goneHow: "the guest's /init listed its PCI functions and ib devices after the program",
-    };
-  }
-  return {
-    pciGone: deleted ? true : null,
-    ibGone: gone || deleted ? true : null,
-    goneHow: gone
-      ? 'vrnic-test saw /sys/class/infiniband/<dev> go; the PCI function inferred from ACPI eject (DEVICE_DELETED)'
-      : 'inferred from ACPI eject (DEVICE_DELETED): the guest removes the function, and with it the ib device, before it ejects',
-  };
+export function guestView(devices: ReportLine | null): GuestDeviceView | null {
+  if (!devices) return null;
+  const strings = (v: unknown): string[] | null => (Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : null);
+  const pci = strings(devices.fields.vrnic_pci);
+  const ib = strings(devices.fields.ib);
+  if (pci === null || ib === null) return null;
+  const waited = devices.fields.waited_ms;
+  return { pci, ib: ib.filter((d) => d.startsWith('vrnic')), waitedMs: typeof waited === 'number' && Number.isFinite(waited) ? waited : null };
+}
+
+/** The guest's canary report: the address it read and what it got. */
+export function canaryOf(line: ReportLine | null): Canary | null {
+  const addr = parseNumber(line?.fields.addr);
+  if (!line || addr === null || addr === 0n) return null;
+  return { addr, read: String(line.fields.read ?? '?') };
 }
 
 /** The memory BARs of device `id` from query-pci. */
