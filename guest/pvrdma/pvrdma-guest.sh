@@ -38,6 +38,8 @@ for s in $(echo "$steps" | tr ',' ' '); do
     ibv_devices
     ibv_devinfo -v
     step devinfo "\"code\":$?"
+    # which interrupt the driver got (MSI-X: three vectors; MSI or INTx: one) and how often each fired
+    step interrupts "\"pvrdma\":\"$(grep vmw_pvrdma /proc/interrupts | tr -s ' ' | tr '\n' ';')\""
     ;;
   rc|ud)
     ibv_${s}_pingpong -d "$dev" -g 0 -n 100 > /tmp/server.out 2>&1 &
