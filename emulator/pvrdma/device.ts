@@ -56,7 +56,10 @@ export async function resolvePageDir(dma: DmaAccess, pdirDma: bigint, count: num
 }
 
 export interface PvrdmaStatus {
-  readonly active: boolean;
+  /** ACTIVATE done (what `vrnic status` shows as ready). */
+  readonly ready: boolean;
+  /** Contexts hold one UAR page each. */
+  readonly uarPagesInUse: number;
   readonly dsr: string | null;
   readonly objects: Record<string, number>;
   readonly counters: Readonly<Record<string, number>>;
@@ -164,7 +167,8 @@ export class Pvrdma implements PciDevice {
 
   status(): PvrdmaStatus {
     return {
-      active: this.active,
+      ready: this.active,
+      uarPagesInUse: this.objects.contexts.size,
       dsr: this.dsrAddr === null ? null : `0x${this.dsrAddr.toString(16)}`,
       objects: this.objects.summary(),
       counters: { ...this.counters, guestErrors: this.guestErrors.count() },
