@@ -104,7 +104,8 @@ async function serveChild(transport: TransportName, socketPath: string): Promise
   await daemon.stop();
 }
 
-class Child {
+/** The device process (this file run with --serve), spoken to by lines on stdin/stdout. */
+export class Child {
   private readonly lines: string[] = [];
   private waiter: ((line: string) => void) | null = null;
   private readonly rl: Interface;
@@ -321,7 +322,7 @@ async function measure(r: Round, first: number, warmup: number, iterations: numb
 }
 
 /** Sets MSI-X Enable in the capability's message control (found by walking the capability list). */
-async function enableMsix(c: VfioUserClient): Promise<void> {
+export async function enableMsix(c: VfioUserClient): Promise<void> {
   let ptr = (await c.configRead(0x34, 1)) & 0xfc;
   for (let hops = 0; ptr !== 0 && hops < 48; hops++) {
     if ((await c.configRead(ptr, 1)) === 0x11) {

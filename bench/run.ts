@@ -1,19 +1,20 @@
 // `npm run bench`: runs every benchmark, prints a table with the project's goals (MET/MISSED), and writes the results as JSON.
 //
-// Usage: node dist/bench/run.js [--out FILE] [--quick] [--only trapped,ffi,doorbell,startup]
+// Usage: node dist/bench/run.js [--out FILE] [--quick] [--only trapped,ffi,doorbell,startup,datapath]
 // Env: VRNIC_LIBVFIO_USER (libvfio-user.so.0: the libvfio-user transport and the C server),
 //      VRNIC_LIBVFIO_USER_INCLUDE (libvfio-user.h's directory, when not at <prefix>/include/vfio-user), CC.
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { machineInfo, repoRoot, round, tempDir, type MachineInfo } from './common';
+import { runDatapathBench, type DatapathBenchResult } from './datapath';
 import { runFfiCost, type FfiCostResult } from './ffi-cost';
 import { summarizeProfileDir, type ProfileSummary } from './profile';
 import { runStartup, type StartupResult } from './startup';
 import { runTrappedAccess, vrnicTransportsToTry, type TrappedAccessResult, type VrnicTransport } from './trapped-access';
 
-type Section = 'trapped' | 'ffi' | 'doorbell' | 'startup';
-const SECTIONS: readonly Section[] = ['trapped', 'ffi', 'doorbell', 'startup'];
+type Section = 'trapped' | 'ffi' | 'doorbell' | 'startup' | 'datapath';
+const SECTIONS: readonly Section[] = ['trapped', 'ffi', 'doorbell', 'startup', 'datapath'];
 
 export type GoalStatus = 'MET' | 'MISSED' | 'NOT MEASURED';
 
@@ -49,10 +50,31 @@ export interface BenchReport {
   readonly ffiCost?: FfiCostResult;
   readonly doorbell?: DoorbellSection;
   readonly startup?: StartupResult;
+  readonly datapath?: DatapathSection;
   readonly goals: readonly GoalResult[];
 }
 
+export interface DatapathSection {
+  readonly rows: readonly DatapathBenchResult[];
+  readonly skipped: readonly { transport: VrnicTransport; reason: string }[];
+}
+
 const log = (line: string) => process.stderr.write(line + '\n');
+
+async function runDatapath(transports: readonly VrnicTransport[], quick: boolean): Promise<DatapathSection> {
+  const rows: DatapathBenchResult[] = [];
+  const skipped: DatapathSection['skipped'][number][] = [];
+  for (const transport of transports) {
+    try {
+      rows.push(await runDatapathBench({ transport, quick, log }));
+    } catch (err) {
+      const reason = (err as Error).message.split('\n')[0].slice(0, 300);
+      skipped.push({ transport, reason });
+      log(`  datapath: ${transport} skipped: ${reason}`);
+    }
+  }
+  return { rows, skipped };
+}
 
 async function runDoorbell(transports: readonly VrnicTransport[], quick: boolean): Promise<DoorbellSection> {
   const modPath = path.join(__dirname, 'doorbell.js');
@@ -161,6 +183,16 @@ function evaluateGoals(report: Omit<BenchReport, 'goals'>, transports: readonly 
         ? { goal: 'resident memory, 1 device', transport: t, limit: '<= 100 MB', measured: `${st.rss1MB} MB`, status: status(st.rss1MB <= 100) }
         : { goal: 'resident memory, 1 device', transport: t, limit: '<= 100 MB', measured: '-', status: 'NOT MEASURED', note: notMeasured(report, t, 'startup') },
     );
+    const dp = report.datapath?.rows.find((r) => r.transport === t);
+    for (const bytes of [65536, 1 << 20]) {
+      const row = dp?.rows.find((r) => r.bytes === bytes);
+      const goal = `RDMA WRITE ${bytes >= 1 << 20 ? '1 MiB' : '64 KiB'} vs memcpy`;
+      goals.push(
+        row
+          ? { goal, transport: t, limit: '>= 0.5x', measured: `${row.ratio}x (${row.deviceMBps} vs ${row.memcpyMBps} MB/s)`, status: status(row.ratio >= 0.5) }
+          : { goal, transport: t, limit: '>= 0.5x', measured: '-', status: 'NOT MEASURED', note: report.datapath ? (report.datapath.skipped.find((x) => x.transport === t)?.reason ?? 'not run') : 'section not run' },
+      );
+    }
   }
   return goals;
 }
@@ -265,6 +297,14 @@ export function renderReport(r: BenchReport): string {
     if (r.startup.nodeBaselineMs !== null) out.push(`  a Node process that only listens on a Unix socket starts in ${r.startup.nodeBaselineMs} ms (median): Node's own share`);
     for (const s of r.startup.skipped) out.push(`  skipped ${s.transport}: ${s.reason}`);
   }
+  if (r.datapath) {
+    out.push('', '5. Data path: RDMA WRITE between two MRs through the device (loopback RC, device in its own process, guest RAM a memfd), against memcpy of the same sizes; 64-byte SENDs per second');
+    for (const d of r.datapath.rows) {
+      out.push(`  ${d.transport}: bytes verified ${d.verified ? 'yes' : 'NO'}; 64-byte SEND rate ${d.sendRate}/s (${d.sends} SENDs, a receive each)`);
+      out.push(table(['size', 'WRITEs', 'device MB/s', 'memcpy MB/s', 'ratio'], d.rows.map((x) => [x.bytes >= 1 << 20 ? `${x.bytes >> 20} MiB` : `${x.bytes >> 10} KiB`, String(x.writes), x.deviceMBps.toFixed(1), x.memcpyMBps.toFixed(1), `${x.ratio}x`])));
+    }
+    for (const s of r.datapath.skipped) out.push(`  skipped ${s.transport}: ${s.reason}`);
+  }
   out.push('', 'Goals');
   out.push(table(['goal', 'transport', 'limit', 'measured', 'status'], r.goals.map((g) => [g.goal, g.transport, g.limit, g.measured, g.status + (g.note ? ` (${g.note.slice(0, 120)})` : '')])));
   return out.join('\n');
@@ -281,7 +321,7 @@ async function main(): Promise<number> {
     strict: true,
   });
   if (values.help) {
-    process.stdout.write('Usage: npm run bench -- [--out FILE] [--quick] [--only trapped,ffi,doorbell,startup]\n');
+    process.stdout.write('Usage: npm run bench -- [--out FILE] [--quick] [--only trapped,ffi,doorbell,startup,datapath]\n');
     return 0;
   }
   const only = values.only ? (values.only.split(',') as Section[]) : SECTIONS;
@@ -317,6 +357,10 @@ async function main(): Promise<number> {
   if (only.includes('startup')) {
     log('start time and memory...');
     partial.startup = await runStartup({ runs: quick ? 3 : 7, transports, readsBeforeRss: 1000, manyDevices: 16, log });
+  }
+  if (only.includes('datapath')) {
+    log('data path throughput...');
+    partial.datapath = await runDatapath(transports, quick);
   }
   const report: BenchReport = { ...partial, goals: evaluateGoals(partial, transports) };
 

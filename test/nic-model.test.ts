@@ -182,9 +182,9 @@ test('reset frees every object and the UAR pages read all-ones', async (t) => {
   const cq = await drv.createCq(uar);
   await drv.createQp(pd, cq);
   access.uar.writeUInt32LE(0xabcd, uar * 4096 + 0x900);
-  t.deepEqual(nic.status().objects, { uarPages: 2, pds: 1, cqs: 1, qps: 1, mrs: 0 });
+  t.deepEqual(nic.status().objects, { uarPages: 2, pds: 1, cqs: 1, qps: 1, mrs: 0, ahs: 0 });
   await access.writeReg(Reg.Ctrl, 2);
-  t.deepEqual(nic.status().objects, { uarPages: 0, pds: 0, cqs: 0, qps: 0, mrs: 0 });
+  t.deepEqual(nic.status().objects, { uarPages: 0, pds: 0, cqs: 0, qps: 0, mrs: 0, ahs: 0 });
   t.is(access.uar.readUInt32LE(uar * 4096 + 0x900), 0xffffffff);
   nic.close();
 });

@@ -297,7 +297,7 @@ export const NIC_CASES: ReadonlyArray<readonly [string, NicCase]> = [
       access.uar.writeUInt32LE(0x1234, uar * 4096 + 0x800);
       await access.writeReg(Reg.Ctrl, 2);
       t.is(await access.readReg(Reg.Status), 0);
-      t.deepEqual(nic.status().objects, { uarPages: 0, pds: 0, cqs: 0, qps: 0, mrs: 0 });
+      t.deepEqual(nic.status().objects, { uarPages: 0, pds: 0, cqs: 0, qps: 0, mrs: 0, ahs: 0 });
       t.is(access.uar.readUInt32LE(uar * 4096 + 0x800), 0xffffffff);
       // Power-on again: handles start from 1.
       await drv.bringUp();
@@ -313,7 +313,7 @@ export const NIC_CASES: ReadonlyArray<readonly [string, NicCase]> = [
       await drv.createPd();
       await drv.createCq(uar);
       await env.transportReset();
-      t.deepEqual(nic.status().objects, { uarPages: 0, pds: 0, cqs: 0, qps: 0, mrs: 0 });
+      t.deepEqual(nic.status().objects, { uarPages: 0, pds: 0, cqs: 0, qps: 0, mrs: 0, ahs: 0 });
       t.is(await access.readReg(Reg.Status), 0);
       t.is(await access.readReg(Reg.AsqSize), 0);
     },

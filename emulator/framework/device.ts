@@ -108,6 +108,15 @@ export interface DmaAccess {
   write(addr: bigint, data: Buffer): Promise<void>;
   /** True when the range is inside one mapped region (for validating a queue base up front). */
   isMapped(addr: bigint, length: number, writable: boolean): boolean;
+  /**
+   * Runs `fn` on a live view of [addr, addr + length) when this process maps that guest memory
+   * (a region the client gave an fd for) and returns fn's result; undefined when the range is
+   * mapped but reachable only through messages (then use read/write). Throws DmaError as read and
+   * write reject. The view is valid only while `fn` runs: fn must not keep it or await, because the
+   * client may unmap the region as soon as control returns to the event loop. It spares the copy
+   * into a fresh Buffer that read makes, for a device that moves bulk data between guest ranges.
+   */
+  withView?<T>(addr: bigint, length: number, writable: boolean, fn: (view: Buffer) => T): T | undefined;
 }
 
 /**
@@ -164,5 +173,12 @@ export function busMasterGated(dma: DmaAccess, busMasterEnabled: () => boolean):
     read: (addr, length) => (busMasterEnabled() ? dma.read(addr, length) : Promise.reject(refuse(addr, length))),
     write: (addr, data) => (busMasterEnabled() ? dma.write(addr, data) : Promise.reject(refuse(addr, data.length))),
     isMapped: (addr, length, writable) => busMasterEnabled() && dma.isMapped(addr, length, writable),
+    withView:
+      dma.withView === undefined
+        ? undefined
+        : (addr, length, writable, fn) => {
+            if (!busMasterEnabled()) throw refuse(addr, length);
+            return dma.withView!(addr, length, writable, fn);
+          },
   };
 }

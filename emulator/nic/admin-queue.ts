@@ -1,11 +1,18 @@
 // The admin queue (docs/device.md section 5): commands read by DMA one at a time, in order; one handler per opcode; completions then MSI-X vector 0.
 import { DmaError } from '../framework/device';
 import type { Nic } from './device';
-import type { Cq, Mr, MrPages, Qp } from './objects';
+import { defaultQpAttrs, newQpProto, type QpAttrs } from '../datapath/model';
+import type { Ah, Cq, Mr, MrPages, Qp } from './objects';
 import { hex } from './trace';
 import {
   ACQ_ENTRY_SIZE,
+  AH_PER_QP,
   ASQ_ENTRY_SIZE,
+  MAX_INLINE,
+  MAX_RECV_SGE,
+  MAX_SEND_SGE,
+  QP_ATTR_KNOWN,
+  QpAttrMask,
   decodeAdminCommand,
   encodeAdminCompletion,
   FatalCode,
@@ -82,6 +89,8 @@ export class AdminQueue {
       [Opcode.DestroyQp]: (c) => this.destroyQp(c),
       [Opcode.RegMr]: (c, e) => this.regMr(c, e),
       [Opcode.DeregMr]: (c) => this.deregMr(c),
+      [Opcode.CreateAh]: (c) => this.createAh(c),
+      [Opcode.DestroyAh]: (c) => this.destroyAh(c),
     };
   }
 
@@ -260,10 +269,15 @@ export class AdminQueue {
       .u32(cfg.maxMr)
       .u32(cfg.maxCqe)
       .u32(cfg.maxQpWr)
-      .u32(1)
+      .u32(MAX_SEND_SGE)
       .u32(cfg.msixVectors - 2)
       .u32(MAX_UARS_PER_ALLOC)
-      .u32(MAX_MR_PAGES).buf;
+      .u32(MAX_MR_PAGES)
+      .u32(MAX_RECV_SGE)
+      .u32(MAX_INLINE)
+      .u32(cfg.maxQp * AH_PER_QP)
+      .u32(1)
+      .u32(1).buf;
     if (epoch !== this.nic.epoch) return null;
     await this.nic.dma.write(outAddr, out.subarray(0, n));
     return ok(n, QUERY_DEVICE_SIZE);
@@ -286,7 +300,7 @@ export class AdminQueue {
       .u32(5)
       .u32(5)
       .u32(5)
-      .u32(1)
+      .u32(this.nic.datapath.lid)
       .u32(1)
       .u32(1)
       .u32(1)
@@ -405,6 +419,8 @@ export class AdminQueue {
         qpn,
         type: qpType as QpType,
         pd,
+        pdn: pd.pdn,
+        hasRecvQueue: rqEntries > 0,
         sendCq,
         recvCq,
         uarIndex,
@@ -412,6 +428,9 @@ export class AdminQueue {
         sq: { addr: sqAddr, entries: sqEntries, pi: 0, ci: 0 },
         rq: rqEntries === 0 ? null : { addr: rqAddr, entries: rqEntries, pi: 0, ci: 0 },
         state: QpState.Reset,
+        attrs: defaultQpAttrs(),
+        proto: newQpProto(defaultQpAttrs()),
+        running: false,
       }),
     );
     if (qp === null) return fail(Status.NoResources, 'QP table full');
@@ -426,20 +445,90 @@ export class AdminQueue {
     const r = new Reader(cmd.raw).at(8);
     const qpn = r.u32();
     const state = r.u32();
+    const mask = r.u32();
+    const accessFlags = r.u32();
+    const qkey = r.u32();
+    const destQpn = r.u32();
+    const rqPsn = r.u32();
+    const sqPsn = r.u32();
+    const dlid = r.u16();
+    const port = r.u8();
+    const pathMtu = r.u8();
+    const timeout = r.u8();
+    const retryCnt = r.u8();
+    const rnrRetry = r.u8();
+    const minRnrTimer = r.u8();
+    const pkeyIndex = r.u16();
     const qp = this.nic.objects.qps.get(qpn);
     if (qp === undefined) return fail(Status.BadHandle, `no QP ${qpn}`);
     if (QP_STATE_NAMES[state] === undefined) return fail(Status.BadParam, `state ${state} is not RESET(0), INIT(1), RTR(2), RTS(3) or ERR(6)`);
     const prev = qp.state;
     const allowed = state === QpState.Reset || state === QpState.Err || QP_TRANSITIONS.has(`${prev}>${state}`);
     if (!allowed) return fail(Status.BadState, `QP ${qpn}: ${QP_STATE_NAMES[prev]} -> ${QP_STATE_NAMES[state]} not allowed`);
+    const has = (bit: QpAttrMask): boolean => (mask & bit) !== 0;
+    if ((mask & ~QP_ATTR_KNOWN) !== 0) return fail(Status.BadParam, `attr_mask ${hex(mask)} has unknown bits`);
+    if (has(QpAttrMask.AccessFlags) && (accessFlags & ~MrAccess.All) !== 0) return fail(Status.BadParam, `access_flags ${hex(accessFlags)} has unknown bits`);
+    if (has(QpAttrMask.Port) && port !== 1) return fail(Status.BadParam, `port_num ${port} does not exist (only port 1)`);
+    if (has(QpAttrMask.PkeyIndex) && pkeyIndex !== 0) return fail(Status.BadParam, `pkey_index ${pkeyIndex}: the table has one entry`);
+    if (has(QpAttrMask.PathMtu) && (pathMtu < 1 || pathMtu > 5)) return fail(Status.BadParam, `path_mtu ${pathMtu} not in 1..5`);
+    if (has(QpAttrMask.Timeout) && timeout > 31) return fail(Status.BadParam, `timeout ${timeout} not in 0..31`);
+    if (has(QpAttrMask.RetryCnt) && retryCnt > 7) return fail(Status.BadParam, `retry_cnt ${retryCnt} not in 0..7`);
+    if (has(QpAttrMask.RnrRetry) && rnrRetry > 7) return fail(Status.BadParam, `rnr_retry ${rnrRetry} not in 0..7`);
+    if (has(QpAttrMask.MinRnrTimer) && minRnrTimer > 31) return fail(Status.BadParam, `min_rnr_timer ${minRnrTimer} not in 0..31`);
     qp.state = state as QpState;
     if (state === QpState.Reset) {
       qp.sq.pi = qp.sq.ci = 0;
       if (qp.rq !== null) qp.rq.pi = qp.rq.ci = 0;
+      qp.attrs = defaultQpAttrs();
+      qp.proto = newQpProto(qp.attrs);
+      return ok(state, prev);
     }
-    // WQEs rung before RTS run now; in ERR they flush.
-    if (state === QpState.Rts || state === QpState.Err) this.nic.datapath.schedule(qp);
+    const a: QpAttrs = qp.attrs;
+    if (has(QpAttrMask.AccessFlags)) a.accessFlags = accessFlags;
+    if (has(QpAttrMask.Qkey)) a.qkey = qkey;
+    if (has(QpAttrMask.DestQpn)) a.destQpn = destQpn & 0xffffff;
+    if (has(QpAttrMask.Av)) a.dlid = dlid;
+    if (has(QpAttrMask.PathMtu)) a.pathMtu = pathMtu;
+    if (has(QpAttrMask.Timeout)) a.timeout = timeout;
+    if (has(QpAttrMask.RetryCnt)) a.retryCnt = retryCnt;
+    if (has(QpAttrMask.RnrRetry)) a.rnrRetry = rnrRetry;
+    if (has(QpAttrMask.MinRnrTimer)) a.minRnrTimer = minRnrTimer;
+    // The PSNs start the engine's sequence numbers in both directions.
+    if (has(QpAttrMask.RqPsn)) qp.proto.expectPsn = a.rqPsn = rqPsn & 0xffffff;
+    if (has(QpAttrMask.SqPsn)) qp.proto.sendPsn = a.sqPsn = sqPsn & 0xffffff;
+    // WQEs rung before RTS run now; in ERR both queues flush.
+    if (state === QpState.Rts) this.nic.datapath.schedule(qp);
+    if (state === QpState.Err) {
+      qp.state = prev;
+      this.nic.datapath.toError(qp, 'MODIFY_QP to ERR');
+    }
     return ok(state, prev);
+  }
+
+  private createAh(cmd: AdminCommand): Outcome {
+    const r = new Reader(cmd.raw).at(8);
+    const pdn = r.u32();
+    const dlid = r.u16();
+    const port = r.u8();
+    const sl = r.u8();
+    const objs = this.nic.objects;
+    const pd = objs.pds.get(pdn);
+    if (pd === undefined) return fail(Status.BadHandle, `no PD ${pdn}`);
+    if (port !== 1) return fail(Status.BadParam, `port_num ${port} does not exist (only port 1)`);
+    const ah = objs.ahs.alloc((h): Ah => ({ ah: h, pd, dlid, sl }));
+    if (ah === null) return fail(Status.NoResources, 'AH table full');
+    pd.users++;
+    return ok(ah.ah);
+  }
+
+  private destroyAh(cmd: AdminCommand): Outcome {
+    const h = new Reader(cmd.raw).at(8).u32();
+    const objs = this.nic.objects;
+    const ah = objs.ahs.get(h);
+    if (ah === undefined) return fail(Status.BadHandle, `no AH ${h}`);
+    objs.ahs.free(h);
+    ah.pd.users--;
+    return ok();
   }
 
   private destroyQp(cmd: AdminCommand): Outcome {
@@ -498,7 +587,7 @@ export class AdminQueue {
       }
       pages = { kind: 'page-list', pageShift, pages: list };
     }
-    const mr = objs.mrs.alloc((index): Mr => ({ index, key: ((index << 8) | objs.nextMrTag(index)) >>> 0, pd, access, iova, length, pages }));
+    const mr = objs.mrs.alloc((index): Mr => ({ index, key: ((index << 8) | objs.nextMrTag(index)) >>> 0, pd, pdn: pd.pdn, access, iova, length, pages }));
     if (mr === null) return fail(Status.NoResources, 'MR table full');
     pd.users++;
     return ok(mr.key, mr.key);

@@ -6,6 +6,7 @@ import type { BarDecl, CapabilityDecl, DeviceContext, DmaAccess, PciDevice, PciI
 import { DmaError } from '../framework/device';
 import { AdminQueue } from './admin-queue';
 import { nicConfigToJson, validateNicConfig, type IrqMode, type NicConfig, type NicConfigInput } from './config';
+import { sharedFabric, type Fabric } from '../datapath/fabric';
 import { DataPath } from './datapath';
 import { dispatchDoorbell, DoorbellPoller, type PollerStats } from './doorbells';
 import { EventQueue } from './event-queue';
@@ -62,6 +63,8 @@ export interface CreateNicOptions {
   readonly log?: Logger;
   /** Trace sinks to attach from the start (e.g. a TraceFile). */
   readonly trace?: NicTrace;
+  /** The wire this device's port attaches to; default: the one all devices of this process share. */
+  readonly fabric?: Fabric;
 }
 
 export class Nic implements PciDevice {
@@ -120,7 +123,7 @@ export class Nic implements PciDevice {
     this.objects = new NicObjects(config);
     this.admin = new AdminQueue(this);
     this.events = new EventQueue(this);
-    this.datapath = new DataPath(this);
+    this.datapath = new DataPath(this, opts.fabric ?? sharedFabric());
     this.poller = new DoorbellPoller(
       this.uarView,
       config.numUars,
@@ -158,6 +161,7 @@ export class Nic implements PciDevice {
     this.closed = true;
     this.epoch++;
     this.poller.stop();
+    this.datapath.close();
     this.uarMemory.close();
     this.obs.flushGuestErrors();
   }

@@ -1,6 +1,9 @@
 // The NIC's objects and their tables: UAR pages with doorbell slots, PDs, CQs, QPs, MRs, each bounded by the device's limits.
 import type { NicConfig } from './config';
-import type { QpState, QpType } from './wire';
+import type { DpQp, MrPages, QpAttrs, QpProto } from '../datapath/model';
+import { AH_PER_QP, type QpState, type QpType } from './wire';
+
+export type { MrPages } from '../datapath/model';
 
 export const UAR_PAGE_SIZE = 4096;
 /** The first half of a UAR page holds doorbell slots; the second half is the software's. */
@@ -95,10 +98,13 @@ export interface WorkQueue {
   ci: number;
 }
 
-export interface Qp {
+/** A QP: the device's rings and doorbell, and (DpQp) what the data path engine keeps per QP. */
+export interface Qp extends DpQp {
   readonly qpn: number;
   readonly type: QpType;
   readonly pd: Pd;
+  readonly pdn: number;
+  readonly hasRecvQueue: boolean;
   readonly sendCq: Cq;
   readonly recvCq: Cq;
   readonly uarIndex: number;
@@ -108,16 +114,25 @@ export interface Qp {
   /** Null when created with rq_entries = 0. */
   readonly rq: WorkQueue | null;
   state: QpState;
+  attrs: QpAttrs;
+  proto: QpProto;
+  /** The send queue is being executed (one WQE at a time). */
+  running: boolean;
 }
 
-export type MrPages =
-  | { readonly kind: 'contiguous'; readonly dmaAddr: bigint }
-  | { readonly kind: 'page-list'; readonly pageShift: number; readonly pages: readonly bigint[] };
+/** A UD address handle: the destination port. */
+export interface Ah {
+  readonly ah: number;
+  readonly pd: Pd;
+  readonly dlid: number;
+  readonly sl: number;
+}
 
 export interface Mr {
   readonly index: number;
   readonly key: number;
   readonly pd: Pd;
+  readonly pdn: number;
   readonly access: number;
   readonly iova: bigint;
   readonly length: bigint;
@@ -243,6 +258,7 @@ export class NicObjects {
   readonly cqs: HandleTable<Cq>;
   readonly qps: HandleTable<Qp>;
   readonly mrs: HandleTable<Mr>;
+  readonly ahs: HandleTable<Ah>;
   /** Per MR index, the 8-bit tag the next registration at that index gets. */
   private readonly mrTags: Uint8Array;
 
@@ -252,6 +268,7 @@ export class NicObjects {
     this.cqs = new HandleTable<Cq>(cfg.maxCq);
     this.qps = new HandleTable<Qp>(cfg.maxQp);
     this.mrs = new HandleTable<Mr>(cfg.maxMr);
+    this.ahs = new HandleTable<Ah>(cfg.maxQp * AH_PER_QP);
     this.mrTags = new Uint8Array(cfg.maxMr + 1);
   }
 
@@ -275,6 +292,7 @@ export class NicObjects {
       cqs: this.cqs.size,
       qps: this.qps.size,
       mrs: this.mrs.size,
+      ahs: this.ahs.size,
     };
   }
 
@@ -284,6 +302,7 @@ export class NicObjects {
     this.cqs.clear();
     this.qps.clear();
     this.mrs.clear();
+    this.ahs.clear();
     this.mrTags.fill(0);
   }
 }

@@ -15,6 +15,8 @@ export const enum Opcode {
   DestroyQp = 0x0b,
   RegMr = 0x0c,
   DeregMr = 0x0d,
+  CreateAh = 0x0e,
+  DestroyAh = 0x0f,
 }
 
 export const OPCODE_NAMES: Readonly<Record<number, string>> = {
@@ -31,6 +33,8 @@ export const OPCODE_NAMES: Readonly<Record<number, string>> = {
   0x0b: 'DESTROY_QP',
   0x0c: 'REG_MR',
   0x0d: 'DEREG_MR',
+  0x0e: 'CREATE_AH',
+  0x0f: 'DESTROY_AH',
 };
 
 /** Admin completion status. */
@@ -89,33 +93,77 @@ export const enum QpFatalReason {
   DoorbellIndex = 2,
 }
 
-/** Linux ib_qp_state values. */
-export const enum QpState {
-  Reset = 0,
-  Init = 1,
-  Rtr = 2,
-  Rts = 3,
-  Err = 6,
-}
+// The QP states and types are Linux's, shared with the device-independent data path.
+export { QpState, QpType } from '../datapath/model';
 
 export const QP_STATE_NAMES: Readonly<Record<number, string>> = { 0: 'RESET', 1: 'INIT', 2: 'RTR', 3: 'RTS', 6: 'ERR' };
 
-/** Linux ib_qp_type values the device accepts. */
-export const enum QpType {
-  Rc = 2,
-  Uc = 3,
-  Ud = 4,
-}
-
+/** Send WQE opcodes (docs/device.md 7.1); the CQE repeats them. */
 export const enum WqeOpcode {
   Nop = 0,
+  Send = 1,
+  SendImm = 2,
+  RdmaWrite = 3,
+  RdmaWriteImm = 4,
+  RdmaRead = 5,
+  AtomicCmpSwp = 6,
+  AtomicFetchAdd = 7,
 }
 
+/** Receive CQE opcodes. */
+export const enum RecvOpcode {
+  Recv = 0x80,
+  RecvRdmaImm = 0x81,
+}
+
+/** WQE flags byte. */
+export const enum WqeFlags {
+  Unsignaled = 1,
+  Inline = 2,
+  Solicited = 4,
+  Fence = 8,
+}
+
+/** CQE status (docs/device.md 7.3); BAD_OPCODE is the old name of LOC_QP_OP. */
 export const enum CqeStatus {
   Ok = 0,
   BadOpcode = 1,
   Flushed = 2,
+  LocLen = 3,
+  LocProt = 4,
+  RemAccess = 5,
+  RemInvReq = 6,
+  RnrRetryExc = 7,
+  RetryExc = 8,
+  RemOp = 9,
+  LocAccess = 10,
 }
+
+export const MAX_SEND_SGE = 2;
+export const MAX_RECV_SGE = 3;
+export const MAX_INLINE = 32;
+/** Address handles per device, relative to MAX_QP. */
+export const AH_PER_QP = 4;
+/** MODIFY_QP attr_mask bits (Linux IB_QP_*). */
+export const enum QpAttrMask {
+  State = 0x1,
+  AccessFlags = 0x8,
+  PkeyIndex = 0x10,
+  Port = 0x20,
+  Qkey = 0x40,
+  Av = 0x80,
+  PathMtu = 0x100,
+  Timeout = 0x200,
+  RetryCnt = 0x400,
+  RnrRetry = 0x800,
+  RqPsn = 0x1000,
+  MaxQpRdAtomic = 0x2000,
+  MinRnrTimer = 0x8000,
+  SqPsn = 0x10000,
+  MaxDestRdAtomic = 0x20000,
+  DestQpn = 0x100000,
+}
+export const QP_ATTR_KNOWN = 0x13bff9;
 
 export const enum MrAccess {
   LocalWrite = 1,
@@ -258,10 +306,16 @@ export interface Cqe {
   readonly status: CqeStatus;
   readonly wqeIndex: number;
   readonly send: boolean;
+  readonly imm?: number | null;
+  readonly srcQpn?: number;
+  readonly solicited?: boolean;
+  readonly slid?: number;
 }
 
-/** flags word at 0x1C: bit0 phase, bit1 SEND. */
+/** flags word at 0x1C: bit0 phase, bit1 SEND, bit2 IMM, bit3 SOLICITED, bits 31..16 slid. */
 export function encodeCqe(c: Cqe, phase: number): Buffer {
+  const imm = c.imm ?? null;
+  const flags = (phase & 1) | (c.send ? 2 : 0) | (imm !== null ? 4 : 0) | (c.solicited === true ? 8 : 0) | (((c.slid ?? 0) & 0xffff) << 16);
   return new Writer(CQE_SIZE)
     .u64(c.wrId)
     .u32(c.qpn)
@@ -269,23 +323,67 @@ export function encodeCqe(c: Cqe, phase: number): Buffer {
     .u8(c.opcode)
     .u8(c.status)
     .u16(c.wqeIndex & 0xffff)
-    .u32(0)
-    .u32(0)
-    .u32((phase & 1) | (c.send ? 2 : 0)).buf;
+    .u32(imm ?? 0)
+    .u32(c.srcQpn ?? 0)
+    .u32(flags).buf;
 }
 
+export interface WqeSge {
+  readonly addr: bigint;
+  readonly length: number;
+  readonly lkey: number;
+}
+
+/** A send WQE as laid out in docs/device.md 7.1; which fields mean something depends on the opcode. */
 export interface Wqe {
   readonly opcode: number;
   readonly flags: number;
+  readonly numSge: number;
+  readonly inlineLen: number;
+  /** The four bytes at 0x04 as a little-endian u32: written back to the CQE unchanged. */
+  readonly imm: number;
   readonly wrId: bigint;
+  readonly remoteAddr: bigint;
+  readonly rkey: number;
+  /** UD: the fields at 0x10. */
+  readonly ah: number;
+  readonly remoteQpn: number;
+  readonly remoteQkey: number;
+  readonly compareAdd: bigint;
+  readonly swap: bigint;
+  /** The 32 bytes at 0x20 (SGEs or inline data). */
+  readonly body: Buffer;
 }
 
 export function decodeWqe(raw: Buffer): Wqe {
   const r = new Reader(raw);
-  const opcode = r.u8();
-  const flags = r.u8();
-  const wrId = r.at(8).u64();
-  return { opcode, flags, wrId };
+  return {
+    opcode: r.u8(),
+    flags: r.u8(),
+    numSge: r.u8(),
+    inlineLen: r.u8(),
+    imm: r.u32(),
+    wrId: r.u64(),
+    remoteAddr: r.at(0x10).u64(),
+    rkey: r.u32(),
+    ah: r.at(0x10).u32(),
+    remoteQpn: r.u32(),
+    remoteQkey: r.u32(),
+    compareAdd: r.at(0x20).u64(),
+    swap: r.u64(),
+    body: raw.subarray(0x20, 0x40),
+  };
+}
+
+/** `count` SGEs of 16 bytes from `raw` at `offset`. */
+export function decodeSges(raw: Buffer, offset: number, count: number): WqeSge[] {
+  const r = new Reader(raw);
+  const out: WqeSge[] = [];
+  for (let i = 0; i < count; i++) {
+    r.at(offset + 16 * i);
+    out.push({ addr: r.u64(), length: r.u32(), lkey: r.u32() });
+  }
+  return out;
 }
 
 export function isPowerOfTwo(n: number): boolean {

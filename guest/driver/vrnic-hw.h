@@ -135,6 +135,20 @@ struct vrnic_asqe {
 		struct {
 			__le32 qpn;
 			__le32 state;
+			__le32 attr_mask;	/* IB_QP_* bits of the fields below */
+			__le32 access_flags;
+			__le32 qkey;
+			__le32 dest_qpn;
+			__le32 rq_psn;
+			__le32 sq_psn;
+			__le16 dlid;
+			u8 port_num;
+			u8 path_mtu;
+			u8 timeout;
+			u8 retry_cnt;
+			u8 rnr_retry;
+			u8 min_rnr_timer;
+			__le16 pkey_index;
 		} modify_qp;
 		struct {
 			__le32 pdn;

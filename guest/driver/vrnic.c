@@ -140,6 +140,8 @@ struct vrnic_cq {
 struct vrnic_qp {
 	struct ib_qp ibqp;
 	u32 qpn;
+	/* The state the device last accepted: MODIFY_QP always names one. */
+	enum ib_qp_state state;
 	struct ib_umem *sq_umem;
 	struct ib_umem *rq_umem;
 };
@@ -1064,15 +1066,25 @@ err_sq:
 	return ret;
 }
 
+/* The attributes MODIFY_QP carries; the device takes Linux's IB_QP_* bits as they are. */
+#define VRNIC_QP_ATTRS (IB_QP_STATE | IB_QP_ACCESS_FLAGS | IB_QP_PKEY_INDEX | IB_QP_PORT | \
+			IB_QP_QKEY | IB_QP_AV | IB_QP_PATH_MTU | IB_QP_TIMEOUT | IB_QP_RETRY_CNT | \
+			IB_QP_RNR_RETRY | IB_QP_RQ_PSN | IB_QP_MAX_QP_RD_ATOMIC | \
+			IB_QP_MIN_RNR_TIMER | IB_QP_SQ_PSN | IB_QP_MAX_DEST_RD_ATOMIC | \
+			IB_QP_DEST_QPN)
+
 static int vrnic_modify_qp(struct ib_qp *ibqp, struct ib_qp_attr *attr, int mask,
 			   struct ib_udata *udata)
 {
 	struct vrnic_qp *qp = container_of(ibqp, struct vrnic_qp, ibqp);
+	struct vrnic_asqe cmd = { .opcode = VRNIC_ADMIN_MODIFY_QP };
+	enum ib_qp_state state = mask & IB_QP_STATE ? attr->qp_state : qp->state;
+	struct vrnic_acqe cqe;
+	int ret;
 
-	/* The device keeps only the state; addressing attributes are for a later version. */
-	if (!(mask & IB_QP_STATE))
-		return 0;
-	switch (attr->qp_state) {
+	if (mask & ~VRNIC_QP_ATTRS)
+		return -EOPNOTSUPP;
+	switch (state) {
 	case IB_QPS_RESET:
 	case IB_QPS_INIT:
 	case IB_QPS_RTR:
@@ -1082,7 +1094,39 @@ static int vrnic_modify_qp(struct ib_qp *ibqp, struct ib_qp_attr *attr, int mask
 	default:
 		return -EOPNOTSUPP;
 	}
-	return vrnic_admin_simple(to_vdev(ibqp->device), VRNIC_ADMIN_MODIFY_QP, qp->qpn, attr->qp_state, NULL);
+	cmd.modify_qp.qpn = cpu_to_le32(qp->qpn);
+	cmd.modify_qp.state = cpu_to_le32(state);
+	cmd.modify_qp.attr_mask = cpu_to_le32(mask & ~IB_QP_STATE);
+	if (mask & IB_QP_ACCESS_FLAGS)
+		cmd.modify_qp.access_flags = cpu_to_le32(attr->qp_access_flags);
+	if (mask & IB_QP_QKEY)
+		cmd.modify_qp.qkey = cpu_to_le32(attr->qkey);
+	if (mask & IB_QP_DEST_QPN)
+		cmd.modify_qp.dest_qpn = cpu_to_le32(attr->dest_qp_num);
+	if (mask & IB_QP_RQ_PSN)
+		cmd.modify_qp.rq_psn = cpu_to_le32(attr->rq_psn);
+	if (mask & IB_QP_SQ_PSN)
+		cmd.modify_qp.sq_psn = cpu_to_le32(attr->sq_psn);
+	if (mask & IB_QP_AV)
+		cmd.modify_qp.dlid = cpu_to_le16(rdma_ah_get_dlid(&attr->ah_attr));
+	if (mask & IB_QP_PORT)
+		cmd.modify_qp.port_num = attr->port_num;
+	if (mask & IB_QP_PATH_MTU)
+		cmd.modify_qp.path_mtu = attr->path_mtu;
+	if (mask & IB_QP_TIMEOUT)
+		cmd.modify_qp.timeout = attr->timeout;
+	if (mask & IB_QP_RETRY_CNT)
+		cmd.modify_qp.retry_cnt = attr->retry_cnt;
+	if (mask & IB_QP_RNR_RETRY)
+		cmd.modify_qp.rnr_retry = attr->rnr_retry;
+	if (mask & IB_QP_MIN_RNR_TIMER)
+		cmd.modify_qp.min_rnr_timer = attr->min_rnr_timer;
+	if (mask & IB_QP_PKEY_INDEX)
+		cmd.modify_qp.pkey_index = cpu_to_le16(attr->pkey_index);
+	ret = vrnic_admin_exec(to_vdev(ibqp->device), &cmd, &cqe);
+	if (!ret)
+		qp->state = state;
+	return ret;
 }
 
 static int vrnic_destroy_qp(struct ib_qp *ibqp, struct ib_udata *udata)

@@ -85,6 +85,13 @@ export class VfuDma implements DmaAccess {
     }
   }
 
+  /** DmaAccess.withView: fn on the live bytes of a region libvfio-user mapped for us; undefined for fd-less regions. */
+  withView<T>(addr: bigint, length: number, writable: boolean, fn: (view: Buffer) => T): T | undefined {
+    const where = this.translate(addr, length, writable);
+    if (where.memory === null) return undefined;
+    return fn(this.live(where.memory, addr, length).subarray(where.offset, where.offset + length));
+  }
+
   readSync(addr: bigint, length: number): Buffer {
     const where = this.translate(addr, length, false);
     if (length === 0) return Buffer.alloc(0);

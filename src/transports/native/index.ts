@@ -122,6 +122,14 @@ export class NativeTransport extends EventEmitter implements Transport {
         const s = this.session;
         return s !== null && !('errno' in s.dma.lookup(addr, length, writable));
       },
+      withView: (addr, length, writable, fn) => {
+        const s = this.session;
+        if (s === null) throw new DmaError(addr, length, 'no client connected');
+        const where = s.dma.lookup(addr, length, writable);
+        if ('errno' in where) throw new DmaError(addr, length, where.reason);
+        const map = where.region.mapping;
+        return map === null ? undefined : fn(map.buffer.subarray(where.offset, where.offset + length));
+      },
     };
     return this.fn.context(dma, this.log.child({ device: this.opts.device.name }));
   }

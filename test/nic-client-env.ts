@@ -1,0 +1,116 @@
+// A NIC served through vfio-user to the TypeScript client, for the tests that drive it: registers by REGION_READ/WRITE, guest memory a memfd, doorbells through the mmapped BAR2, MSI-X through eventfds.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import type { Fabric } from '../emulator/datapath/fabric';
+import { createNic } from '../emulator/nic';
+import type { Nic } from '../emulator/nic/device';
+import { GuestMemory, IrqIndex, VfioUserClient, type Mapping } from '../src/client/index';
+import { Daemon } from '../src/daemon';
+import { createTransport, type Transport, type TransportName } from '../src/transports/index';
+import type { NicEnv } from './nic-suite';
+import { type DeviceAccess, GuestHeap, TestDriver } from './nic-support';
+
+export const GUEST_BASE = 0x10_0000n;
+export const GUEST_SIZE = 4 << 20;
+
+export interface ClientEnv extends NicEnv {
+  readonly client: VfioUserClient;
+  readonly mem: GuestMemory;
+  close(): Promise<void>;
+}
+
+/** Offset of the MSI-X capability in config space, found by walking the capability list. */
+async function msixCapability(client: VfioUserClient): Promise<number> {
+  let ptr = (await client.configRead(0x34, 1)) & 0xfc;
+  for (let hops = 0; ptr !== 0 && hops < 48; hops++) {
+    const id = await client.configRead(ptr, 1);
+    if (id === 0x11) return ptr;
+    ptr = (await client.configRead(ptr + 1, 1)) & 0xfc;
+  }
+  throw new Error('no MSI-X capability');
+}
+
+export interface OpenOptions {
+  /** Map guest memory with its fd (QEMU's way); false: the device reaches it through DMA messages. */
+  readonly withFd?: boolean;
+  /** The wire the device's port joins; default: the process's shared fabric. */
+  readonly fabric?: Fabric;
+  /** Serve it as `vrnic serve` does (a Daemon on its own socket) instead of a bare transport. */
+  readonly daemon?: boolean;
+}
+
+/** A device on `name`'s transport with one client connected, guest memory mapped and MSI-X wired. */
+export async function open(name: TransportName, opts: OpenOptions = {}): Promise<ClientEnv> {
+  const withFd = opts.withFd ?? true;
+  const dir = mkdtempSync(join(tmpdir(), 'vrnic-nic-'));
+  const socketPath = join(dir, 'nic.sock');
+  const log = pino({ level: process.env.VRNIC_TEST_LOG ?? 'silent' });
+  const nic: Nic = createNic({ numUars: 8 }, { log, fabric: opts.fabric });
+  let transport: Transport | null = null;
+  let daemon: Daemon | null = null;
+  let client: VfioUserClient | null = null;
+  let uarMap: Mapping | null = null;
+  const mem = new GuestMemory(GUEST_SIZE, GUEST_BASE);
+  const close = async (): Promise<void> => {
+    uarMap?.unmap();
+    await client?.close();
+    if (daemon !== null) await daemon.stop();
+    else await transport?.stop();
+    nic.close();
+    mem.close();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    if (opts.daemon === true) {
+      daemon = await Daemon.start({ socketPath, transport: name, device: nic, log });
+      transport = daemon.transport;
+    } else {
+      transport = createTransport(name, { socketPath, device: nic, log });
+      await transport.start();
+    }
+    client = await VfioUserClient.connect(socketPath);
+    await client.enableDevice();
+    const msix = await msixCapability(client);
+    await client.configWrite(msix + 2, 0x8000, 2);
+    await client.setIrqEventfds(IrqIndex.Msix, 0, nic.config.msixVectors);
+    await client.dmaMap(mem, { withFd });
+    uarMap = await client.mmapSparseArea(2);
+    const c = client;
+    const tally = new Map<number, number>();
+    const add = (v: number, n: bigint): void => void tally.set(v, (tally.get(v) ?? 0) + Number(n));
+    const access: DeviceAccess = {
+      readReg: (off) => c.barRead32(0, off),
+      writeReg: (off, v) => c.barWrite32(0, off, v),
+      memRead: (addr, length) => mem.read(addr, length),
+      memWrite: (addr, data) => mem.write(addr, data),
+      uar: uarMap.buffer,
+      waitIrq: (v) => c.waitIrq(IrqIndex.Msix, v).then((n) => add(v, n)),
+      irqCount: (v) => {
+        add(v, c.takeIrq(IrqIndex.Msix, v));
+        return tally.get(v) ?? 0;
+      },
+    };
+    const heap = new GuestHeap(GUEST_BASE, BigInt(GUEST_SIZE));
+    return {
+      nic,
+      access,
+      heap,
+      drv: new TestDriver(access, heap),
+      unmappedAddr: GUEST_BASE + BigInt(GUEST_SIZE) + 0x10_0000n,
+      // A DEVICE_RESET also resets the PCI command register: turn memory decoding back on, as a driver's resume would.
+      transportReset: async () => {
+        await c.reset();
+        await c.enableDevice();
+      },
+      client: c,
+      mem,
+      close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
