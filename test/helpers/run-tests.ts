@@ -78,13 +78,17 @@ function main(): void {
   // ava's output passes through as it comes; its closing counts are read on the way to end the
   // run with one plain 'N passed, N failed, N skipped' line that any CI can read.
   const counts = { passed: 0, failed: 0, skipped: 0 };
+  let ticks = 0;
   let pending = '';
   child.stdout.on('data', (chunk: Buffer) => {
     process.stdout.write(chunk);
     pending += chunk.toString('utf8');
     const lines = pending.split('\n');
     pending = lines.pop() ?? '';
-    for (const line of lines) countLine(line, counts);
+    for (const line of lines) {
+      countLine(line, counts);
+      if (/^\s*✔/.test(line.replace(/\x1b\[[0-9;]*m/g, ''))) ticks++;
+    }
   });
   // Ctrl-C reaches ava too (same process group); we stay to clean up after it.
   const ignore = () => undefined;
@@ -92,6 +96,8 @@ function main(): void {
   process.on('SIGTERM', (s) => child.kill(s));
   child.on('close', (code, signal) => {
     countLine(pending, counts);
+    // ava prints its 'N tests passed' line only when nothing failed; otherwise count its ticks.
+    if (counts.passed === 0) counts.passed = ticks;
     const skips = readSkips();
     if (skips.length > 0) process.stdout.write(`\n${groupSkips(skips)}\n`);
     process.stdout.write(`\ntests: ${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped\n`);
