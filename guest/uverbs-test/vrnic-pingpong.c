@@ -22,8 +22,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -67,6 +69,8 @@ static struct {
 	bool traffic;
 	double idle_ms;		/* no completion for this long: ask the device whether it is still there */
 	const char *output;
+	const char *role;	/* one side only (two guests): requester or responder */
+	const char *peer_tty;	/* that side's line to the host, which relays the peer's endpoint */
 } opt = { .wait_device_s = 5, .iters = 200, .size = 64, .traffic = false, .idle_ms = 500 };
 
 static int out_fd = 1;
@@ -735,15 +739,99 @@ static bool responder(struct side *s, struct run_state *st)
 	return await(s, st, false);
 }
 
+/* ---- reaching the peer ---------------------------------------------------------------------- */
+
+/*
+ * How a side reaches its peer to exchange endpoints and to agree both are in RTS: two processes
+ * of one guest share pipes; sides in two guests each have a serial line to the host, which reads
+ * their `endpoint` and `connected` reports and relays "PEER ..." and "GO" lines.
+ */
+struct link {
+	int in_fd, out_fd;	/* pipes; out_fd -1 with a relay */
+	bool relay;
+};
+
+/* One line from the relay; a host that never answers ends the wait after two minutes. */
+static bool read_line(int fd, char *buf, size_t len)
+{
+	size_t n = 0;
+	double start = now_ms();
+
+	while (n + 1 < len) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		char ch;
+
+		if (now_ms() - start > 120000 || poll(&p, 1, 1000) < 0)
+			return false;
+		if (!(p.revents & POLLIN))
+			continue;
+		if (read(fd, &ch, 1) != 1)
+			return false;
+		if (ch == '\r')
+			continue;
+		if (ch == '\n') {
+			if (!n)
+				continue;
+			break;
+		}
+		buf[n++] = ch;
+	}
+	buf[n] = '\0';
+	return true;
+}
+
+static bool exchange(const struct link *l, const struct endpoint *me, struct endpoint *peer)
+{
+	char line[200];
+	unsigned long long addr;
+
+	if (!l->relay)
+		return write_all(l->out_fd, me, sizeof(*me)) && read_all(l->in_fd, peer, sizeof(*peer));
+	report("endpoint", "\"lid\":%u,\"qpn\":%u,\"psn\":%u,\"rkey\":%u,\"addr\":%llu", me->lid, me->qpn, me->psn,
+	       me->rkey, (unsigned long long)me->addr);
+	/* The host sends "PEER lid qpn psn rkey addr", all decimal. */
+	if (!read_line(l->in_fd, line, sizeof(line)) ||
+	    sscanf(line, "PEER %u %u %u %u %llu", &peer->lid, &peer->qpn, &peer->psn, &peer->rkey, &addr) != 5)
+		return false;
+	peer->addr = addr;
+	return true;
+}
+
+/* Returns once both sides are in RTS (pipes), or, relayed, once the host says the responder is. */
+static bool both_ready(const struct link *l, bool is_requester)
+{
+	char sync = 'r', line[16];
+
+	if (!l->relay)
+		return write_all(l->out_fd, &sync, 1) && read_all(l->in_fd, &sync, 1);
+	if (!is_requester)
+		return true;	/* its `connected` report is what the host waits for */
+	return read_line(l->in_fd, line, sizeof(line)) && !strcmp(line, "GO");
+}
+
+/* A serial line as a plain byte pipe: no echo back to the host, no line editing. */
+static int open_tty(const char *path)
+{
+	struct termios t;
+	int fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	if (!tcgetattr(fd, &t)) {
+		cfmakeraw(&t);
+		tcsetattr(fd, TCSANOW, &t);
+	}
+	return fd;
+}
+
 /* ---- main ---------------------------------------------------------------------------------- */
 
-static int run_side(const char *path, bool is_requester, int in_fd, int peer_out)
+static int run_side(const char *path, bool is_requester, const struct link *link)
 {
 	struct side s;
 	struct endpoint me = { 0 }, peer = { 0 };
 	struct run_state st = { .end = GOT_CQE };
 	const char *step;
-	char sync = 'r';
 	bool ok;
 	int err;
 
@@ -767,7 +855,7 @@ static int run_side(const char *path, bool is_requester, int in_fd, int peer_out
 	me.rkey = s.rkey;
 	me.addr = (uintptr_t)s.buf;
 	/* The exchange: a peer that died closes its end, so a read here never waits forever. */
-	if (!write_all(peer_out, &me, sizeof(me)) || !read_all(in_fd, &peer, sizeof(peer))) {
+	if (!exchange(link, &me, &peer)) {
 		report("error", "\"op\":\"exchange\",\"errno\":0,\"error\":\"the peer went away\"");
 		side_teardown(&s);
 		return 1;
@@ -782,7 +870,7 @@ static int run_side(const char *path, bool is_requester, int in_fd, int peer_out
 	report("connected", "\"errno\":%d,\"step\":\"%s\",\"lid\":%u,\"qpn\":%u,\"psn\":%u,\"rkey\":\"0x%x\",\"peer_lid\":%u,\"peer_qpn\":%u,\"peer_psn\":%u,\"peer_rkey\":\"0x%x\"",
 	       -err, err ? step : "done", me.lid, me.qpn, me.psn, me.rkey, peer.lid, peer.qpn, peer.psn, peer.rkey);
 	/* Neither side sends before both are in RTS: a packet to a QP not yet in RTR is dropped. */
-	if (err || !write_all(peer_out, &sync, 1) || !read_all(in_fd, &sync, 1)) {
+	if (err || !both_ready(link, is_requester)) {
 		side_teardown(&s);
 		return 1;
 	}
@@ -810,10 +898,14 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: vrnic-pingpong [--iters N] [--size BYTES] [--traffic] [--wait-device S] [--output PATH]\n"
+		"                      [--role requester|responder --peer-tty TTY]\n"
 		"  Two processes connect RC QPs on the first vrnic device and run a SEND ping-pong of\n"
 		"  --iters round trips (default 200) of --size bytes (default 64, at most 4096), then an\n"
 		"  RDMA WRITE and an RDMA READ, every byte verified. --traffic: ping-pong until the\n"
-		"  device goes away; exit 0 only if that ended in error completions or EIO.\n");
+		"  device goes away; exit 0 only if that ended in error completions or EIO.\n"
+		"  --role: run one side only (the peer is in another guest); the host reads this side's\n"
+		"  endpoint report and writes the peer's as \"PEER lid qpn psn rkey addr\" on TTY, then\n"
+		"  \"GO\" to the requester once the responder reported connected.\n");
 }
 
 int main(int argc, char **argv)
@@ -824,6 +916,8 @@ int main(int argc, char **argv)
 		{ "traffic", no_argument, NULL, 't' },
 		{ "wait-device", required_argument, NULL, 'w' },
 		{ "output", required_argument, NULL, 'o' },
+		{ "role", required_argument, NULL, 'r' },
+		{ "peer-tty", required_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -850,6 +944,12 @@ int main(int argc, char **argv)
 		case 'o':
 			opt.output = optarg;
 			break;
+		case 'r':
+			opt.role = optarg;
+			break;
+		case 'p':
+			opt.peer_tty = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -859,7 +959,8 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind != argc || opt.iters < 1 || opt.iters > 1000000 || opt.size < 4 || opt.size > PAGE ||
-	    opt.wait_device_s < 0 || opt.wait_device_s > 600) {
+	    opt.wait_device_s < 0 || opt.wait_device_s > 600 || !opt.role != !opt.peer_tty ||
+	    (opt.role && strcmp(opt.role, "requester") && strcmp(opt.role, "responder"))) {
 		usage(stderr);
 		return 2;
 	}
@@ -876,8 +977,23 @@ int main(int argc, char **argv)
 		}
 		usleep(100000);
 	}
-	report("start", "\"device\":\"%s\",\"iters\":%u,\"size\":%u,\"traffic\":%s", path, opt.iters, opt.size,
-	       opt.traffic ? "true" : "false");
+	report("start", "\"device\":\"%s\",\"iters\":%u,\"size\":%u,\"traffic\":%s,\"role\":\"%s\"", path, opt.iters,
+	       opt.size, opt.traffic ? "true" : "false", opt.role ? opt.role : "both");
+	if (opt.role) {
+		struct link relay = { .in_fd = open_tty(opt.peer_tty), .out_fd = -1, .relay = true };
+		bool is_requester = !strcmp(opt.role, "requester");
+
+		if (relay.in_fd < 0) {
+			report("error", "\"op\":\"open-peer-tty\",\"errno\":%d", errno);
+			report("exit", "\"code\":1");
+			return 1;
+		}
+		role = opt.role;
+		code = run_side(path, is_requester, &relay);
+		role = "main";
+		report("exit", "\"code\":%d", code);
+		return code;
+	}
 	if (pipe2(a2b, O_CLOEXEC) || pipe2(b2a, O_CLOEXEC)) {
 		report("error", "\"op\":\"pipe\",\"errno\":%d", errno);
 		return 1;
@@ -891,7 +1007,9 @@ int main(int argc, char **argv)
 		role = "responder";
 		close(a2b[1]);
 		close(b2a[0]);
-		code = run_side(path, false, a2b[0], b2a[1]);
+		struct link pipes = { .in_fd = a2b[0], .out_fd = b2a[1] };
+
+		code = run_side(path, false, &pipes);
 		/* Not "exit": that one is the whole program's, reported by the parent. */
 		report("side-exit", "\"code\":%d", code);
 		_exit(code);
@@ -899,7 +1017,11 @@ int main(int argc, char **argv)
 	role = "requester";
 	close(a2b[0]);
 	close(b2a[1]);
-	code = run_side(path, true, b2a[0], a2b[1]);
+	{
+		struct link pipes = { .in_fd = b2a[0], .out_fd = a2b[1] };
+
+		code = run_side(path, true, &pipes);
+	}
 	close(a2b[1]);
 	close(b2a[0]);
 	role = "main";
