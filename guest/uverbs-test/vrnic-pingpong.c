@@ -765,8 +765,11 @@ static bool read_line(int fd, char *buf, size_t len)
 			return false;
 		if (!(p.revents & POLLIN))
 			continue;
-		if (read(fd, &ch, 1) != 1)
-			return false;
+		/* Nothing yet (a serial line with nobody at the other end reads as hung up): wait. */
+		if (read(fd, &ch, 1) != 1) {
+			usleep(100000);
+			continue;
+		}
 		if (ch == '\r')
 			continue;
 		if (ch == '\n') {
@@ -819,6 +822,8 @@ static int open_tty(const char *path)
 		return -1;
 	if (!tcgetattr(fd, &t)) {
 		cfmakeraw(&t);
+		/* No modem lines on this wire: without CLOCAL a read sees a hang-up. */
+		t.c_cflag |= CLOCAL | CREAD;
 		tcsetattr(fd, TCSANOW, &t);
 	}
 	return fd;
