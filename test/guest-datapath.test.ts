@@ -130,12 +130,18 @@ function twoGuests(): Promise<Record<'requester' | 'responder', Run>> {
     const serve = await startServe(sockets);
     const lines = new Map<string, net.Socket>();
     const said: Record<string, Record<string, unknown>> = {};
-    // Lines for a guest whose serial line is not connected yet wait here.
+    // Lines for a guest wait here until its serial line is connected and its program listens on
+    // ttyS1 (it opens it before reporting its endpoint): a UART nobody opened drops what it gets.
     const pending = new Map<string, string[]>();
-    const relay = (role: string, text: string) => {
+    const flush = (role: string) => {
       const line = lines.get(role);
-      if (line) line.write(`${text}\n`);
-      else pending.set(role, [...(pending.get(role) ?? []), text]);
+      if (!line || !said[`${role}/endpoint`]) return;
+      for (const text of pending.get(role) ?? []) line.write(`${text}\n`);
+      pending.delete(role);
+    };
+    const relay = (role: string, text: string) => {
+      pending.set(role, [...(pending.get(role) ?? []), text]);
+      flush(role);
     };
     const maybeGo = () => {
       if (said['responder/connected']?.errno === 0 && said['requester/connected']?.errno === 0 && !said.go) {
@@ -161,6 +167,7 @@ function twoGuests(): Promise<Record<'requester' | 'responder', Run>> {
             said[`${role}/${r.event}`] = r.fields;
             const other = role === 'requester' ? 'responder' : 'requester';
             if (r.event === 'endpoint') {
+              flush(role);
               const f = r.fields;
               relay(other, `PEER ${String(f.lid)} ${String(f.qpn)} ${String(f.psn)} ${String(f.rkey)} ${String(f.addr)}`);
             }
@@ -182,8 +189,7 @@ function twoGuests(): Promise<Record<'requester' | 'responder', Run>> {
             sock.on('error', () => undefined);
             sock.on('data', () => undefined);
             lines.set(role, sock);
-            for (const text of pending.get(role) ?? []) sock.write(`${text}\n`);
-            pending.delete(role);
+            flush(role);
           } else await new Promise((r) => setTimeout(r, 100));
         }
       }

@@ -761,10 +761,14 @@ static bool read_line(int fd, char *buf, size_t len)
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 		char ch;
 
-		if (now_ms() - start > 120000 || poll(&p, 1, 1000) < 0)
+		if (now_ms() - start > 120000)
 			return false;
-		if (!(p.revents & POLLIN))
+		if (poll(&p, 1, 1000) <= 0 || !(p.revents & POLLIN)) {
+			/* A line with nobody at the other end polls as hung up at once: do not spin. */
+			if (p.revents & (POLLHUP | POLLERR))
+				usleep(100000);
 			continue;
+		}
 		/* Nothing yet (a serial line with nobody at the other end reads as hung up): wait. */
 		if (read(fd, &ch, 1) != 1) {
 			usleep(100000);
@@ -792,10 +796,14 @@ static bool exchange(const struct link *l, const struct endpoint *me, struct end
 		return write_all(l->out_fd, me, sizeof(*me)) && read_all(l->in_fd, peer, sizeof(*peer));
 	report("endpoint", "\"lid\":%u,\"qpn\":%u,\"psn\":%u,\"rkey\":%u,\"addr\":%llu", me->lid, me->qpn, me->psn,
 	       me->rkey, (unsigned long long)me->addr);
-	/* The host sends "PEER lid qpn psn rkey addr", all decimal. */
-	if (!read_line(l->in_fd, line, sizeof(line)) ||
-	    sscanf(line, "PEER %u %u %u %u %llu", &peer->lid, &peer->qpn, &peer->psn, &peer->rkey, &addr) != 5)
-		return false;
+	/*
+	 * The host sends "PEER lid qpn psn rkey addr", all decimal. Other lines (what a serial line
+	 * carries before anyone spoke on it) are skipped; read_line bounds the wait.
+	 */
+	do {
+		if (!read_line(l->in_fd, line, sizeof(line)))
+			return false;
+	} while (sscanf(line, "PEER %u %u %u %u %llu", &peer->lid, &peer->qpn, &peer->psn, &peer->rkey, &addr) != 5);
 	peer->addr = addr;
 	return true;
 }
@@ -809,7 +817,11 @@ static bool both_ready(const struct link *l, bool is_requester)
 		return write_all(l->out_fd, &sync, 1) && read_all(l->in_fd, &sync, 1);
 	if (!is_requester)
 		return true;	/* its `connected` report is what the host waits for */
-	return read_line(l->in_fd, line, sizeof(line)) && !strcmp(line, "GO");
+	do {
+		if (!read_line(l->in_fd, line, sizeof(line)))
+			return false;
+	} while (strcmp(line, "GO"));
+	return true;
 }
 
 /* A serial line as a plain byte pipe: no echo back to the host, no line editing. */
