@@ -332,6 +332,23 @@ export function shutdownSocket(fd: number): void {
   s.shutdown(fd, 2 /* SHUT_RDWR */);
 }
 
+/**
+ * Ends a stream connection as a peer that had read everything would, then closes the fd.
+ * A Unix stream socket closed with data still unread makes the other side's next read fail with
+ * ECONNRESET instead of reading end of stream. So: shut down both directions (the peer's reads
+ * now end, its sends fail with EPIPE, and ours can no longer block), discard what it had already
+ * sent, and close. The discard is bounded; a socket buffer holds far less.
+ */
+export function closeConnection(fd: number): void {
+  if (fd < 0) return;
+  s.shutdown(fd, 2 /* SHUT_RDWR */);
+  const scratch = Buffer.allocUnsafe(65536);
+  for (let i = 0; i < 1024; i++) {
+    if (Number(c.read(fd, scratch, scratch.length)) <= 0) break;
+  }
+  closeQuietly(fd);
+}
+
 /** Sets SO_SNDTIMEO or SO_RCVTIMEO (struct timeval) in milliseconds. */
 export function setSocketTimeout(fd: number, which: typeof SO_SNDTIMEO | typeof SO_RCVTIMEO, ms: number): void {
   const tv = Buffer.alloc(16);

@@ -164,15 +164,41 @@ export function suiteSources(suite: string, mirror: string): string[] {
   return lines;
 }
 
-/** The wrapper that runs the root's QEMU with the root's loader, libraries, modules and firmware. */
+/** Where Debian's QEMU looks for its modules after QEMU_MODULE_DIR (its build's CONFIG_QEMU_MODDIR). */
+export const HOST_QEMU_MODULE_DIR = '/usr/lib/x86_64-linux-gnu/qemu';
+
+/**
+ * The wrapper that runs the root's QEMU with the root's loader, libraries, modules and firmware.
+ *
+ * QEMU looks for a module in QEMU_MODULE_DIR and then in its build's module directory, which is
+ * the host's /usr/lib/x86_64-linux-gnu/qemu. A module the root lacks but a host QEMU (bookworm's
+ * 7.2) has there is then loaded from the host and refused ("Only modules from the same build can
+ * be loaded"), which fails `-device help` and can fail a start. So where the host has that
+ * directory, the wrapper runs QEMU in a mount namespace of its own in which the root's module
+ * directory is bind-mounted over the host's: QEMU sees only its own build's modules, and nothing
+ * changes for any other process. (As root a plain mount namespace; otherwise a user namespace
+ * maps the caller to root inside it, as rootless containers do.) `unshare` and the shell exec,
+ * so QEMU keeps the wrapper's PID and gets its signals.
+ */
 export function wrapperScript(root: string): string {
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
   return [
     '#!/bin/sh',
     `# Runs Debian's ${QEMU_PACKAGE} from the root that \`vrnic qemu provision\` made, with that root's`,
-    '# loader and libraries, so nothing of it needs installing on the host.',
+    '# loader, libraries and modules, so nothing of it needs installing on the host.',
     `root=${q(root)}`,
-    'export QEMU_MODULE_DIR="$root/usr/lib/x86_64-linux-gnu/qemu"',
+    `hostmods=${HOST_QEMU_MODULE_DIR}`,
+    'mods="$root/usr/lib/x86_64-linux-gnu/qemu"',
+    'if [ -d "$hostmods" ] && [ "$VRNIC_QEMU_NS" != "$$" ]; then',
+    '  # A host QEMU has modules where this one looks second: hide them (see qemu-config/provision.ts).',
+    '  if [ "$(id -u)" = 0 ]; then ns="--mount"; else ns="--mount --map-root-user"; fi',
+    '  VRNIC_QEMU_NS=$$ exec unshare $ns --propagation private "$0" "$@"',
+    'fi',
+    'if [ "$VRNIC_QEMU_NS" = "$$" ]; then',
+    '  mount --bind "$mods" "$hostmods" || exit 1',
+    '  unset VRNIC_QEMU_NS',
+    'fi',
+    'export QEMU_MODULE_DIR="$mods"',
     'exec "$root/usr/lib64/ld-linux-x86-64.so.2" --library-path "$root/usr/lib/x86_64-linux-gnu" \\',
     `  "$root/usr/bin/${QEMU_BINARY}" -L "$root/usr/share/qemu" -L "$root/usr/share/seabios" "$@"`,
     '',
@@ -190,6 +216,12 @@ export async function provisionQemu(opts: ProvisionOptions = {}): Promise<Provis
   if (!opts.force) {
     const have = readProvisioned(dir, true);
     if (have) {
+      // A copy made by an older vrnic gets the current wrapper; the root itself is unchanged.
+      const wrapper = wrapperScript(path.join(dir, 'root'));
+      if (fs.readFileSync(have.binary, 'utf8') !== wrapper) {
+        fs.writeFileSync(have.binary, wrapper, { mode: 0o755 });
+        progress(`[qemu] updated the wrapper ${have.binary}`);
+      }
       const info = await probeQemu(have.binary).catch(() => undefined);
       if (info?.hasVfioUser) {
         progress(`[qemu] QEMU ${have.version} (${have.packageVersion}, ${suite}) is already provisioned: ${have.binary}`);
@@ -227,6 +259,7 @@ export async function provisionQemu(opts: ProvisionOptions = {}): Promise<Provis
     fs.rmSync(dir, { recursive: true, force: true });
     fs.mkdirSync(path.join(work, 'bin'));
     fs.writeFileSync(path.join(work, 'bin', QEMU_BINARY), wrapperScript(path.join(dir, 'root')), { mode: 0o755 });
+    fs.chmodSync(work, 0o755); // mkdtemp made it private; the QEMU in it is for every user of the cache
     fs.renameSync(work, dir);
 
     const binary = path.join(dir, 'bin', QEMU_BINARY);

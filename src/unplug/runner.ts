@@ -356,7 +356,11 @@ async function waitCount(g: GuestConsole, event: string, n: number, timeoutMs: n
  */
 function qemuDiagnosis(logFile: string, signal: NodeJS.Signals): string {
   const last = readLines(logFile).filter((l) => /Assertion|abort|error/i.test(l)).slice(-1)[0];
-  const known = last?.includes('memory_region_del_subregion') ? ' (QEMU vfio-user-pci bug on hot-unplug with MSI-X: see docs/unplug.md)' : '';
+  const known = last?.includes('memory_region_del_subregion')
+    ? ' (QEMU vfio-user-pci bug on hot-unplug with MSI-X: see docs/unplug.md)'
+    : last?.includes('error_setv')
+      ? ' (QEMU vfio-user client bug on a connection reset by the server, as a killed server resets it: see docs/unplug.md)'
+      : '';
   return `QEMU died by ${signal} during the run${last ? `: ${last.trim()}` : ''}${known}`;
 }
 

@@ -1,6 +1,6 @@
 // One vfio-user client connection of the built-in transport: command handling, DMA table, the client's eventfds.
 import type { Logger } from 'pino';
-import { closeQuietly, FdSocket } from '../../../ffi/libc';
+import { closeConnection, closeQuietly, FdSocket } from '../../../ffi/libc';
 import { SysError } from '../../../ffi/errors';
 import { DmaMapTable } from '../../../emulator/framework/dma-map';
 import { DmaError } from '../../../emulator/framework/device';
@@ -574,7 +574,8 @@ export class Session {
     this.stream.discard();
     this.reader.discard();
     this.stream.sock.free();
-    closeQuietly(this.fd);
+    // The client sees the end of the stream, not a reset, whatever it had in flight.
+    closeConnection(this.fd);
     this.dma.clear();
     this.irqs.closeAll();
     for (const p of this.pending.values()) p.reject(new Error('client disconnected'));
