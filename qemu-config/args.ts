@@ -19,6 +19,11 @@ export interface QemuOptions {
   readonly deviceId?: string;
   /** Extra vfio-user-pci properties (e.g. {"x-msix-relocation": "bar5"}). */
   readonly deviceProperties?: Readonly<Record<string, string | number | boolean>>;
+  /**
+   * The pvrdma model's pairing: QEMU's own vmxnet3 at function 0 of the slot (multifunction) and
+   * the vfio-user device at function 1, as vmw_pvrdma's probe requires (docs/pvrdma.md).
+   */
+  readonly pairedVmxnet3?: boolean;
   /** QEMU id of the root port carrying it. Default rp1. */
   readonly rootPortId?: string;
   /** PCIe slot number of the root port. Default 1. */
@@ -97,11 +102,26 @@ export function qemuArgs(opts: QemuOptions): string[] {
   if (opts.qmp) args.push('-qmp', `unix:${chardevPath(opts.qmp)},server=on,wait=off`);
   if (opts.nativeHotplug) args.push('-global', 'ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off');
   args.push('-device', `pcie-root-port,id=${rootPortId},slot=${slot}`);
-  if (opts.socket) args.push('-device', vfioUserDeviceJson(opts.socket, { deviceId, rootPortId, properties: opts.deviceProperties }));
+  if (opts.pairedVmxnet3) args.push('-device', pairedVmxnet3Arg(deviceId, rootPortId));
+  const properties = opts.pairedVmxnet3 ? { ...PVRDMA_DEVICE_PROPERTIES, ...opts.deviceProperties } : opts.deviceProperties;
+  if (opts.socket) args.push('-device', vfioUserDeviceJson(opts.socket, { deviceId, rootPortId, properties }));
   if (opts.logItems && opts.logItems.length) args.push('-d', opts.logItems.join(','));
   if (opts.logFile) args.push('-D', opts.logFile);
   if (opts.extra) args.push(...opts.extra);
   return args;
+}
+
+/**
+ * The pvrdma function's vfio-user-pci properties: function 1 of the slot, and register writes that
+ * wait for the device. vmw_pvrdma writes DSRHIGH and then reads the capabilities the device must
+ * have put into the shared region, with no register read in between to flush a posted write
+ * (pvrdma_pci_probe); VMware's device handles the write synchronously in the hypervisor's trap.
+ */
+export const PVRDMA_DEVICE_PROPERTIES: Readonly<Record<string, string | boolean>> = Object.freeze({ addr: '0.1', 'x-no-posted-writes': true });
+
+/** QEMU's vmxnet3 at function 0 of the root port's slot, the pvrdma function's paired NIC (no netdev: it carries no traffic). */
+export function pairedVmxnet3Arg(deviceId = 'nic0', rootPortId = 'rp1'): string {
+  return `vmxnet3,id=${deviceId}-net,bus=${rootPortId},addr=0.0,multifunction=on`;
 }
 
 /**

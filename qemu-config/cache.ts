@@ -6,12 +6,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-/** The package root: the directory holding guest/driver/vrnic.c (from dist/ or from the sources). */
+/** The package root: the directory holding guest/driver/vrnic_main.c (from dist/ or from the sources). */
 export function packageRoot(): string {
   for (const up of [path.resolve(__dirname, '..', '..'), path.resolve(__dirname, '..')]) {
-    if (fs.existsSync(path.join(up, 'guest', 'driver', 'vrnic.c'))) return up;
+    if (fs.existsSync(path.join(up, 'guest', 'driver', 'vrnic_main.c'))) return up;
   }
-  throw new Error(`cannot find the vrnic package (guest/driver/vrnic.c) above ${__dirname}`);
+  throw new Error(`cannot find the vrnic package (guest/driver/vrnic_main.c) above ${__dirname}`);
 }
 
 /** The cache root: $VRNIC_CACHE, else <package root>/.vrnic-cache. */

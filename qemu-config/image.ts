@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { cacheDir, packageRoot } from './cache';
 import { CpioWriter } from './cpio';
+import { addTree, buildPvrdmaKit, PVRDMA_GUEST_SCRIPT, PVRDMA_MODULES, pvrdmaPackageVersions, type GuestModel } from './pvrdma-kit';
 
 /**
  * The guest kernel follows Debian: the release the metapackage linux-image-amd64 currently
@@ -49,6 +50,8 @@ export interface GuestBuildOptions {
   force?: boolean;
   /** Receives one human-readable line per step. */
   progress?: (line: string) => void;
+  /** Which device's guest kit: vrnic's own (default), or pvrdma's upstream driver with Debian's rdma-core (qemu-config/pvrdma-kit.ts). */
+  model?: GuestModel;
 }
 
 export interface GuestImage {
@@ -66,6 +69,7 @@ export interface GuestImage {
   /** Built artifacts (also inside the initramfs), for inspection. */
   readonly modules: { readonly vrnic: string; readonly pfnHelper: string };
   readonly testProgram: string;
+  readonly model: GuestModel;
 }
 
 interface Manifest {
@@ -75,6 +79,7 @@ interface Manifest {
   packages: Record<string, string>;
   builtAt: string;
   kernelModules: string[];
+  model?: GuestModel;
 }
 
 /**
@@ -108,6 +113,8 @@ export interface GuestRunOptions {
   intervalMs?: number;
   /** Seconds to wait for the uverbs device (vrnic-test --wait-device). */
   waitDeviceSeconds?: number;
+  /** The program /init runs from /bin instead of vrnic-test (the pvrdma image's pvrdma-guest). */
+  program?: string;
   /** Extra vrnic-test flags; must not contain spaces or commas (commas separate them on the command line). */
   testArgs?: readonly string[];
   /** Serial device (e.g. ttyS1) vrnic-test writes its reports to instead of the console. */
@@ -147,6 +154,7 @@ export function guestAppend(opts: GuestRunOptions = {}): string {
   add('scenario', opts.scenario);
   add('procs', opts.procs);
   add('watch', opts.watchSeconds);
+  add('prog', opts.program);
   add('uars', opts.uars);
   add('settle', opts.settleMs);
   add('interval', opts.intervalMs);
@@ -212,7 +220,8 @@ if [ "$(param test 1)" != 0 ]; then
     set -- --wait-device "$(param wait 5)"
     [ "$scenario" = traffic ] && set -- "$@" --traffic;;
   *)
-    prog=/bin/vrnic-test
+    # vrnic.prog: another program in /bin taking vrnic-test's options (the pvrdma image's pvrdma-guest)
+    prog=/bin/$(param prog vrnic-test)
     set -- --wait-device "$(param wait 5)" --scenario "$scenario" --uars "$(param uars 1)" \\
       --watch "$(param watch 0)" --settle-ms "$(param settle 2000)" --interval-ms "$(param interval 20)"
     procs=$(param procs "")
@@ -277,6 +286,9 @@ function run(cmd: string, args: readonly string[], cwd?: string): Promise<string
   });
 }
 
+/** The builder's way to run a tool (errors carry its output's tail), for the model kits (qemu-config/pvrdma-kit.ts). */
+export const runTool = run;
+
 /** The guest sources that go into the image, as sorted repo-relative paths. */
 function guestSources(repo: string): string[] {
   const out: string[] = [];
@@ -291,7 +303,7 @@ function guestSources(repo: string): string[] {
   return out.sort();
 }
 
-async function packageVersion(pkg: string): Promise<string> {
+export async function packageVersion(pkg: string): Promise<string> {
   const out = await run('apt-cache', ['show', '--no-all-versions', pkg]).catch((err: Error) => {
     throw new Error(`apt-cache does not know ${pkg} (is the Debian bookworm archive configured? run apt-get update): ${err.message}`);
   });
@@ -300,15 +312,15 @@ async function packageVersion(pkg: string): Promise<string> {
   return m[1];
 }
 
-async function installedVersion(pkg: string): Promise<string> {
+export async function installedVersion(pkg: string): Promise<string> {
   const out = await run('dpkg-query', ['-W', '-f', '${Version}', pkg]).catch(() => '');
   if (!out) throw new Error(`${pkg} is not installed: apt-get install ${pkg}`);
   return out.trim();
 }
 
 /** Downloads a package into `debDir` unless it is there already; returns the .deb path. */
-async function downloadDeb(pkg: string, version: string, debDir: string, progress: (l: string) => void): Promise<string> {
-  const name = `${pkg}_${version.replace(/:/g, '%3a')}_amd64.deb`;
+export async function downloadDeb(pkg: string, version: string, debDir: string, progress: (l: string) => void, arch = 'amd64'): Promise<string> {
+  const name = `${pkg}_${version.replace(/:/g, '%3a')}_${arch}.deb`;
   const file = path.join(debDir, name);
   if (fs.existsSync(file)) {
     progress(`[guest] using downloaded ${name}`);
@@ -410,6 +422,7 @@ function imageAt(dir: string, m: Manifest, cached: boolean): GuestImage {
     packages: m.packages,
     modules: { vrnic: path.join(dir, 'vrnic.ko'), pfnHelper: path.join(dir, 'vrnic_pfn.ko') },
     testProgram: path.join(dir, 'vrnic-test'),
+    model: m.model ?? 'vrnic',
   };
 }
 
@@ -431,7 +444,7 @@ function pruneImages(root: string, keep: string, progress: (l: string) => void):
 }
 
 /** The most recently built image under a cache root (default `<cache root>/guest`), if any. */
-export function latestGuestImage(outDir?: string, repoRoot?: string): GuestImage | undefined {
+export function latestGuestImage(outDir?: string, repoRoot?: string, model: GuestModel = 'vrnic'): GuestImage | undefined {
   let root: string;
   try {
     root = path.resolve(outDir ?? (repoRoot === undefined ? cacheDir('guest') : path.join(repoRoot, '.vrnic-cache', 'guest')));
@@ -443,7 +456,7 @@ export function latestGuestImage(outDir?: string, repoRoot?: string): GuestImage
     if (!e.isDirectory() || e.name.startsWith('.') || e.name === 'debs') continue;
     const dir = path.join(root, e.name);
     const m = readManifest(dir);
-    if (m && (!best || m.builtAt > best.m.builtAt)) best = { m, dir };
+    if (m && (m.model ?? 'vrnic') === model && (!best || m.builtAt > best.m.builtAt)) best = { m, dir };
   }
   return best && imageAt(best.dir, best.m, true);
 }
@@ -456,6 +469,7 @@ export async function buildGuestImage(opts: GuestBuildOptions = {}): Promise<Gue
   const headersDir = opts.headersDir ?? `/usr/src/linux-headers-${release}`;
   const root = path.resolve(opts.outDir ?? (opts.repoRoot === undefined ? cacheDir('guest') : path.join(repo, '.vrnic-cache', 'guest')));
   const imagePkg = `linux-image-${release}`;
+  const model = opts.model ?? 'vrnic';
 
   if (!fs.existsSync(path.join(headersDir, 'Makefile'))) {
     throw new Error(`no kernel headers at ${headersDir}: apt-get install linux-headers-${release}`);
@@ -465,10 +479,11 @@ export async function buildGuestImage(opts: GuestBuildOptions = {}): Promise<Gue
     [imagePkg]: await packageVersion(imagePkg),
     'busybox-static': await packageVersion('busybox-static'),
     [`linux-headers-${release}`]: await installedVersion(`linux-headers-${release}`),
+    ...(model === 'pvrdma' ? await pvrdmaPackageVersions() : {}),
   };
   const gccVersion = (await run('gcc', ['-dumpfullversion'])).trim();
-  const sources = guestSources(repo);
-  const key = hashInputs(repo, sources, packages, { gcc: gccVersion, headersDir });
+  const sources = [...guestSources(repo), ...(model === 'pvrdma' ? [PVRDMA_GUEST_SCRIPT] : [])];
+  const key = hashInputs(repo, sources, packages, { gcc: gccVersion, headersDir, ...(model === 'pvrdma' ? { model } : {}) });
   const dir = path.join(root, key);
 
   const existing = opts.force ? undefined : readManifest(dir);
@@ -515,13 +530,16 @@ export async function buildGuestImage(opts: GuestBuildOptions = {}): Promise<Gue
     const pingpongBin = path.join(work, 'vrnic-pingpong');
     await run('make', ['-C', tdir, `OUT=${testBin}`, `PINGPONG_OUT=${pingpongBin}`]);
 
+    const pvrdma = model === 'pvrdma' ? await buildPvrdmaKit(work, headersDir, debDir, packages, progress) : undefined;
+
     progress('[guest] resolving module dependencies');
     const kmods = path.join(kroot, 'lib', 'modules', release);
     const local = new Map([
       ['vrnic', built.vrnic],
       ['vrnic_pfn', built.vrnic_pfn],
     ]);
-    const order = await resolveModules(['ib_core', 'ib_uverbs', 'vrnic_pfn', 'vrnic'], local, kmods);
+    if (pvrdma) local.set('vmw_pvrdma', pvrdma.module);
+    const order = await resolveModules(['ib_core', 'ib_uverbs', 'vrnic_pfn', 'vrnic', ...(pvrdma ? PVRDMA_MODULES : [])], local, kmods);
 
     progress(`[guest] writing initramfs (${order.map((m) => m.name).join(', ')})`);
     const cpio = new CpioWriter();
@@ -533,6 +551,10 @@ export async function buildGuestImage(opts: GuestBuildOptions = {}): Promise<Gue
     cpio.file('bin/vrnic-test', fs.readFileSync(testBin), 0o755);
     cpio.file('bin/vrnic-pingpong', fs.readFileSync(pingpongBin), 0o755);
     for (const m of order) cpio.file(`lib/modules/${m.name}.ko`, fs.readFileSync(m.file), 0o644);
+    if (pvrdma) {
+      addTree(cpio, pvrdma.userRoot, new Set(['bin', 'dev', 'proc', 'sys', 'tmp', 'lib', 'lib/modules']));
+      cpio.file('bin/pvrdma-guest', fs.readFileSync(path.join(repo, PVRDMA_GUEST_SCRIPT)), 0o755);
+    }
     const initrd = gzipSync(cpio.finish(), { level: 6 });
 
     const out = path.join(work, 'out');
@@ -549,6 +571,7 @@ export async function buildGuestImage(opts: GuestBuildOptions = {}): Promise<Gue
       packages,
       builtAt: new Date().toISOString(),
       kernelModules: order.map((m) => m.name),
+      model,
     };
     fs.writeFileSync(path.join(out, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
 

@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { PciDevice } from '../emulator/framework/device';
 import { moduleLogger } from './log';
-import { shellQuote, vfioUserDeviceJson } from '../qemu-config/args';
+import { pairedVmxnet3Arg, PVRDMA_DEVICE_PROPERTIES, shellQuote, vfioUserDeviceJson } from '../qemu-config/args';
 import { claimSocketPath, defaultSocketPath } from './socket-path';
 import { createTransport, resolveTransport, type Transport, type TransportChoice, type TransportName, type TransportStats } from './transports/index';
 
@@ -37,7 +37,12 @@ export function qemuDeviceArg(socketPath: string, id = 'nic0', bus = 'rp1'): str
  * The QEMU arguments that attach the device: its hot-pluggable root port and the device on it,
  * as one shell-quoted line a user can paste after the rest of their QEMU command line.
  */
-export function qemuAttachLine(socketPath: string): string {
+export function qemuAttachLine(socketPath: string, model: 'vrnic' | 'pvrdma' = 'vrnic'): string {
+  if (model === 'pvrdma') {
+    // vmw_pvrdma wants QEMU's vmxnet3 at function 0 of its slot; the device is function 1
+    const dev = vfioUserDeviceJson(socketPath, { deviceId: 'nic0', rootPortId: 'rp1', properties: PVRDMA_DEVICE_PROPERTIES });
+    return ['-device', 'pcie-root-port,id=rp1,slot=1', '-device', pairedVmxnet3Arg(), '-device', dev].map(shellQuote).join(' ');
+  }
   return ['-device', 'pcie-root-port,id=rp1,slot=1', '-device', qemuDeviceArg(socketPath)].map(shellQuote).join(' ');
 }
 

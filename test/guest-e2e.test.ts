@@ -66,7 +66,9 @@ function run(): Promise<Run> {
         kernel: image.kernel,
         initrd: image.initrd,
         // loglevel 7: the driver's probe lines reach the console as they happen, not only in the final dump.
-        append: guestAppend({ loglevel: 7, watchSeconds: 1 }),
+        // --comp-event: after the NOPs the CQ is armed and one more NOP must come back as a
+        // completion event on the CQ's completion channel.
+        append: guestAppend({ loglevel: 7, watchSeconds: 1, testArgs: ['--comp-event'] }),
         socket,
         qmp: path.join(dir, 'qmp.sock'),
         logItems: ['invalid_mem'],
@@ -155,6 +157,24 @@ maybe('NOP work requests posted from user space complete through the device into
   t.is(nop?.fields.wr_id_ok, nop?.fields.posted);
   const admin = r.trace.filter((rec) => rec.kind === 'admin').map((rec) => rec.op);
   for (const op of ['CREATE_CQ', 'CREATE_QP', 'MODIFY_QP', 'DESTROY_QP', 'DESTROY_CQ']) t.true(admin.includes(op), op);
+});
+
+maybe("an armed CQ's completion reaches user space as an event on its completion channel", async (t) => {
+  t.timeout(600_000);
+  const r = await run();
+  const ev = testEvent(r, 'comp-event');
+  t.truthy(ev, 'no comp-event report');
+  t.log(JSON.stringify(ev?.fields));
+  t.is(ev?.fields.errno, 0);
+  // read() on the channel returned one event, and it names the CQ that was armed
+  t.is(ev?.fields.got_event, true);
+  t.is(ev?.fields.cq_handle_ok, true);
+  // the device raised the CQ's vector for that completion: the driver's comp_handler had a cause
+  const cqn = testEvent(r, 'nop')?.fields.cqn;
+  t.true(
+    r.trace.some((rec) => rec.kind === 'irq' && (rec.reason === 'completion' || rec.reason === 'cq-armed-with-completions') && rec.cqn === cqn),
+    'a completion interrupt for the CQ',
+  );
 });
 
 maybe('the guest kernel log stays clean through probe, context and teardown', async (t) => {

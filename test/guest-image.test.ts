@@ -87,7 +87,7 @@ maybe('a changed driver source gives a new cache key and a rebuild', async (t) =
     // The downloaded packages are reused; only the sources differ.
     fs.symlinkSync(path.join(cacheDir('guest'), 'debs'), path.join(out, 'debs'));
     const a = await buildGuestImage({ repoRoot: repo, outDir: out });
-    fs.appendFileSync(path.join(repo, 'guest', 'driver', 'vrnic.c'), '\n/* changed */\n');
+    fs.appendFileSync(path.join(repo, 'guest', 'driver', 'vrnic_main.c'), '\n/* changed */\n');
     const b = await buildGuestImage({ repoRoot: repo, outDir: out });
     t.false(b.cached);
     t.not(a.key, b.key);

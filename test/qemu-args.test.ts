@@ -32,6 +32,15 @@ test('the vfio-user device sits on its own PCIe root port and names the socket',
   t.deepEqual(JSON.parse(devices[1]), { driver: 'vfio-user-pci', id: 'nicA', bus: 'rpA', socket: { type: 'unix', path: '/run/v.sock' } });
 });
 
+test('the pvrdma pairing puts QEMU\'s vmxnet3 at function 0 and the device at function 1 of one port, with writes not posted', (t) => {
+  const args = qemuArgs({ ...base, socket: '/run/v.sock', pairedVmxnet3: true });
+  const devices = values(args, '-device');
+  t.deepEqual(devices.slice(0, 2), ['pcie-root-port,id=rp1,slot=1', 'vmxnet3,id=nic0-net,bus=rp1,addr=0.0,multifunction=on']);
+  const dev = JSON.parse(devices[2]!) as Record<string, unknown>;
+  t.like(dev, { driver: 'vfio-user-pci', id: 'nic0', bus: 'rp1', addr: '0.1', 'x-no-posted-writes': true });
+  t.false(qemuArgs({ ...base, socket: '/run/v.sock' }).some((a) => a.startsWith('vmxnet3')));
+});
+
 test('without a socket there is no vfio-user device', (t) => {
   const args = qemuArgs(base);
   t.false(args.some((a) => a.includes('vfio-user-pci')));

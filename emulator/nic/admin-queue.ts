@@ -175,6 +175,18 @@ export class AdminQueue {
   private async execute(cmd: AdminCommand, epoch: number): Promise<Outcome> {
     const handler = this.handlers[cmd.opcode];
     if (handler === undefined) return fail(Status.BadOpcode, `unknown opcode 0x${cmd.opcode.toString(16)}`);
+    const { stallAdminOpcode, stallAdminMs } = this.nic.config;
+    if (stallAdminMs > 0 && cmd.opcode === stallAdminOpcode) {
+      // Fault injection (config stallAdminOpcode/stallAdminMs): a command the device sits on, so a
+      // driver's timeout path can be tested. A reset meanwhile abandons it like any command.
+      const fields = { opcode: cmd.opcode, op: OPCODE_NAMES[cmd.opcode] ?? 'UNKNOWN', cmdId: cmd.cmdId, ms: stallAdminMs };
+      this.nic.obs.log.warn(fields, 'stalling admin command (fault injection)');
+      this.nic.obs.emit('admin-stall', { ...fields, phase: 'start' }, 'admin command stalled');
+      await new Promise((r) => setTimeout(r, stallAdminMs));
+      const abandoned = epoch !== this.nic.epoch;
+      this.nic.obs.emit('admin-stall', { ...fields, phase: abandoned ? 'abandoned' : 'resumed' }, 'admin command stall over');
+      if (abandoned) return null;
+    }
     this.nic.poller.poke();
     try {
       return await handler(cmd, epoch);
@@ -232,6 +244,12 @@ export class AdminQueue {
 
   // ---- helpers shared by handlers ----
 
+  /** A query's answer into the driver's buffer, traced with its address: a driver test checks it lands only in live memory. */
+  private async writeOutput(cmd: AdminCommand, addr: bigint, data: Buffer): Promise<void> {
+    await this.nic.dma.write(addr, data);
+    this.nic.obs.emit('admin-output', { opcode: cmd.opcode, op: OPCODE_NAMES[cmd.opcode] ?? 'UNKNOWN', cmdId: cmd.cmdId, addr: hex(addr), len: data.length }, 'admin output written');
+  }
+
   private mapped(addr: bigint, length: number, writable: boolean): boolean {
     return length > 0 && addr >= 0n && this.nic.dma.isMapped(addr, length, writable);
   }
@@ -279,7 +297,7 @@ export class AdminQueue {
       .u32(1)
       .u32(1).buf;
     if (epoch !== this.nic.epoch) return null;
-    await this.nic.dma.write(outAddr, out.subarray(0, n));
+    await this.writeOutput(cmd, outAddr, out.subarray(0, n));
     return ok(n, QUERY_DEVICE_SIZE);
   }
 
@@ -310,7 +328,7 @@ export class AdminQueue {
       .u32(0x80000000)
       .bytes(gid).buf;
     if (epoch !== this.nic.epoch) return null;
-    await this.nic.dma.write(outAddr, out.subarray(0, n));
+    await this.writeOutput(cmd, outAddr, out.subarray(0, n));
     return ok(n, QUERY_PORT_SIZE);
   }
 

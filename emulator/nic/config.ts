@@ -32,6 +32,12 @@ export interface NicConfig {
   readonly maxMrSize: bigint;
   readonly nodeGuid: bigint;
   readonly poll: NicPollConfig;
+  /**
+   * Fault injection for driver tests: commands with this opcode are held stallAdminMs before they
+   * run (0: none). A reset meanwhile abandons the command, as for any command in flight.
+   */
+  readonly stallAdminOpcode: number;
+  readonly stallAdminMs: number;
 }
 
 /** What callers (and JSON files) may give: any subset; the rest takes the defaults. */
@@ -53,6 +59,8 @@ export interface NicConfigInput {
   maxMrSize?: bigint | number | string;
   nodeGuid?: bigint | number | string;
   poll?: Partial<NicPollConfig>;
+  stallAdminOpcode?: number;
+  stallAdminMs?: number;
 }
 
 export const NIC_DEFAULTS: NicConfig = Object.freeze({
@@ -74,6 +82,8 @@ export const NIC_DEFAULTS: NicConfig = Object.freeze({
   maxMrSize: 1n << 32n,
   nodeGuid: 0x02005e0000007a01n,
   poll: Object.freeze({ busyWindowUs: 2000, maxSleepMs: 10 }),
+  stallAdminOpcode: 0,
+  stallAdminMs: 0,
 });
 
 /** A configuration that failed validation; `problems` names each bad field. */
@@ -108,6 +118,8 @@ const INT_RULES: Readonly<Record<string, IntRule>> = {
   // Queue indexes are 16 bits: a ring may hold at most half their range.
   maxCqe: { min: 2, max: 32768, pow2: true },
   maxQpWr: { min: 2, max: 32768, pow2: true },
+  stallAdminOpcode: { min: 0, max: 0xff },
+  stallAdminMs: { min: 0, max: 600_000 },
 };
 
 const POLL_RULES: Readonly<Record<string, IntRule>> = {

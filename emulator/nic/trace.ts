@@ -2,7 +2,7 @@
 import type { Logger } from 'pino';
 import { GuestErrorLog } from '../framework/guest-errors';
 
-export type TraceKind = 'reg' | 'admin' | 'doorbell' | 'irq' | 'event' | 'guest-error';
+export type TraceKind = 'reg' | 'admin' | 'admin-stall' | 'admin-output' | 'doorbell' | 'irq' | 'event' | 'guest-error';
 
 /** One trace record; JSON-able (numbers and strings only, bigints rendered as hex strings). */
 export interface TraceRecord {

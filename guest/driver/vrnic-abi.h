@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: (GPL-2.0 OR MIT) */
-/* vrnic-abi.h: the driver data vrnic's uverbs commands carry (udata), shared by the driver and user space. */
+/* vrnic-abi.h: the driver data vrnic's uverbs commands carry (udata), shared with user space. */
 #ifndef VRNIC_ABI_H
 #define VRNIC_ABI_H
 
@@ -22,14 +22,16 @@ struct vrnic_alloc_ucontext_resp {
 	__u32 num_uars;		/* pages in this context's UAR run */
 	__u32 uar_index;	/* first UAR page index inside BAR2 */
 	__u32 uar_page_size;
-	__aligned_u64 uar_mmap_offset; /* mmap() offset of the whole run (map exactly num_uars pages) */
+	/* mmap() offset of the whole run (map exactly num_uars pages) */
+	__aligned_u64 uar_mmap_offset;
 	__u32 driver_flags;	/* VRNIC_DRIVER_FLAG_* : the planted bug the driver runs with */
 	__u32 reserved;
 };
 
-#define VRNIC_DRIVER_FLAG_LEGACY_MMAP		(1u << 0)
-#define VRNIC_DRIVER_FLAG_NO_DISASSOCIATE	(1u << 1)
-#define VRNIC_DRIVER_FLAG_PRIVATE_TRACKING	(1u << 2)
+/* Plain constants: user space has no BIT(). */
+#define VRNIC_DRIVER_FLAG_LEGACY_MMAP		0x1u
+#define VRNIC_DRIVER_FLAG_NO_DISASSOCIATE	0x2u
+#define VRNIC_DRIVER_FLAG_PRIVATE_TRACKING	0x4u
 
 /* ALLOC_PD driver output. */
 struct vrnic_alloc_pd_resp {

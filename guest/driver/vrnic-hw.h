@@ -3,6 +3,9 @@
 #ifndef VRNIC_HW_H
 #define VRNIC_HW_H
 
+#include <linux/bits.h>
+#include <linux/build_bug.h>
+#include <linux/compiler_attributes.h>
 #include <linux/types.h>
 
 #define VRNIC_PCI_VENDOR_ID	0x1234
@@ -161,6 +164,7 @@ struct vrnic_asqe {
 		} reg_mr;
 	};
 } __packed;
+static_assert(sizeof(struct vrnic_asqe) == 64);
 
 /* Admin completion entry: 16 bytes. */
 struct vrnic_acqe {
@@ -170,6 +174,7 @@ struct vrnic_acqe {
 	__le32 result0;
 	__le32 result1;
 } __packed;
+static_assert(sizeof(struct vrnic_acqe) == 16);
 
 #define VRNIC_CQE_PHASE		BIT(0)
 
@@ -179,14 +184,6 @@ struct vrnic_acqe {
 #define VRNIC_MR_ACCESS_MASK	(BIT(0) | BIT(1) | BIT(2) | BIT(3))
 #define VRNIC_MAX_MR_PAGES	65536
 
-#define VRNIC_STATIC_ASSERTS() do { \
-	BUILD_BUG_ON(sizeof(struct vrnic_asqe) != 64); \
-	BUILD_BUG_ON(sizeof(struct vrnic_acqe) != 16); \
-	BUILD_BUG_ON(sizeof(struct vrnic_eqe) != 16); \
-	BUILD_BUG_ON(sizeof(struct vrnic_hw_device_attr) != 128); \
-	BUILD_BUG_ON(sizeof(struct vrnic_hw_port_attr) != 64); \
-} while (0)
-
 /* Event queue entry: 16 bytes. */
 struct vrnic_eqe {
 	__le16 type;
@@ -195,11 +192,13 @@ struct vrnic_eqe {
 	__le32 data1;
 	__le32 reserved;
 } __packed;
+static_assert(sizeof(struct vrnic_eqe) == 16);
 
 enum vrnic_event_type {
 	VRNIC_EVENT_PORT_STATE_CHANGE = 1,
 	VRNIC_EVENT_FATAL_ERROR = 2,
 	VRNIC_EVENT_CQ_ERROR = 3,
+	VRNIC_EVENT_QP_FATAL = 4,
 };
 
 /* QUERY_DEVICE output buffer (128 bytes, docs/device.md 5.5). */
@@ -225,6 +224,7 @@ struct vrnic_hw_device_attr {
 	__le32 max_mr_pages;
 	u8 reserved[0x28];
 } __packed;
+static_assert(sizeof(struct vrnic_hw_device_attr) == 128);
 
 /* QUERY_PORT output buffer (64 bytes); enum values are Linux's ib_verbs.h ones. */
 struct vrnic_hw_port_attr {
@@ -242,6 +242,7 @@ struct vrnic_hw_port_attr {
 	__le32 max_msg_sz;
 	u8 gid0[16];		/* network order */
 } __packed;
+static_assert(sizeof(struct vrnic_hw_port_attr) == 64);
 
 /* UAR page: 8-byte doorbell slots below 0x800 (even: QPs, odd: CQs), software scratch above. */
 #define VRNIC_UAR_DOORBELL_END	0x800

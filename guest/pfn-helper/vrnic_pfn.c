@@ -7,7 +7,8 @@
  * read one line answering it, on the same open file:
  *   present pid=P addr=0xA pfn=0xF phys=0xF000 vma=0xS-0xE flags=0xV
  *   not-present pid=P addr=0xA vma=0xS-0xE flags=0xV     (no PTE: zapped, or never faulted in)
- *   not-pfnmap pid=P addr=0xA vma=0xS-0xE flags=0xV      (an ordinary mapping; follow_pfn refuses it)
+ *   not-pfnmap pid=P addr=0xA vma=0xS-0xE flags=0xV      (an ordinary mapping: follow_pfn
+ *                                                         refuses it)
  *   no-vma pid=P addr=0xA
  *   no-process pid=P
  */
@@ -23,7 +24,7 @@
 #define ANSWER_MAX 192
 
 struct pfn_query {
-	struct mutex lock;
+	struct mutex lock;	/* one query and its answer at a time per open file */
 	size_t len;
 	char answer[ANSWER_MAX];
 };

@@ -69,6 +69,7 @@ static struct {
 	const char *pfn_dev;
 	unsigned int procs;
 	unsigned int nops;
+	bool comp_event;
 } opt = {
 	.device = NULL,
 	.wait_device_s = 5,
@@ -601,6 +602,7 @@ static void verbs_teardown(int fd, struct verbs *v)
  */
 struct datapath {
 	bool have_cq, have_qp;
+	int comp_channel;	/* --comp-event: the completion channel the CQ reports to, else -1 */
 	uint32_t cq_handle, qp_handle, cqn, qpn, cq_db, qp_db, cq_entries;
 	volatile uint8_t *cq_ring;
 	volatile uint8_t *sq_ring;
@@ -618,6 +620,60 @@ static int modify_qp_state(int fd, uint32_t qp_handle, uint8_t state)
 	req.cmd.attr_mask = 1;	/* IB_QP_STATE */
 	req.cmd.qp_state = state;
 	return uverbs_cmd(fd, IB_USER_VERBS_CMD_MODIFY_QP, &req, sizeof(req), 0);
+}
+
+#define COMP_EVENT_CQ_TAG 0x7a01c0ffeeULL
+
+static int create_comp_channel(int fd)
+{
+	struct {
+		struct ib_uverbs_cmd_hdr hdr;
+		struct ib_uverbs_create_comp_channel cmd;
+	} req;
+	struct ib_uverbs_create_comp_channel_resp resp;
+	int err;
+
+	memset(&req, 0, sizeof(req));
+	memset(&resp, 0, sizeof(resp));
+	req.cmd.response = (uintptr_t)&resp;
+	err = uverbs_cmd(fd, IB_USER_VERBS_CMD_CREATE_COMP_CHANNEL, &req, sizeof(req), sizeof(resp));
+	return err ? err : (int)resp.fd;
+}
+
+/*
+ * --comp-event: what ibv_req_notify_cq + ibv_get_cq_event do, on the raw ABI. Arm the CQ (arm
+ * word: ARM, sequence 1, the consumer index), post one more NOP, and wait on the completion
+ * channel for the event the driver's comp_handler queues; it names the CQ by the user_handle
+ */
+static void comp_event_run(volatile uint32_t *uar, struct datapath *dp, unsigned int ci)
+{
+	struct ib_uverbs_comp_event_desc ev;
+	struct pollfd pfd = { .fd = dp->comp_channel, .events = POLLIN };
+	volatile uint8_t *w = dp->sq_ring + 64 * (ci % 64);
+	double t_arm, t_event = 0;
+	int n = 0, err = 0;
+	ssize_t got = 0;
+
+	memset(&ev, 0, sizeof(ev));
+	uar[(dp->cq_db + 4) / 4] = 0x80000000u | (1u << 16) | (ci & 0xffff);
+	t_arm = now_ms();
+	w[0] = 0;	/* NOP */
+	*(volatile uint64_t *)(w + 8) = 0x7a020000u + ci;
+	__sync_synchronize();
+	uar[dp->qp_db / 4] = (dp->qpn << 16) | ((ci + 1) & 0xffff);
+	n = poll(&pfd, 1, 5000);
+	if (n < 0)
+		err = -errno;
+	if (n > 0) {
+		got = read(dp->comp_channel, &ev, sizeof(ev));
+		if (got < 0)
+			err = -errno;
+		t_event = now_ms();
+	}
+	report(NULL, "comp-event", "\"errno\":%d,\"got_event\":%s,\"cq_handle\":%llu,\"cq_handle_ok\":%s,\"arm_to_event_ms\":%.3f",
+	       -err, got == sizeof(ev) ? "true" : "false", (unsigned long long)ev.cq_handle,
+	       got == sizeof(ev) && ev.cq_handle == COMP_EVENT_CQ_TAG ? "true" : "false",
+	       t_event ? t_event - t_arm : 0.0);
 }
 
 static void datapath_run(int fd, const struct verbs *v, volatile uint32_t *uar, struct datapath *dp)
@@ -646,8 +702,17 @@ static void datapath_run(int fd, const struct verbs *v, volatile uint32_t *uar, 
 	const char *step = "create-cq";
 
 	memset(dp, 0, sizeof(*dp));
+	dp->comp_channel = -1;
 	if (!opt.nops || !v->have_pd)
 		return;
+	if (opt.comp_event) {
+		step = "create-comp-channel";
+		dp->comp_channel = create_comp_channel(fd);
+		if (dp->comp_channel < 0) {
+			err = dp->comp_channel;
+			goto out;
+		}
+	}
 	dp->cq_ring = aligned_alloc(UAR_PAGE, UAR_PAGE);
 	dp->sq_ring = aligned_alloc(UAR_PAGE, UAR_PAGE);
 	memset((void *)dp->cq_ring, 0, UAR_PAGE);
@@ -657,7 +722,10 @@ static void datapath_run(int fd, const struct verbs *v, volatile uint32_t *uar, 
 	memset(&cq_resp, 0, sizeof(cq_resp));
 	cq_req.cmd.response = (uintptr_t)&cq_resp;
 	cq_req.cmd.cqe = 64;
-	cq_req.cmd.comp_channel = -1;
+	cq_req.cmd.comp_channel = dp->comp_channel;
+	/* A completion event names its CQ by this value (ibv_cq's cq_context in libibverbs). */
+	if (opt.comp_event)
+		cq_req.cmd.user_handle = COMP_EVENT_CQ_TAG;
 	cq_req.drv.buf_addr = (uintptr_t)dp->cq_ring;
 	err = uverbs_cmd(fd, IB_USER_VERBS_CMD_CREATE_CQ, &cq_req, sizeof(cq_req), sizeof(cq_resp));
 	if (err)
@@ -728,6 +796,8 @@ static void datapath_run(int fd, const struct verbs *v, volatile uint32_t *uar, 
 	/* Hand the slots back: the CQ doorbell carries the consumer index. */
 	uar[dp->cq_db / 4] = (dp->cqn << 16) | (done & 0xffff);
 	err = done == i ? 0 : -ETIMEDOUT;
+	if (!err && opt.comp_event)
+		comp_event_run(uar, dp, done);
 out:
 	report(NULL, "nop", "\"step\":\"%s\",\"errno\":%d,\"cqn\":%u,\"qpn\":%u,\"cq_doorbell\":\"0x%x\",\"qp_doorbell\":\"0x%x\",\"posted\":%u,\"completed\":%u,\"status_ok\":%u,\"wr_id_ok\":%u,\"doorbell_to_last_cqe_ms\":%.3f",
 	       err ? step : "done", -err, dp->cqn, dp->qpn, dp->cq_db, dp->qp_db, opt.nops < 64 ? opt.nops : 64,
@@ -765,6 +835,9 @@ free:
 	free((void *)dp->cq_ring);
 	free((void *)dp->sq_ring);
 	dp->cq_ring = dp->sq_ring = NULL;
+	if (dp->comp_channel >= 0)
+		close(dp->comp_channel);
+	dp->comp_channel = -1;
 	dp->have_cq = dp->have_qp = false;
 }
 
@@ -1535,7 +1608,7 @@ static int run(const struct device *d)
 	struct context c;
 	struct ib_uverbs_query_device_resp qd;
 	struct verbs verbs;
-	struct datapath dp = { 0 };
+	struct datapath dp = { .comp_channel = -1 };
 	volatile uint32_t *base;
 	unsigned int npages = opt.uars;
 	bool split = !strcmp(opt.scenario, "split");
@@ -1677,6 +1750,7 @@ static void usage(FILE *f)
 		"  --scenario NAME      single (default), fork, split, fd-passing, many, race-close\n"
 		"  --procs N            processes for many (default 32) and race-close (default 8)\n"
 		"  --nops N             NOP WQEs through a user CQ/QP (single, fork; 0 skips; default 4)\n"
+		"  --comp-event         then arm the CQ, post one more NOP and wait for its completion event\n"
 		"  --doorbells N        doorbell writes in the pattern (default 16)\n"
 		"  --doorbell-gap-ms MS pause between doorbell writes (default 20)\n"
 		"  --watch SEC          then read/write the mapping for up to SEC s (0: only with --commands)\n"
@@ -1728,6 +1802,7 @@ int main(int argc, char **argv)
 		{ "pfn-dev", required_argument, 0, 'p' },
 		{ "procs", required_argument, 0, 'P' },
 		{ "nops", required_argument, 0, 'N' },
+		{ "comp-event", no_argument, 0, 'E' },
 		{ "canary", no_argument, 0, 'C' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
@@ -1761,6 +1836,7 @@ int main(int argc, char **argv)
 		case 'p': opt.pfn_dev = optarg; break;
 		case 'P': ok = parse_uint(optarg, &opt.procs, 1, 256); break;
 		case 'N': ok = parse_uint(optarg, &opt.nops, 0, 64); break;
+		case 'E': opt.comp_event = true; break;
 		case 'C': canary_only = true; break;
 		case 'h': usage(stdout); return EXIT_OK;
 		default: usage(stderr); return EXIT_USAGE;

@@ -1,9 +1,10 @@
 // `vrnic guest build`: builds (or reuses) the guest kit: kernel, initramfs, vrnic.ko, vrnic_pfn.ko, vrnic-test.
 import { parseArgs } from 'node:util';
 import { buildGuestImage, KERNEL_METAPACKAGE } from '../../qemu-config/image';
+import { GUEST_MODELS, type GuestModel } from '../../qemu-config/pvrdma-kit';
 import { type Command, UsageError } from './command';
 
-const help = `Usage: vrnic guest build [--out DIR] [--force] [--kernel-release REL] [--headers DIR] [--json]
+const help = `Usage: vrnic guest build [--out DIR] [--force] [--kernel-release REL] [--headers DIR] [--model vrnic|pvrdma] [--json]
 
 Builds the guest a vrnic test boots: Debian's kernel and busybox-static (fetched with apt-get
 download and unpacked with dpkg-deb, nothing is installed on the host), the reference driver
@@ -19,6 +20,8 @@ Flags:
   --kernel-release REL  Debian kernel release to pin, e.g. 6.1.0-56-amd64 (default: the one
                         ${KERNEL_METAPACKAGE} depends on now, or VRNIC_KERNEL_RELEASE)
   --headers DIR         Kbuild directory (default /usr/src/linux-headers-REL)
+  --model M             vrnic (default) or pvrdma: adds vmxnet3, VMware's vmw_pvrdma built unmodified
+                        from Debian's linux-source-6.1, and Debian's rdma-core tools and libraries
   --json                print the result as one JSON object on stdout (progress goes to stderr)
   -h, --help            this text
 
@@ -32,7 +35,7 @@ export const guestCommand: Command = {
   async run(argv) {
     const [sub, ...rest] = argv;
     if (sub !== 'build') throw new UsageError(sub === undefined ? 'missing subcommand: build' : `unknown subcommand '${sub}' (only: build)`);
-    let values: { out?: string; force?: boolean; 'kernel-release'?: string; headers?: string; json?: boolean };
+    let values: { out?: string; force?: boolean; 'kernel-release'?: string; headers?: string; model?: string; json?: boolean };
     try {
       ({ values } = parseArgs({
         args: rest,
@@ -41,6 +44,7 @@ export const guestCommand: Command = {
           force: { type: 'boolean', default: false },
           'kernel-release': { type: 'string' },
           headers: { type: 'string' },
+          model: { type: 'string', default: 'vrnic' },
           json: { type: 'boolean', default: false },
         },
         strict: true,
@@ -49,12 +53,14 @@ export const guestCommand: Command = {
     } catch (err) {
       throw new UsageError((err as Error).message);
     }
+    if (!(GUEST_MODELS as readonly string[]).includes(values.model ?? '')) throw new UsageError(`--model ${values.model}: one of ${GUEST_MODELS.join(', ')}`);
     const progressTo = values.json ? process.stderr : process.stdout;
     const image = await buildGuestImage({
       outDir: values.out,
       force: values.force,
       kernelRelease: values['kernel-release'],
       headersDir: values.headers,
+      model: values.model as GuestModel,
       progress: (line) => progressTo.write(line + '\n'),
     });
     if (values.json) {

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { COMMAND_LINE_FORMATS, type CommandLineFormat, formatCommandLine, qemuArgs, type SerialTarget } from '../../qemu-config/args';
 import { DRIVER_BUGS, GUEST_SCENARIOS, guestAppend, latestGuestImage, type DriverBug, type GuestScenario } from '../../qemu-config/image';
+import { GUEST_MODELS, type GuestModel } from '../../qemu-config/pvrdma-kit';
 import { findQemu, QEMU_BINARY } from '../../qemu-config/qemu';
 import { type Command, UsageError } from './command';
 
@@ -17,6 +18,9 @@ a shell (or to save as a script and run).
 Flags:
   --socket PATH       the daemon's vfio-user socket (required; --no-device for a guest without it)
   --no-device         leave the vrnic device out
+  --model M           vrnic (default) | pvrdma: QEMU's vmxnet3 at function 0 of the slot and the
+                      device at function 1, a \`guest build --model pvrdma\` image, and the guest
+                      running pvrdma-guest (ibv_devinfo; vrnic.pvrdma= picks its steps)
   --qmp PATH          QMP Unix socket (server, no wait)
   --guest DIR         a built image directory (default: the latest \`vrnic guest build\` made)
   --kernel FILE       kernel image (default DIR/vmlinuz)
@@ -64,6 +68,7 @@ export const qemuArgsCommand: Command = {
           'log-items': { type: 'string' },
           memory: { type: 'string' },
           'device-id': { type: 'string' },
+          model: { type: 'string', default: 'vrnic' },
           qemu: { type: 'string' },
           format: { type: 'string', default: 'shell' },
         },
@@ -79,7 +84,9 @@ export const qemuArgsCommand: Command = {
     if (socket && v['no-device']) throw new UsageError('--socket and --no-device exclude each other');
     const format = str('format') as CommandLineFormat;
     if (!COMMAND_LINE_FORMATS.includes(format)) throw new UsageError(`--format: '${format}' is not one of ${COMMAND_LINE_FORMATS.join(', ')}`);
-    const guestDir = str('guest') ?? latestGuestImage()?.dir;
+    const model = str('model') as GuestModel;
+    if (!GUEST_MODELS.includes(model)) throw new UsageError(`--model: '${model}' is not one of ${GUEST_MODELS.join(', ')}`);
+    const guestDir = str('guest') ?? latestGuestImage(undefined, undefined, model)?.dir;
     if (!guestDir && !(str('kernel') && str('initrd'))) {
       throw new UsageError('no guest image: run `vrnic guest build` first, or give --guest DIR or --kernel and --initrd');
     }
@@ -102,7 +109,7 @@ export const qemuArgsCommand: Command = {
         initrd: str('initrd') ?? path.join(guestDir as string, 'initrd.img'),
         append:
           str('append') ??
-          guestAppend({ bug: bug as DriverBug, scenario: scenario as GuestScenario, watchSeconds: watch === undefined ? undefined : Number(watch) }),
+          guestAppend({ ...(model === 'pvrdma' ? { program: 'pvrdma-guest' } : {}), bug: bug as DriverBug, scenario: scenario as GuestScenario, watchSeconds: watch === undefined ? undefined : Number(watch) }),
         socket: socket ? path.resolve(socket) : undefined,
         qmp: str('qmp') ? path.resolve(str('qmp') as string) : undefined,
         serial,
@@ -111,6 +118,7 @@ export const qemuArgsCommand: Command = {
         memoryMiB: memory === undefined ? undefined : Number(memory),
         deviceId: str('device-id'),
         nativeHotplug: hotplug === 'native',
+        pairedVmxnet3: model === 'pvrdma',
       });
     } catch (err) {
       throw new UsageError((err as Error).message);

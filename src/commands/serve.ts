@@ -6,6 +6,8 @@ import { Daemon, qemuAttachLine } from '../daemon';
 import { defaultSocketPath, SocketPathError } from '../socket-path';
 import type { TransportChoice } from '../transports/index';
 import { loadDeviceConfig, type DeviceConfigResult } from '../device-config';
+import { createPvrdma } from '../../emulator/pvrdma/index';
+import { GUEST_MODELS, type GuestModel } from '../../qemu-config/pvrdma-kit';
 import { createNic, IRQ_MODES, TraceFile, type IrqMode, type NicConfig } from '../../emulator/nic/index';
 import { type Command, UsageError } from './command';
 import { startControlServer, type ControlServer } from '../control/server';
@@ -31,6 +33,8 @@ Flags:
   --transport T         auto | libvfio-user | native (default auto: libvfio-user
                         when it loads, else the built-in TypeScript transport)
   --config FILE         device configuration, JSON (see docs/device.md, "Configuration")
+  --model M             vrnic (default) | pvrdma: VMware's paravirtual RDMA function for the
+                        upstream vmw_pvrdma driver (docs/pvrdma.md); --config and --trace are vrnic's
   --irq MODE            msix | msi | intx: the one interrupt capability the device offers
                         (overrides the config's "irq"; default msix). docs/device.md section 2
   --trace FILE          write every register access, admin command, doorbell and
@@ -68,6 +72,7 @@ export const serveCommand: Command = {
           transport: { type: 'string', default: 'auto' },
           config: { type: 'string' },
           irq: { type: 'string' },
+          model: { type: 'string', default: 'vrnic' },
           trace: { type: 'string' },
           'log-level': { type: 'string', default: 'info' },
           pretty: { type: 'boolean' },
@@ -113,6 +118,9 @@ export const serveCommand: Command = {
 
     const log = configureLogging({ level, pretty: values.pretty });
     const trace = values.trace !== undefined ? new TraceFile(values.trace) : undefined;
+    const model = values.model as GuestModel;
+    if (!GUEST_MODELS.includes(model)) throw new UsageError(`--model: '${model}' is not one of ${GUEST_MODELS.join(', ')}`);
+    if (model === 'pvrdma' && (values.config !== undefined || values.trace !== undefined)) throw new UsageError('--config and --trace are the vrnic model\'s; pvrdma takes --irq only');
     log.info({ config: config.source, irq: nicConfig.irq, devices: sockets.length }, 'device configured');
     // Handlers go in before the socket exists: a SIGTERM that lands while we start must still stop us cleanly.
     let signalled: NodeJS.Signals | null = null;
@@ -130,8 +138,8 @@ export const serveCommand: Command = {
     const controls: ControlServer[] = [];
     const single = sockets.length === 1;
     for (const [i, socketPath] of sockets.entries()) {
-      const device = createNic(nicConfig, { log, trace });
       const dlog = single ? log : log.child({ device: i });
+      const device = model === 'pvrdma' ? createPvrdma({ irq: nicConfig.irq }, { log: dlog.child({ module: 'pvrdma' }) }) : createNic(nicConfig, { log, trace });
       let daemon: Daemon;
       try {
         daemon = await Daemon.start({ socketPath, transport, device, socketMode, force: values.force, log: dlog.child({ module: 'daemon' }) });
@@ -161,7 +169,7 @@ export const serveCommand: Command = {
       });
     }
     // One plain line per device on stdout, apart from the logs on stderr: what to add to its QEMU's command line.
-    for (const d of daemons) process.stdout.write(`${qemuAttachLine(d.socketPath)}\n`);
+    for (const d of daemons) process.stdout.write(`${qemuAttachLine(d.socketPath, model)}\n`);
     log.info('attach it by adding the line printed on stdout to QEMU\'s command line (guest RAM must be a memory-backend-memfd with share=on; `vrnic qemu-args` prints a whole command line)');
     const code = await new Promise<number>((resolve) => {
       onSignal = (signal) => {

@@ -5,6 +5,7 @@ import { configureLogging } from '../log';
 import { DRIVER_BUGS, type DriverBug } from '../unplug/evidence';
 import { reportHuman, reportJson } from '../unplug/report';
 import { HOTPLUG_KINDS, runUnplugTest, type HotplugKind } from '../unplug/runner';
+import { pvrdmaReportHuman, runPvrdmaUnplug } from '../unplug/pvrdma-runner';
 import { BOUNDS, type Verdict } from '../unplug/checks';
 import { SCENARIOS, SCENARIO_NAMES, type ScenarioName } from '../unplug/scenarios';
 import { matrixHuman, repeatHuman } from '../unplug/matrix';
@@ -79,6 +80,8 @@ Flags:
   --work-dir DIR    keep the run's files (console, QEMU and daemon logs) in DIR
   --keep            keep the work directory after a PASS (a FAIL always keeps it)
   --log-level L     progress logs on stderr (default warn)
+  --model M         vrnic (default) | pvrdma: VMware's upstream vmw_pvrdma driver and a stock
+                    ibv_rc_pingpong holding its context (docs/pvrdma.md); its own checks
   -h, --help        this text
 
 Exit codes: 0 PASS; 1 FAIL (a check failed); 2 bad flags; 3 ERROR (the run broke, a log the
@@ -107,6 +110,7 @@ export const unplugTestCommand: Command = {
       junit?: string;
       html?: string;
       irq?: string;
+      model?: string;
     };
     try {
       ({ values } = parseArgs({
@@ -128,6 +132,7 @@ export const unplugTestCommand: Command = {
           junit: { type: 'string' },
           html: { type: 'string' },
           irq: { type: 'string', default: 'auto' },
+          model: { type: 'string', default: 'vrnic' },
         },
         strict: true,
         allowPositionals: false,
@@ -191,6 +196,18 @@ export const unplugTestCommand: Command = {
       log: log.child({ module: 'unplug' }),
     };
     const json = (r: UnplugReport): unknown => JSON.parse(reportJson(r)) as unknown;
+
+    if (values.model === 'pvrdma') {
+      // The upstream driver with stock tools: one scenario (a holder with its UAR mapped), its own checks.
+      if (scenarioArg !== 'single' || repeat !== undefined || driverBug !== 'none' || values.junit !== undefined || values.html !== undefined || (hotplug !== undefined && hotplug !== 'acpi')) {
+        throw new UsageError('--model pvrdma runs one scenario of the upstream driver on ACPI hotplug: no --scenario, --repeat, --driver-bug, --junit, --html or --hotplug native');
+      }
+      const r = await runPvrdmaUnplug({ mode, qemu: common.qemu, irq, transport: common.transport, workDir: common.workDir, log: common.log });
+      process.stdout.write((values.json ? JSON.stringify(r) : pvrdmaReportHuman(r)) + '\n');
+      // as a vrnic run: 3 when the run itself broke, so no verdict about the driver was reached
+      return r.error !== undefined ? 3 : r.verdict === 'PASS' ? 0 : 1;
+    }
+    if (values.model !== 'vrnic') throw new UsageError(`--model: '${values.model}' is not one of vrnic, pvrdma`);
 
     if (repeat !== undefined) {
       const scenario = scenarioArg as ScenarioName;

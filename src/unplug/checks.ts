@@ -376,7 +376,7 @@ function computeAllChecks(e: UnplugEvidence): Check[] {
   return [processSurvived(e), mappingMovedOffBar(e), readsReturnZero(e), unplugNotBlocked(e), noKernelWarnings(e), deviceRemoved(e), noBarAccess(e), removalBounded(e), trafficEnded(e)];
 }
 
-/** The driver's own account of its remove (guest/driver/vrnic.c prints "remove: done in N ms"). */
+/** The driver's own account of its remove (guest/driver/vrnic_main.c prints "remove: done in N ms"). */
 export function driverRemoveMs(kernelLog: string): number | null {
   const m = /remove: done in (\d+) ms/.exec(kernelLog);
   return m ? Number(m[1]) : null;
