@@ -5,7 +5,7 @@ import { runUnplugTest } from '../src/unplug/runner';
 const e2e = e2eTest('unplug-traffic');
 
 for (const mode of ['orderly', 'surprise'] as const) {
-  e2e(`with the reference driver, a ${mode} vanish during a ping-pong ends both sides by EIO or error completions and passes every check`, async (t) => {
+  e2e(`with the reference driver, ${mode === 'orderly' ? 'an' : 'a'} ${mode} vanish during a ping-pong ends both sides by EIO or error completions and passes every check`, async (t) => {
     t.timeout(600_000);
     // MSI: QEMU aborts on unplug of a vfio-user device with MSI-X (docs/unplug.md).
     const r = await runUnplugTest({ scenario: 'traffic', mode, driverBug: 'none', irq: 'msi', keep: false });
