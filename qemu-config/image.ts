@@ -89,8 +89,12 @@ interface Manifest {
 export const DRIVER_BUGS = ['none', 'legacy-mmap', 'no-disassociate', 'private-tracking'] as const;
 export type DriverBug = (typeof DRIVER_BUGS)[number];
 
-/** vrnic-test's scenarios (guest/README.md). */
-export const GUEST_SCENARIOS = ['single', 'fork', 'split', 'fd-passing', 'many', 'race-close'] as const;
+/**
+ * The guest program's scenarios (guest/README.md): vrnic-test's, and vrnic-pingpong's pingpong (a
+ * verified RC ping-pong, RDMA WRITE and READ between two processes) and traffic (the ping-pong
+ * until the device goes away).
+ */
+export const GUEST_SCENARIOS = ['single', 'fork', 'split', 'fd-passing', 'many', 'race-close', 'pingpong', 'traffic'] as const;
 export type GuestScenario = (typeof GUEST_SCENARIOS)[number];
 
 /** Options the guest's /init reads from the kernel command line (all `vrnic.` keys). */
@@ -208,17 +212,28 @@ for m in ${moduleOrder.join(' ')}; do
 done
 say modules-loaded "\\"modules\\":\\"$(echo $loaded)\\",\\"bug\\":\\"$BUG\\",\\"uverbs\\":\\"$(ls /dev/infiniband 2>/dev/null | tr '\\n' ' ')\\",\\"ib\\":\\"$(ls /sys/class/infiniband 2>/dev/null | tr '\\n' ' ')\\""
 if [ "$(param test 1)" != 0 ]; then
-  set -- --wait-device "$(param wait 5)" --scenario "$(param scenario single)" --uars "$(param uars 1)" \\
-    --watch "$(param watch 0)" --settle-ms "$(param settle 2000)" --interval-ms "$(param interval 20)"
-  procs=$(param procs "")
-  [ -n "$procs" ] && set -- "$@" --procs "$procs"
+  scenario=$(param scenario single)
+  case "$scenario" in
+  pingpong|traffic)
+    # The data path's program: its own options; traffic runs until the device goes away.
+    prog=/bin/vrnic-pingpong
+    set -- --wait-device "$(param wait 5)"
+    [ "$scenario" = traffic ] && set -- "$@" --traffic;;
+  *)
+    # vrnic.prog: another program in /bin taking vrnic-test's options (the pvrdma image's pvrdma-guest)
+    prog=/bin/$(param prog vrnic-test)
+    set -- --wait-device "$(param wait 5)" --scenario "$scenario" --uars "$(param uars 1)" \\
+      --watch "$(param watch 0)" --settle-ms "$(param settle 2000)" --interval-ms "$(param interval 20)"
+    procs=$(param procs "")
+    [ -n "$procs" ] && set -- "$@" --procs "$procs"
+    cmd=$(param cmd "")
+    [ -n "$cmd" ] && set -- "$@" --commands "/dev/$cmd";;
+  esac
   out=$(param out "")
   [ -n "$out" ] && set -- "$@" --output "/dev/$out"
-  cmd=$(param cmd "")
-  [ -n "$cmd" ] && set -- "$@" --commands "/dev/$cmd"
   extra=$(param args "" | tr ',' ' ')
-  say test-start "\\"args\\":\\"$* $extra\\""
-  /bin/$(param prog vrnic-test) "$@" $extra
+  say test-start "\\"program\\":\\"$prog\\",\\"args\\":\\"$* $extra\\""
+  $prog "$@" $extra
   rc=$?
   say test-exit "\\"code\\":$rc,\\"uptime\\":\\"$(cut -d' ' -f1 /proc/uptime)\\""
 fi
@@ -508,11 +523,12 @@ export async function buildGuestImage(opts: GuestBuildOptions = {}): Promise<Gue
       if (!fs.existsSync(built[name])) throw new Error(`Kbuild produced no ${name}.ko`);
     }
     // vrnic-test includes the driver's ABI header from ../driver, as in the repository.
-    progress('[guest] building vrnic-test (static)');
+    progress('[guest] building vrnic-test and vrnic-pingpong (static)');
     const tdir = path.join(work, 'src', 'uverbs-test');
     copyTree(path.join(repo, 'guest/uverbs-test'), tdir);
     const testBin = path.join(work, 'vrnic-test');
-    await run('make', ['-C', tdir, `OUT=${testBin}`]);
+    const pingpongBin = path.join(work, 'vrnic-pingpong');
+    await run('make', ['-C', tdir, `OUT=${testBin}`, `PINGPONG_OUT=${pingpongBin}`]);
 
     const pvrdma = model === 'pvrdma' ? await buildPvrdmaKit(work, headersDir, debDir, packages, progress) : undefined;
 
@@ -533,6 +549,7 @@ export async function buildGuestImage(opts: GuestBuildOptions = {}): Promise<Gue
     cpio.file('init', Buffer.from(initScript(order.map((m) => m.name))), 0o755);
     cpio.file('bin/busybox', fs.readFileSync(busybox), 0o755);
     cpio.file('bin/vrnic-test', fs.readFileSync(testBin), 0o755);
+    cpio.file('bin/vrnic-pingpong', fs.readFileSync(pingpongBin), 0o755);
     for (const m of order) cpio.file(`lib/modules/${m.name}.ko`, fs.readFileSync(m.file), 0o644);
     if (pvrdma) {
       addTree(cpio, pvrdma.userRoot, new Set(['bin', 'dev', 'proc', 'sys', 'tmp', 'lib', 'lib/modules']));

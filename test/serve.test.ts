@@ -260,3 +260,49 @@ test('a socket directory writable by others is refused unless forced', async (t)
   s.child.kill('SIGTERM');
   t.is((await exited(s.child)).code, 0);
 });
+
+test('serve with two --socket flags serves one device on each, and status answers for each device on its own control socket', async (t) => {
+  const dir = privateDir();
+  const a = path.join(dir, 'a.sock');
+  const b = path.join(dir, 'b.sock');
+  const s = await startServe(['--socket', b], a);
+  try {
+    for (const socket of [a, b]) {
+      const st = await runCli(['status', '--socket', socket, '--json']);
+      t.is(st.code, 0, st.stderr);
+      const status = JSON.parse(st.stdout) as Record<string, unknown>;
+      t.is(status.socketPath, socket, st.stdout);
+    }
+  } finally {
+    s.child.kill('SIGTERM');
+  }
+  t.deepEqual(await exited(s.child), { code: 0, signal: null });
+  for (const f of [a, b, `${a}.ctl`, `${b}.ctl`]) t.false(fs.existsSync(f), `${f} removed`);
+});
+
+test('with two devices, a vanish takes only the device it names; the process ends once both are gone', async (t) => {
+  const dir = privateDir();
+  const a = path.join(dir, 'a.sock');
+  const b = path.join(dir, 'b.sock');
+  const s = await startServe(['--socket', b], a);
+  const va = await runCli(['vanish', '--mode', 'surprise', '--socket', a]);
+  t.is(va.code, 0, va.stderr);
+  await new Promise((r) => setTimeout(r, 1500));
+  t.false(fs.existsSync(a), 'the vanished device\'s socket is gone');
+  t.is(s.child.exitCode, null, 'the process still serves the other device');
+  const st = await runCli(['status', '--socket', b, '--json']);
+  t.is(st.code, 0, st.stderr);
+  const vb = await runCli(['vanish', '--mode', 'surprise', '--socket', b]);
+  t.is(vb.code, 0, vb.stderr);
+  const end = await Promise.race([exited(s.child), new Promise<null>((r) => setTimeout(() => r(null), 5_000))]);
+  if (end === null) s.child.kill('SIGKILL');
+  t.deepEqual(end, { code: 0, signal: null }, s.stderr());
+  t.false(fs.existsSync(b));
+});
+
+test('--qmp given a different number of times than --socket is refused with exit code 2', async (t) => {
+  const dir = privateDir();
+  const r = await runCli(['serve', '--socket', path.join(dir, 'a.sock'), '--socket', path.join(dir, 'b.sock'), '--qmp', path.join(dir, 'q')]);
+  t.is(r.code, 2);
+  t.regex(r.stderr, /--qmp: give it once per --socket \(2\)/);
+});

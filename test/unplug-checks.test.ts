@@ -321,3 +321,49 @@ test('a removal during other work is judged on mappings only when the program ha
   if (!single) throw new Error('no scenario');
   t.true(checksFor(single, { ...clean(), mappings: [] }).includes('mapping-moved-off-bar'), 'a held mapping that never showed up is judged (n/a), not skipped');
 });
+
+/** The traffic scenario's evidence: both sides of the ping-pong ended by EIO after the vanish. */
+function trafficRun(ends: UnplugEvidence['trafficEnds']): UnplugEvidence {
+  return { ...clean(), mappings: [], trafficEnds: ends };
+}
+
+function trafficEnded(e: UnplugEvidence): Check {
+  return one(e, 'traffic-ended');
+}
+
+test('traffic-ended passes when both sides of the ping-pong end by EIO or an error completion after the vanish', (t) => {
+  const c = trafficEnded(trafficRun([
+    { label: 'requester', reason: 'eio', roundTrips: 14, atMs: 1500 },
+    { label: 'responder', reason: 'error-cqe', roundTrips: 14, atMs: 1400 },
+  ]));
+  t.is(c.result, 'ok', c.detail);
+  t.regex(c.detail, /requester: eio 500 ms after the vanish after 14 round trips; responder: error-cqe 400 ms/);
+});
+
+test('traffic-ended fails when a side of the ping-pong hung, went silent, or stopped before the device vanished', (t) => {
+  const silent = trafficEnded(trafficRun([
+    { label: 'requester', reason: 'no-answer', roundTrips: 14, atMs: 31000 },
+    { label: 'responder', reason: 'eio', roundTrips: 14, atMs: 1400 },
+  ]));
+  t.is(silent.result, 'FAIL');
+  t.regex(silent.detail, /requester's traffic ended by no-answer/);
+  const missing = trafficEnded(trafficRun([{ label: 'requester', reason: 'eio', roundTrips: 3, atMs: 1500 }]));
+  t.is(missing.result, 'FAIL');
+  t.regex(missing.detail, /responder never reported how its traffic ended/);
+  const early = trafficEnded(trafficRun([
+    { label: 'requester', reason: 'error-cqe', roundTrips: 3, atMs: 900 },
+    { label: 'responder', reason: 'eio', roundTrips: 3, atMs: 1400 },
+  ]));
+  t.is(early.result, 'FAIL');
+  t.regex(early.detail, /requester's traffic ended \(error-cqe\) before the vanish/);
+  t.is(trafficEnded(trafficRun(undefined)).result, 'FAIL');
+});
+
+test('the traffic scenario is judged without the mapping checks and with traffic-ended', (t) => {
+  const s = scenarioByName('traffic');
+  t.truthy(s);
+  const names = s ? checksFor(s, trafficRun([])) : [];
+  t.true(names.includes('traffic-ended'));
+  t.false(names.includes('mapping-moved-off-bar'));
+  t.false(names.includes('reads-return-zero'));
+});

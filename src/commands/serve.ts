@@ -19,11 +19,16 @@ const help = `Usage: vrnic serve [flags]
 
 Runs the emulated RDMA NIC and serves it over vfio-user until SIGTERM, SIGINT or SIGHUP
 (exit 0; the socket and its control socket are removed). Once it accepts connections it
-prints one line on stdout: the QEMU arguments that attach the device, ready to paste. Logs are
-JSON lines on stderr.
+prints one line on stdout per device: the QEMU arguments that attach it, ready to paste. Logs
+are JSON lines on stderr.
+
+Several devices: give --socket once per device. Each device has its own socket, client and
+control socket (<socket>.ctl: \`vrnic status\` and \`vrnic vanish\` act on that device only),
+and all of them share one fabric (LIDs 1, 2, ... in --socket order), so QPs in different
+guests reach each other. The process ends when every device has stopped or vanished.
 
 Flags:
-  --socket PATH         vfio-user socket to listen on
+  --socket PATH         vfio-user socket to listen on; repeat for more devices
                         (default ${defaultSocketPath()}, in a private directory)
   --transport T         auto | libvfio-user | native (default auto: libvfio-user
                         when it loads, else the built-in TypeScript transport)
@@ -39,8 +44,10 @@ Flags:
   --socket-mode MODE    octal file mode of the socket (default 0600)
   --force               accept a socket directory that others can write to
   --qmp PATH            QEMU's QMP socket: lets \`vrnic vanish\` ask QEMU to device_del
-                        (orderly, surprise). The control socket is the socket path + .ctl;
-                        SIGUSR1 means \`vrnic vanish --mode surprise\`
+                        (orderly, surprise). With several devices, once per --socket in
+                        the same order (each device's QEMU). The control socket is the
+                        socket path + .ctl; SIGUSR1 means \`vrnic vanish --mode surprise\`
+                        for every device
   -h, --help            this text
 
 Exit codes: 0 stopped by SIGTERM, SIGINT or SIGHUP; 1 a host failure; 2 bad flags, a bad config file, or a
@@ -61,7 +68,7 @@ export const serveCommand: Command = {
       ({ values } = parseArgs({
         args: argv,
         options: {
-          socket: { type: 'string' },
+          socket: { type: 'string', multiple: true },
           transport: { type: 'string', default: 'auto' },
           config: { type: 'string' },
           irq: { type: 'string' },
@@ -71,7 +78,7 @@ export const serveCommand: Command = {
           pretty: { type: 'boolean' },
           'socket-mode': { type: 'string' },
           force: { type: 'boolean', default: false },
-          qmp: { type: 'string' },
+          qmp: { type: 'string', multiple: true },
         },
         strict: true,
         allowPositionals: false,
@@ -84,6 +91,13 @@ export const serveCommand: Command = {
     const transport = values.transport as TransportChoice;
     if (!TRANSPORTS.includes(transport)) throw new UsageError(`--transport: '${transport}' is not one of ${TRANSPORTS.join(', ')}`);
     const socketMode = values['socket-mode'] !== undefined ? parseMode(values['socket-mode']) : undefined;
+    // undefined: the one default socket.
+    const sockets: readonly (string | undefined)[] = values.socket?.length ? values.socket : [undefined];
+    if (new Set(sockets).size !== sockets.length) throw new UsageError('--socket: the same path twice');
+    const qmps = values.qmp ?? [];
+    if (qmps.length > 0 && qmps.length !== sockets.length) {
+      throw new UsageError(`--qmp: give it once per --socket (${sockets.length}), in the same order; got ${qmps.length}`);
+    }
 
     let config: DeviceConfigResult;
     try {
@@ -107,8 +121,7 @@ export const serveCommand: Command = {
     const model = values.model as GuestModel;
     if (!GUEST_MODELS.includes(model)) throw new UsageError(`--model: '${model}' is not one of ${GUEST_MODELS.join(', ')}`);
     if (model === 'pvrdma' && (values.config !== undefined || values.trace !== undefined)) throw new UsageError('--config and --trace are the vrnic model\'s; pvrdma takes --irq only');
-    const device = model === 'pvrdma' ? createPvrdma({ irq: nicConfig.irq }, { log: log.child({ module: 'pvrdma' }) }) : createNic(nicConfig, { log, trace });
-    log.info({ config: config.source, irq: nicConfig.irq }, 'device configured');
+    log.info({ config: config.source, irq: nicConfig.irq, devices: sockets.length }, 'device configured');
     // Handlers go in before the socket exists: a SIGTERM that lands while we start must still stop us cleanly.
     let signalled: NodeJS.Signals | null = null;
     let onSignal: (signal: NodeJS.Signals) => void = (signal) => {
@@ -120,32 +133,48 @@ export const serveCommand: Command = {
     const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP'];
     for (const s of STOP_SIGNALS) process.once(s, handler);
 
-    let daemon: Daemon;
-    try {
-      daemon = await Daemon.start({ socketPath: values.socket, transport, device, socketMode, force: values.force, log: log.child({ module: 'daemon' }) });
-    } catch (err) {
-      device.close();
-      trace?.close();
-      if (err instanceof SocketPathError) throw new UsageError(err.message);
-      throw err;
+    // Every device of this process joins the process's one fabric when it is created.
+    const daemons: Daemon[] = [];
+    const controls: ControlServer[] = [];
+    const single = sockets.length === 1;
+    for (const [i, socketPath] of sockets.entries()) {
+      const dlog = single ? log : log.child({ device: i });
+      const device = model === 'pvrdma' ? createPvrdma({ irq: nicConfig.irq }, { log: dlog.child({ module: 'pvrdma' }) }) : createNic(nicConfig, { log, trace });
+      let daemon: Daemon;
+      try {
+        daemon = await Daemon.start({ socketPath, transport, device, socketMode, force: values.force, log: dlog.child({ module: 'daemon' }) });
+      } catch (err) {
+        device.close();
+        for (const d of daemons) await d.stop();
+        trace?.close();
+        if (err instanceof SocketPathError) throw new UsageError(err.message);
+        throw err;
+      }
+      daemons.push(daemon);
+      try {
+        // One device: a vanish ends the process. Several: each vanish ends its own device, and
+        // the process ends once all have (below); SIGUSR1 reaches every control server.
+        controls.push(await startControlServer(daemon, { qmpPath: qmps[i], exitAfterVanish: single, force: values.force, log: dlog.child({ module: 'control' }) }));
+      } catch (err) {
+        for (const d of daemons) await d.stop();
+        trace?.close();
+        if (err instanceof SocketPathError) throw new UsageError(`control socket: ${err.message}`);
+        throw err;
+      }
     }
-    let control: ControlServer;
-    try {
-      control = await startControlServer(daemon, { qmpPath: values.qmp, exitAfterVanish: true, force: values.force, log: log.child({ module: 'control' }) });
-    } catch (err) {
-      await daemon.stop();
-      trace?.close();
-      if (err instanceof SocketPathError) throw new UsageError(`control socket: ${err.message}`);
-      throw err;
+    if (!single) {
+      void Promise.all(controls.map((c) => c.vanished)).then(() => {
+        // As with one device: nothing left holding the event loop may keep a vanished daemon alive.
+        setTimeout(() => process.exit(0), 1000).unref();
+      });
     }
-    void control.vanished;
-    // One plain line on stdout, apart from the logs on stderr: what to add to QEMU's command line.
-    process.stdout.write(`${qemuAttachLine(daemon.socketPath, model)}\n`);
+    // One plain line per device on stdout, apart from the logs on stderr: what to add to its QEMU's command line.
+    for (const d of daemons) process.stdout.write(`${qemuAttachLine(d.socketPath, model)}\n`);
     log.info('attach it by adding the line printed on stdout to QEMU\'s command line (guest RAM must be a memory-backend-memfd with share=on; `vrnic qemu-args` prints a whole command line)');
     const code = await new Promise<number>((resolve) => {
       onSignal = (signal) => {
         log.info({ signal }, 'signal received; stopping');
-        daemon.stop().then(
+        Promise.all(daemons.map((d) => d.stop())).then(
           () => resolve(0),
           (err) => {
             log.error({ err }, 'stop failed');
@@ -153,7 +182,12 @@ export const serveCommand: Command = {
           },
         );
       };
-      daemon.once('stopped', () => resolve(daemon.failure ? 1 : 0));
+      let running = daemons.length;
+      for (const d of daemons) {
+        d.once('stopped', () => {
+          if (--running === 0) resolve(daemons.some((x) => x.failure) ? 1 : 0);
+        });
+      }
       if (signalled !== null) onSignal(signalled);
     });
     trace?.close();

@@ -44,6 +44,8 @@ Checks (each ok, FAIL, or n/a when it could not judge, with what was seen):
                               before the vanish, has no access to the BARs after it
   removal-bounded             (removal during other work, race-close) DEVICE_DELETED within
                               ${BOUNDS.unplugMs} ms of the vanish: the driver's removal path did not hang
+  traffic-ended               (traffic) both sides of the ping-pong ended after the vanish by an
+                              error completion or EIO, not by silence or a hang
 The mapping checks look at every mapping of every process and name the one that failed; they
 say n/a when the removal waited for the program (no mapping outlived it).
 

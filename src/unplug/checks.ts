@@ -10,7 +10,8 @@ export type CheckName =
   | 'no-kernel-warnings'
   | 'device-removed'
   | 'no-bar-access-after-unplug'
-  | 'removal-bounded';
+  | 'removal-bounded'
+  | 'traffic-ended';
 
 /**
  * ok: judged and passed. FAIL: judged and failed. n/a: could not judge (the evidence it needs is
@@ -345,8 +346,34 @@ function removalBounded(e: UnplugEvidence): Check {
   );
 }
 
+/** The sides of vrnic-pingpong's traffic: both must end by the device's removal, not before it and not by silence. */
+const TRAFFIC_SIDES = ['requester', 'responder'];
+
+/**
+ * With traffic in flight a removal must end the exchange visibly: each side's wait ends with an
+ * error completion or EIO from the core, after the vanish. A side that reported nothing hung or
+ * died; one that saw only silence (no-answer) means the removal left user space waiting.
+ */
+function trafficEnded(e: UnplugEvidence): Check {
+  const ends = e.trafficEnds ?? [];
+  const problems: string[] = [];
+  const seen: string[] = [];
+  for (const side of TRAFFIC_SIDES) {
+    const end = ends.find((x) => x.label === side);
+    if (!end) {
+      problems.push(`the ${side} never reported how its traffic ended`);
+      continue;
+    }
+    const at = `${end.atMs - e.vanishAtMs} ms after the vanish`;
+    if (end.atMs < e.vanishAtMs) problems.push(`the ${side}'s traffic ended (${end.reason}) before the vanish`);
+    else if (end.reason !== 'eio' && end.reason !== 'error-cqe') problems.push(`the ${side}'s traffic ended by ${end.reason} ${at}, not by an error completion or EIO`);
+    else seen.push(`${side}: ${end.reason} ${at} after ${end.roundTrips} round trips`);
+  }
+  return problems.length ? check('traffic-ended', 'FAIL', problems.join('; ')) : check('traffic-ended', 'ok', seen.join('; '));
+}
+
 function computeAllChecks(e: UnplugEvidence): Check[] {
-  return [processSurvived(e), mappingMovedOffBar(e), readsReturnZero(e), unplugNotBlocked(e), noKernelWarnings(e), deviceRemoved(e), noBarAccess(e), removalBounded(e)];
+  return [processSurvived(e), mappingMovedOffBar(e), readsReturnZero(e), unplugNotBlocked(e), noKernelWarnings(e), deviceRemoved(e), noBarAccess(e), removalBounded(e), trafficEnded(e)];
 }
 
 /** The driver's own account of its remove (guest/driver/vrnic_main.c prints "remove: done in N ms"). */

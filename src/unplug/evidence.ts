@@ -122,6 +122,8 @@ export interface UnplugEvidence {
   readonly invalidMem: readonly string[] | null;
   /** How many of those lines were already in the log when the vanish started (only later ones count). */
   readonly invalidMemAtVanish?: number;
+  /** How each side of a ping-pong's traffic ended (vrnic-pingpong's traffic-end reports; absent when none ran). */
+  readonly trafficEnds?: readonly { readonly label: string; readonly reason: string; readonly roundTrips: number; readonly atMs: number }[];
   /** The guest's canary access, which the log must show (null: the guest made none). */
   readonly canary?: Canary | null;
 }

@@ -142,6 +142,7 @@ const SHORT: Readonly<Record<CheckName, string>> = {
   'device-removed': 'removed',
   'no-bar-access-after-unplug': 'no-bar-acc',
   'removal-bounded': 'bounded',
+  'traffic-ended': 'traffic',
 };
 
 export function matrixHuman(m: MatrixSummary, mode: string, driverBug: string): string {

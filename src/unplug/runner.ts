@@ -422,6 +422,9 @@ export function evidence(g: GuestConsole, h: HostSide): UnplugEvidence {
     deviceDeleted: h.deviceDeleted ? { atMs: h.deviceDeleted.receivedAtMs } : null,
     guestView: guestView(devices),
     kernelLog: g.kernelLog(),
+    trafficEnds: g.reports
+      .filter((r) => r.source === 'test' && r.event === 'traffic-end')
+      .map((r) => ({ label: r.label, reason: String(r.fields.reason), roundTrips: Number(r.fields.round_trips), atMs: r.atMs })),
     kernelLogDumped: g.first('dmesg-end', (r) => r.source === 'init') !== null,
     invalidMem: h.invalidMem,
     ...(h.invalidMemAtVanish !== undefined ? { invalidMemAtVanish: h.invalidMemAtVanish } : {}),

@@ -12,7 +12,8 @@ export type ScenarioName =
   | 'race-close'
   | 'vanish-during-probe'
   | 'vanish-during-alloc-ucontext'
-  | 'vanish-during-admin';
+  | 'vanish-during-admin'
+  | 'traffic';
 
 /** When the device vanishes: once the guest holds its mappings, or at a device event (`vanish --when`). */
 export type VanishMoment = { readonly kind: 'after-ready' } | { readonly kind: 'at-event'; readonly when: string };
@@ -141,6 +142,17 @@ export const SCENARIOS: readonly Scenario[] = [
     moment: { kind: 'at-event', when: 'admin:CREATE_CQ:1' },
     ready: { readyReports: 0, watching: 0 },
     checks: DURING_WORK,
+  },
+  {
+    name: 'traffic',
+    summary: 'two processes run an RC SEND ping-pong through the device when it vanishes; both must end by error completions or EIO',
+    guest: { scenario: 'traffic' },
+    moment: { kind: 'after-ready' },
+    // The requester reports ready and watching after 10 round trips, the responder ready.
+    ready: { readyReports: 2, watching: 1 },
+    // vrnic-pingpong does not report its UAR mapping, so the mapping checks do not apply; the
+    // removal must not wait for it, and its traffic must end visibly.
+    checks: ['process-survived', 'removal-bounded', 'no-kernel-warnings', 'device-removed', 'no-bar-access-after-unplug', 'traffic-ended'],
   },
 ];
 
