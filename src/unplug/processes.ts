@@ -1,6 +1,7 @@
 // Child processes of an unplug run (the daemon, QEMU): spawned with their output kept in files, ended by pid.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 
 export interface Child {
   readonly proc: ChildProcess;
@@ -80,4 +81,19 @@ export async function waitFor(cond: () => boolean, timeoutMs: number, everyMs = 
     await new Promise((r) => setTimeout(r, everyMs));
   }
   return true;
+}
+
+/** Where one unplug run keeps its sockets and logs, and which of them a report lists as artifacts. */
+export function runFiles(workDir: string) {
+  const files = {
+    socket: path.join(workDir, 'vrnic.sock'),
+    qmpRunner: path.join(workDir, 'qmp.sock'),
+    qmpDaemon: path.join(workDir, 'qmp-daemon.sock'),
+    console: path.join(workDir, 'console.log'),
+    invalidMem: path.join(workDir, 'qemu-invalid-mem.log'),
+    qemuLog: path.join(workDir, 'qemu.log'),
+    daemonLog: path.join(workDir, 'daemon.log'),
+  };
+  const artifacts = { workDir, console: files.console, invalidMem: files.invalidMem, daemonLog: files.daemonLog };
+  return { files, artifacts };
 }

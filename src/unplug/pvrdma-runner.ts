@@ -20,7 +20,7 @@ import { controlPathFor } from '../control/server';
 import { errorLine, moduleLogger } from '../log';
 import { QmpClient, type QmpEvent } from '../qmp/client';
 import type { TransportChoice } from '../transports/index';
-import { spawnChild, type Child } from './processes';
+import { runFiles, spawnChild, type Child } from './processes';
 
 export interface PvrdmaUnplugOptions {
   readonly mode: VanishMode;
@@ -79,16 +79,7 @@ export async function runPvrdmaUnplug(opts: PvrdmaUnplugOptions): Promise<Pvrdma
   const holdSeconds = opts.holdSeconds ?? 40;
   const workDir = opts.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'vrnic-unplug-pvrdma-'));
   fs.mkdirSync(workDir, { recursive: true, mode: 0o700 });
-  const files = {
-    socket: path.join(workDir, 'vrnic.sock'),
-    qmpRunner: path.join(workDir, 'qmp.sock'),
-    qmpDaemon: path.join(workDir, 'qmp-daemon.sock'),
-    console: path.join(workDir, 'console.log'),
-    invalidMem: path.join(workDir, 'qemu-invalid-mem.log'),
-    qemuLog: path.join(workDir, 'qemu.log'),
-    daemonLog: path.join(workDir, 'daemon.log'),
-  };
-  const artifacts = { workDir, console: files.console, invalidMem: files.invalidMem, daemonLog: files.daemonLog };
+  const { files, artifacts } = runFiles(workDir);
   const lines: Line[] = [];
   const consoleOut = fs.createWriteStream(files.console, { mode: 0o600 });
   const children: Child[] = [];

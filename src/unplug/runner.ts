@@ -18,7 +18,7 @@ import { prepareGuest, type GuestMachine } from './guest';
 import { requireVfioUserQemu } from '../../qemu-config/qemu';
 import { chooseIrq, MSIX_TEARDOWN_ABORT, recordMsixUnplug, type IrqChoice, type IrqDecision } from '../../qemu-config/msix-unplug';
 import { GuestConsole, guestBar2, parseNumber, type ReportLine } from './guest-report';
-import { spawnChild, type Child } from './processes';
+import { runFiles, spawnChild, type Child } from './processes';
 import { timingsFrom, type UnplugReport } from './report';
 
 export interface UnplugTestOptions {
@@ -82,16 +82,7 @@ async function runOnce(opts: UnplugTestOptions): Promise<UnplugReport> {
   const startedAtMs = Date.now();
   const workDir = opts.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'vrnic-unplug-'));
   fs.mkdirSync(workDir, { recursive: true, mode: 0o700 });
-  const files = {
-    socket: path.join(workDir, 'vrnic.sock'),
-    qmpRunner: path.join(workDir, 'qmp.sock'),
-    qmpDaemon: path.join(workDir, 'qmp-daemon.sock'),
-    console: path.join(workDir, 'console.log'),
-    invalidMem: path.join(workDir, 'qemu-invalid-mem.log'),
-    qemuLog: path.join(workDir, 'qemu.log'),
-    daemonLog: path.join(workDir, 'daemon.log'),
-  };
-  const artifacts = { workDir, console: files.console, invalidMem: files.invalidMem, daemonLog: files.daemonLog };
+  const { files, artifacts } = runFiles(workDir);
   const guest = new GuestConsole();
   const consoleOut = fs.createWriteStream(files.console, { mode: 0o600 });
   const children: Child[] = [];
