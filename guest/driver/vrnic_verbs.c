@@ -153,6 +153,17 @@ static int vrnic_query_gid(struct ib_device *ibdev, u32 port, int index, union i
 	return 0;
 }
 
+/* What GET_CONTEXT tells user space of the planted bug, indexed by enum vrnic_bug. */
+static const u32 vrnic_bug_flags[] = {
+	[VRNIC_BUG_NONE] = 0,
+	[VRNIC_BUG_LEGACY_MMAP] = VRNIC_DRIVER_FLAG_LEGACY_MMAP,
+	[VRNIC_BUG_NO_DISASSOCIATE] = VRNIC_DRIVER_FLAG_NO_DISASSOCIATE,
+	[VRNIC_BUG_PRIVATE_TRACKING] = VRNIC_DRIVER_FLAG_PRIVATE_TRACKING,
+	[VRNIC_BUG_ZAP_SIGBUS] = VRNIC_DRIVER_FLAG_ZAP_SIGBUS,
+	[VRNIC_BUG_DESTROY_ERROR] = VRNIC_DRIVER_FLAG_DESTROY_ERROR,
+	[VRNIC_BUG_HELD_REFERENCE] = VRNIC_DRIVER_FLAG_HELD_REFERENCE,
+};
+
 static int vrnic_alloc_ucontext(struct ib_ucontext *ibuc, struct ib_udata *udata)
 {
 	struct vrnic_ucontext *uc = to_vuc(ibuc);
@@ -209,18 +220,7 @@ static int vrnic_alloc_ucontext(struct ib_ucontext *ibuc, struct ib_udata *udata
 	resp.uar_index = uc->uar_index;
 	resp.uar_page_size = VRNIC_UAR_PAGE_SIZE;
 	resp.uar_mmap_offset = rdma_user_mmap_get_offset(uc->uar_entry);
-	if (vrnic_bug == VRNIC_BUG_LEGACY_MMAP)
-		resp.driver_flags |= VRNIC_DRIVER_FLAG_LEGACY_MMAP;
-	if (vrnic_bug == VRNIC_BUG_NO_DISASSOCIATE)
-		resp.driver_flags |= VRNIC_DRIVER_FLAG_NO_DISASSOCIATE;
-	if (vrnic_bug == VRNIC_BUG_PRIVATE_TRACKING)
-		resp.driver_flags |= VRNIC_DRIVER_FLAG_PRIVATE_TRACKING;
-	if (vrnic_bug == VRNIC_BUG_ZAP_SIGBUS)
-		resp.driver_flags |= VRNIC_DRIVER_FLAG_ZAP_SIGBUS;
-	if (vrnic_bug == VRNIC_BUG_DESTROY_ERROR)
-		resp.driver_flags |= VRNIC_DRIVER_FLAG_DESTROY_ERROR;
-	if (vrnic_bug == VRNIC_BUG_HELD_REFERENCE)
-		resp.driver_flags |= VRNIC_DRIVER_FLAG_HELD_REFERENCE;
+	resp.driver_flags = vrnic_bug_flags[vrnic_bug];
 	ret = ib_copy_to_udata(udata, &resp, min(udata->outlen, sizeof(resp)));
 	if (ret)
 		goto err_remove;
