@@ -289,14 +289,6 @@ static int vrnic_legacy_mmap(struct vm_area_struct *vma, struct vrnic_mmap_entry
 }
 
 /*
- * The planted private-tracking bug, the way drivers zapped user mappings before the RDMA core
- * did it for them (Linux 4.20): mmap maps the BAR itself and remembers the VMA in a private
- * list; disassociate zaps what the list holds, in the creating process's address space, and
- * puts a zeroed page in its place. There are no vm_operations open/close, so the driver never
- * hears of the copy fork makes, of the pieces a munmap or mprotect splits off (they are new
- * VMAs), or of a mapping made in another process: those keep pointing at the BAR.
- */
-/*
  * The planted zap-sigbus bug: private-tracking's own zap, with the driver's own fault handler.
  * mmap fills the whole mapping, so the handler was written for a fault that "cannot happen" and
  * answers VM_FAULT_SIGBUS. After the zap it does happen: the next access kills the process. The
@@ -311,6 +303,14 @@ static const struct vm_operations_struct vrnic_sigbus_vm_ops = {
 	.fault = vrnic_sigbus_fault,
 };
 
+/*
+ * The planted private-tracking bug, the way drivers zapped user mappings before the RDMA core
+ * did it for them (Linux 4.20): mmap maps the BAR itself and remembers the VMA in a private
+ * list; disassociate zaps what the list holds, in the creating process's address space, and
+ * puts a zeroed page in its place. There are no vm_operations open/close, so the driver never
+ * hears of the copy fork makes, of the pieces a munmap or mprotect splits off (they are new
+ * VMAs), or of a mapping made in another process: those keep pointing at the BAR.
+ */
 static int vrnic_private_mmap(struct vrnic_ucontext *uc, struct vm_area_struct *vma,
 			      struct vrnic_mmap_entry *entry)
 {
