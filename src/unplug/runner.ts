@@ -15,6 +15,7 @@ import type { ArmedVanishResult } from '../control/server';
 import { isMappingCheck, scenarioByName, type Scenario, type ScenarioName } from './scenarios';
 import type { Canary, DriverBug, GuestDeviceView, PhysRange, UnplugEvidence } from './evidence';
 import { prepareGuest, type GuestMachine } from './guest';
+import { DEFAULT_DEVICE_ID as DEVICE_ID } from '../../qemu-config/args';
 import { requireVfioUserQemu } from '../../qemu-config/qemu';
 import { chooseIrq, MSIX_TEARDOWN_ABORT, recordMsixUnplug, type IrqChoice, type IrqDecision } from '../../qemu-config/msix-unplug';
 import { GuestConsole, guestBar2, parseNumber, type ReportLine } from './guest-report';
@@ -53,7 +54,6 @@ export const HOTPLUG_KINDS = ['acpi', 'native'] as const;
 export type HotplugKind = (typeof HOTPLUG_KINDS)[number];
 
 /** The QEMU device id the runner gives the vfio-user-pci device. */
-export const DEVICE_ID = 'nic0';
 
 const CLI = path.resolve(__dirname, '..', 'cli.js');
 
