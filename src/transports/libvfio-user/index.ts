@@ -41,12 +41,11 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { BarDecl, PciDevice } from '../../../emulator/framework/device';
 import { PciFunction } from '../../../emulator/framework/pci-function';
-import { LibraryMissingError, SysError } from '../../../ffi/errors';
+import { Errno, LibraryMissingError, SysError } from '../../../ffi/errors';
 import {
   closeQuietly, eventfd, eventfdConsume, eventfdSignal, poll, POLLIN, setSocketTimeout, shutdownSocket, SO_RCVTIMEO, SO_SNDTIMEO,
 } from '../../../ffi/libc';
 import {
-  ECONNRESET, EINVAL, EIO, ENOENT, ENOTCONN, ESHUTDOWN,
   LIBVFIO_USER_FLAG_ATTACH_NB, LIBVFIO_USER_MAX_DMA_REGIONS, LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_WARNING,
   PCI_HEADER_TYPE_NORMAL, VFU_DEV_ERR_IRQ, VFU_DEV_INTX_IRQ, VFU_DEV_MSI_IRQ, VFU_DEV_MSIX_IRQ, VFU_DEV_REQ_IRQ,
   VFU_PCI_DEV_CFG_REGION_IDX, VFU_PCI_TYPE_EXPRESS, VFU_REGION_FLAG_ALWAYS_CB, VFU_REGION_FLAG_MEM, VFU_REGION_FLAG_RW,
@@ -59,6 +58,8 @@ import { IrqIndex } from '../../protocol/constants';
 import { capabilityLayout } from './capabilities';
 import { VfuDma } from './dma';
 import { BusyPoll } from '../busy-poll';
+
+const { ECONNRESET, EINVAL, EIO, ENOENT, ENOTCONN, ESHUTDOWN } = Errno;
 
 /** Requests handled per turn of the event loop before yielding to it. */
 const RUN_BUDGET = 64;
