@@ -1,131 +1,31 @@
-// Framing of vfio-user messages over a Unix stream socket: reassembly and fds per message.
-//
-// Each message is read as its 16-byte header, then exactly its body, so a read never crosses a
-// message boundary and the fds a recvmsg returns belong to the message whose header it read
-// (senders attach fds to a message's first byte). fds arriving with any other bytes mean the
-// peer broke framing. Every fd received is either handed out with its message or closed here.
-import { closeQuietly, type FdSocket } from '../../ffi/libc';
-import { HEADER_SIZE } from './constants';
-import { decodeHeader, type Header } from './messages';
+// vfio-user messages over a Unix stream socket: whole messages with their fds in, queued output out.
+import type { FdSocket } from '../../ffi/libc';
+import { RequestReader, type ReadResult, type StreamLimits } from '../transports/native/reader';
 
-export interface RawMessage {
-  readonly header: Header;
-  /** The bytes after the header. */
-  readonly payload: Buffer;
-  readonly fds: number[];
-  /** More fds came than the limit allows; they were closed and `fds` is empty. */
-  readonly tooManyFds: boolean;
-}
+export { FramingError, type RawMessage, type ReadResult, type StreamLimits } from '../transports/native/reader';
 
-/** The peer broke framing (bad size, fds mid-message): the connection must be dropped. */
-export class FramingError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'FramingError';
-  }
-}
-
-export interface StreamLimits {
-  /** Largest whole message accepted (header included). */
-  readonly maxMessageSize: number;
-  /** Most fds accepted with one message. */
-  readonly maxFds: number;
-}
-
-export interface ReadResult {
-  readonly messages: RawMessage[];
-  /** The peer closed the stream (after the messages returned). */
-  readonly closed: boolean;
-}
-
+/**
+ * One connection's messages: reads through RequestReader (the one framing reader) and queues
+ * output so a send never blocks the event loop.
+ */
 export class MessageStream {
-  private header = Buffer.alloc(HEADER_SIZE);
-  private headerFill = 0;
-  private current: Header | null = null;
-  private body: Buffer | null = null;
-  private bodyFill = 0;
-  private fds: number[] = [];
-  private tooMany = false;
+  private readonly reader: RequestReader;
 
-  constructor(readonly sock: FdSocket, public limits: StreamLimits) {}
+  constructor(readonly sock: FdSocket, limits: StreamLimits) {
+    this.reader = new RequestReader(sock, limits);
+  }
 
   /**
-   * Reads every complete message available without blocking (at most `budget`).
+   * Reads every complete message available without blocking (at most about `budget`).
    * Throws FramingError (after closing every fd it held) when the peer broke framing.
    */
   readAvailable(budget = 1024): ReadResult {
-    const messages: RawMessage[] = [];
-    try {
-      while (messages.length < budget) {
-        if (this.current === null) {
-          const got = this.sock.recv(HEADER_SIZE - this.headerFill);
-          if (got === null) break;
-          if (got.data.length === 0) {
-            this.takeFds(got.fds, got.fdsTruncated);
-            return { messages, closed: true };
-          }
-          if (this.headerFill > 0 && got.fds.length > 0) {
-            this.takeFds(got.fds, false);
-            throw new FramingError('fds arrived in the middle of a header');
-          }
-          this.takeFds(got.fds, got.fdsTruncated);
-          got.data.copy(this.header, this.headerFill);
-          this.headerFill += got.data.length;
-          if (this.headerFill < HEADER_SIZE) continue;
-          const h = decodeHeader(this.header);
-          if (h.size < HEADER_SIZE) throw new FramingError(`message size ${h.size} is smaller than the header`);
-          if (h.size > this.limits.maxMessageSize) throw new FramingError(`message size ${h.size} exceeds ${this.limits.maxMessageSize}`);
-          this.current = h;
-          this.body = Buffer.alloc(h.size - HEADER_SIZE);
-          this.bodyFill = 0;
-        }
-        const body = this.body!;
-        if (this.bodyFill < body.length) {
-          const got = this.sock.recv(body.length - this.bodyFill);
-          if (got === null) break;
-          if (got.fds.length > 0) {
-            this.takeFds(got.fds, false);
-            throw new FramingError('fds arrived in the middle of a message body');
-          }
-          if (got.data.length === 0) return { messages, closed: true };
-          got.data.copy(body, this.bodyFill);
-          this.bodyFill += got.data.length;
-          if (this.bodyFill < body.length) continue;
-        }
-        messages.push({ header: this.current!, payload: body, fds: this.fds, tooManyFds: this.tooMany });
-        this.fds = [];
-        this.tooMany = false;
-        this.current = null;
-        this.body = null;
-        this.headerFill = 0;
-      }
-    } catch (err) {
-      for (const m of messages) m.fds.forEach((fd) => closeQuietly(fd));
-      this.discard();
-      throw err instanceof FramingError ? err : err;
-    }
-    return { messages, closed: false };
-  }
-
-  private takeFds(fds: number[], truncated: boolean): void {
-    if (fds.length === 0 && !truncated) return;
-    if (truncated || this.tooMany || this.fds.length + fds.length > this.limits.maxFds) {
-      this.tooMany = true;
-      fds.forEach((fd) => closeQuietly(fd));
-      this.fds.forEach((fd) => closeQuietly(fd));
-      this.fds = [];
-      return;
-    }
-    this.fds.push(...fds);
+    return this.reader.readAvailable(budget);
   }
 
   /** Closes the fds of a partly received message; the stream is unusable afterwards. */
   discard(): void {
-    this.fds.forEach((fd) => closeQuietly(fd));
-    this.fds = [];
-    this.current = null;
-    this.body = null;
-    this.headerFill = 0;
+    this.reader.discard();
   }
 
   private readonly queue: { data: Buffer; offset: number; fds: readonly number[] }[] = [];
