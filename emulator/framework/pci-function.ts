@@ -21,7 +21,8 @@
 // the client unmasks it (QEMU does, with SET_IRQS ACTION_UNMASK, after the guest's end of
 // interrupt); if the device's condition is still asserted then, the line is signalled again.
 import type { Logger } from 'pino';
-import { Errno, IrqIndex, RegionIndex } from '../../src/protocol/constants';
+import { Errno } from '../../ffi/errors';
+import { IrqIndex, RegionIndex } from './vfio-indexes';
 import { busMasterGated, type BarDecl, type DeviceContext, type DmaAccess, type InterruptSink, type PciDevice } from './device';
 import { CONFIG_SPACE_SIZE, ConfigSpace } from './config-space';
 import { GuestErrorLog } from './guest-errors';
