@@ -193,8 +193,8 @@ let hot: HotFunctions | null = null;
 // ---- the per-request calls, without ffi-napi's per-call marshalling ----
 //
 // ffi-napi's ForeignFunction proxy allocates a result buffer, an argument array and one buffer per
-// argument, then derefs the result, on every call: ~6 µs for int(int) and 10-20 µs with a pointer
-// on these machines. vfu_run_ctx runs once per client request and vfu_irq_trigger once per
+// argument, then derefs the result, on every call (its cost: docs/performance.md, section 2).
+// vfu_run_ctx runs once per client request and vfu_irq_trigger once per
 // interrupt, always with the same context pointer, so for those two the argument storage is
 // prepared once per context and each call is ffi-napi's own ffi_call binding alone (the call
 // the proxy makes itself, with the same libffi cif).

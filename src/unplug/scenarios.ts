@@ -1,4 +1,4 @@
-// The unplug scenarios of issue 9: what the guest runs, when the device vanishes, and which checks judge it.
+// The unplug scenarios: what the guest runs, when the device vanishes, and which checks judge it.
 import type { GuestScenario } from '../../qemu-config/image';
 import type { NicConfigInput } from '../../emulator/nic/config';
 import { DEFAULT_CHECKS, type CheckName } from './checks';

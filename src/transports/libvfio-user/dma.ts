@@ -8,7 +8,7 @@
 // The transport feeds the region table from libvfio-user's dma_register/dma_unregister callbacks.
 // A region's bytes are copied through its DmaMemory view (ffi/libvfio-user.ts says why a view
 // never outlives the mapping), one memcpy per access instead of vfu_addr_to_sgl plus
-// vfu_sgl_read/write (2-3 ffi-napi calls, tens of µs). Writing directly skips nothing
+// vfu_sgl_read/write (two or three ffi-napi calls). Writing directly skips nothing
 // libvfio-user would do: vfu_sgl_write only adds dirty-page tracking, which needs migration
 // callbacks this transport never registers. A mapped region too long for a Buffer still goes
 // through vfu_addr_to_sgl + vfu_sgl_read/write.

@@ -88,7 +88,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
   private ctx: VfuContext | null = null;
   private attached = false;
   /** Bumped whenever the context is replaced, so a poll result for an old fd is ignored. */
-  private generation = 0;
+  private epoch = 0;
   private wakeFd = -1;
   private started = false;
   private stopping = false;
@@ -315,18 +315,18 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     while (!this.stopping) {
       const ctx = this.ctx;
       if (ctx === null) return;
-      const gen = this.generation;
+      const gen = this.epoch;
       if (!this.attached) {
         await this.waitReadable(ctx.pollFd());
-        if (this.generation !== gen || this.stopping) continue;
+        if (this.epoch !== gen || this.stopping) continue;
         const connected = await this.attach(ctx);
         this.afterLibraryCall();
-        if (this.generation !== gen || this.stopping) continue;
+        if (this.epoch !== gen || this.stopping) continue;
         if (connected) this.clientConnected(ctx);
         continue;
       }
       const idle = await this.drain(ctx);
-      if (this.generation !== gen || this.stopping || !this.attached) continue;
+      if (this.epoch !== gen || this.stopping || !this.attached) continue;
       if (idle) await this.waitForRequest(gen);
       else await new Promise<void>((resolve) => setImmediate(resolve));
     }
@@ -360,7 +360,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       this.busy.activity();
       await undefined;
       if (ctx !== this.ctx || !this.attached || this.stopping) return true;
-      // a koffi poll costs ~0.1 µs, another vfu_run_ctx through ffi-napi tens of µs
+      // a koffi poll costs far less than another vfu_run_ctx through ffi-napi (docs/performance.md)
       if (!this.readableNow(this.connFd)) return true;
     }
     return false;
@@ -410,7 +410,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
    */
   private async waitForRequest(gen: number): Promise<void> {
     const reqs = [{ fd: this.connFd, events: POLLIN }, { fd: this.wakeFd, events: POLLIN }];
-    const [, wake] = await this.busy.wait(reqs, -1, () => this.generation === gen && !this.stopping && this.attached, true);
+    const [, wake] = await this.busy.wait(reqs, -1, () => this.epoch === gen && !this.stopping && this.attached, true);
     if (wake) eventfdConsume(this.wakeFd);
   }
 
@@ -489,7 +489,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     }
     if (this.attached) {
       // a client that keeps the shut-down socket busy: replace the whole context instead
-      this.generation++;
+      this.epoch++;
       this.ctx = null;
       ctx.destroy();
       this.clientGone('client dropped');
