@@ -17,7 +17,7 @@ export * from './control/index';
 export { QmpClient, QmpCommandError, QmpClosedError, QmpTimeoutError, type QmpEvent } from './qmp/client';
 
 // The guest and QEMU.
-export { buildGuestImage, latestGuestImage, guestAppend, GUEST_SCENARIOS, type GuestImage, type GuestBuildOptions, type GuestScenario } from '../qemu-config/image';
+export { buildGuestImage, latestGuestImage, guestAppend, GUEST_SCENARIOS, type GuestImage, type GuestBuildOptions, type GuestScenario } from '../guest/kit/image';
 export { qemuArgs, formatCommandLine, shellQuote, vfioUserDeviceJson, COMMAND_LINE_FORMATS, type CommandLineFormat, type QemuOptions } from '../qemu-config/args';
 export { findQemu, probeQemu, requireVfioUserQemu, QemuError, type FoundQemu, type QemuSource } from '../qemu-config/qemu';
 export { provisionQemu, provisionedQemu, type ProvisionedQemu } from '../qemu-config/provision';

@@ -7,7 +7,7 @@ import { defaultSocketPath, SocketPathError } from '../socket-path';
 import type { TransportChoice } from '../transports/index';
 import { loadDeviceConfig, type DeviceConfigResult } from '../device-config';
 import { createPvrdma } from '../../emulator/pvrdma/index';
-import { GUEST_MODELS, type GuestModel } from '../../qemu-config/pvrdma-kit';
+import { GUEST_MODELS, type GuestModel } from '../../guest/kit/pvrdma-kit';
 import { createNic, IRQ_MODES, TraceFile, type IrqMode, type NicConfig } from '../../emulator/nic/index';
 import { type Command, UsageError } from './command';
 import { startControlServer, type ControlServer } from '../control/server';

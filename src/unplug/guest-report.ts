@@ -1,5 +1,5 @@
 // Reads the guest's side of an unplug run from its console: vrnic-test's report lines and the kernel's log.
-import { INIT_MARK, parseGuestLine, REPORT_MARK } from '../../qemu-config/guest-log';
+import { INIT_MARK, parseGuestLine, REPORT_MARK } from '../../guest/kit/guest-log';
 import type { MappingEvidence, PfnState, PhysRange, Stamp } from './evidence';
 
 /**
@@ -23,7 +23,7 @@ import type { MappingEvidence, PfnState, PhysRange, Stamp } from './evidence';
  * The guest's /init reports its steps as `VRNIC-INIT {"event":...}`: boot, canary (vrnic-test
  * --canary, before the modules load), module, modules-loaded, test-start, test-exit, devices
  * {"vrnic_pci": [...], "ib": [...], "waited_ms": N} (the guest's own view after the program),
- * dmesg-begin, dmesg-end, poweroff. Both kinds of line are parsed by qemu-config/guest-log.ts.
+ * dmesg-begin, dmesg-end, poweroff. Both kinds of line are parsed by guest/kit/guest-log.ts.
  */
 const PAGE = 4096n;
 

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { DEFAULT_DEVICE_ID as DEVICE_ID, qemuArgs } from '../../qemu-config/args';
-import { buildGuestImage, guestAppend } from '../../qemu-config/image';
+import { buildGuestImage, guestAppend } from '../../guest/kit/image';
 import { chooseIrq, type IrqChoice, type IrqDecision } from '../../qemu-config/msix-unplug';
 import { requireVfioUserQemu } from '../../qemu-config/qemu';
 import { ControlClient } from '../control/client';

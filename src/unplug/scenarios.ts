@@ -1,5 +1,5 @@
 // The unplug scenarios: what the guest runs, when the device vanishes, and which checks judge it.
-import type { GuestScenario } from '../../qemu-config/image';
+import type { GuestScenario } from '../../guest/kit/image';
 import type { NicConfigInput } from '../../emulator/nic/config';
 import { DEFAULT_CHECKS, type CheckName } from './checks';
 

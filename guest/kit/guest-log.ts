@@ -52,7 +52,7 @@ function splitLines(log: string): string[] {
  * What a kernel prints when something went wrong, one pattern per kind of report: the one list
  * the unplug verdict (no-kernel-warnings) and the guest tests judge a kernel log by. Matched
  * case-sensitively on the kernel's own wording, so lines like "... report a bug" do not count.
- * The guest's console must carry KERN_WARNING (loglevel 5 or more, qemu-config/image.ts) for
+ * The guest's console must carry KERN_WARNING (loglevel 5 or more, guest/kit/image.ts) for
  * WARN() reports to reach it before /init's dmesg dump.
  */
 export const KERNEL_PROBLEM_PATTERNS: readonly { readonly kind: string; readonly re: RegExp }[] = [

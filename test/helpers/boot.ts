@@ -1,8 +1,8 @@
 // Boots a guest under QEMU with the console on stdio, collects the console log and waits for power-off.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import { LineSplitter } from '../src/lines';
-import { qemuArgs, type QemuOptions } from './args';
+import { LineSplitter } from '../../src/lines';
+import { qemuArgs, type QemuOptions } from '../../qemu-config/args';
 
 export interface BootOptions extends Omit<QemuOptions, 'serial'> {
   /** QEMU binary. */

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { cacheDir, packageRoot } from './cache';
+import { cacheDir, packageRoot } from '../../qemu-config/cache';
 import { CpioWriter } from './cpio';
 import { addTree, buildPvrdmaKit, PVRDMA_GUEST_SCRIPT, PVRDMA_MODULES, pvrdmaPackageVersions, type GuestModel } from './pvrdma-kit';
 
@@ -50,7 +50,7 @@ export interface GuestBuildOptions {
   force?: boolean;
   /** Receives one human-readable line per step. */
   progress?: (line: string) => void;
-  /** Which device's guest kit: vrnic's own (default), or pvrdma's upstream driver with Debian's rdma-core (qemu-config/pvrdma-kit.ts). */
+  /** Which device's guest kit: vrnic's own (default), or pvrdma's upstream driver with Debian's rdma-core (guest/kit/pvrdma-kit.ts). */
   model?: GuestModel;
 }
 
@@ -191,7 +191,7 @@ function run(cmd: string, args: readonly string[], cwd?: string): Promise<string
   });
 }
 
-/** The builder's way to run a tool (errors carry its output's tail), for the model kits (qemu-config/pvrdma-kit.ts). */
+/** The builder's way to run a tool (errors carry its output's tail), for the model kits (guest/kit/pvrdma-kit.ts). */
 export const runTool = run;
 
 /** The guest sources that go into the image, as sorted repo-relative paths. */
