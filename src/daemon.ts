@@ -5,7 +5,7 @@ import type { PciDevice } from '../emulator/framework/device';
 import { moduleLogger } from './log';
 import { DEFAULT_DEVICE_ID, DEFAULT_ROOT_PORT_ID, pairedVmxnet3Arg, PVRDMA_DEVICE_PROPERTIES, rootPortArg, shellQuote, vfioUserDeviceJson } from '../qemu-config/args';
 import { claimSocketPath, defaultSocketPath } from './socket-path';
-import { createTransport, resolveTransport, type Transport, type TransportChoice, type TransportName, type TransportStats } from './transports/index';
+import { createTransport, resolveTransport, type Transport, type TransportChoice, type TransportName, type TransportStats } from './vfio-user/transports/index';
 
 export interface DaemonOptions {
   /** vfio-user socket path; defaults to defaultSocketPath(). */

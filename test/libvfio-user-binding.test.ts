@@ -15,13 +15,13 @@ import { ConfigSpace } from '../emulator/framework/config-space';
 import {
   DmaError, type DeviceContext, type MemoryBar, type PciDevice, type TrappedBar,
 } from '../emulator/framework/device';
-import { VfioUserClient } from '../src/client/index';
-import { GuestMemory } from '../src/client/guest-memory';
-import { IrqIndex } from '../src/protocol/constants';
+import { VfioUserClient } from '../src/vfio-user/client/index';
+import { GuestMemory } from '../src/vfio-user/client/guest-memory';
+import { IrqIndex } from '../src/vfio-user/protocol/constants';
 import { Errno, SysError } from '../ffi/errors';
 import { pollAsync, POLLIN, SharedMemory } from '../ffi/libc';
 import * as vfu from '../ffi/libvfio-user';
-import { LibvfioUserTransport } from '../src/transports/libvfio-user/index';
+import { LibvfioUserTransport } from '../src/vfio-user/transports/libvfio-user/index';
 import { skipping } from './helpers/skip';
 
 const unavailable = vfu.libvfioUserUnavailable();

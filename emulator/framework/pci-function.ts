@@ -1,6 +1,6 @@
 // One PCI function: the rules every transport must apply the same way, in one place.
 //
-// A transport (src/transports/native, src/transports/libvfio-user) only speaks the wire: it hands
+// A transport (src/vfio-user/transports/native, src/vfio-user/transports/libvfio-user) only speaks the wire: it hands
 // each config or BAR access to this object, tells it about SET_IRQS masks and eventfds and about
 // clients coming and going, and gives it one way out: "signal the client's eventfd for
 // (index, sub-index)". Everything PCI decides lives here:

@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { configureLogging, type LogLevel } from '../log';
 import { Daemon, qemuAttachLine } from '../daemon';
 import { defaultSocketPath, SocketPathError } from '../socket-path';
-import type { TransportChoice } from '../transports/index';
+import type { TransportChoice } from '../vfio-user/transports/index';
 import { loadDeviceConfig, type DeviceConfigResult } from '../device-config';
 import { createPvrdma } from '../../emulator/pvrdma/index';
 import { GUEST_MODELS, type GuestModel } from '../../guest/kit/pvrdma-kit';

@@ -19,7 +19,7 @@ import type { VanishMode } from '../control/protocol';
 import { controlPathFor } from '../control/server';
 import { errorLine, moduleLogger } from '../log';
 import { QmpClient, type QmpEvent } from '../qmp/client';
-import type { TransportChoice } from '../transports/index';
+import type { TransportChoice } from '../vfio-user/transports/index';
 import { runFiles, spawnChild, type Child } from './processes';
 
 export interface PvrdmaUnplugOptions {

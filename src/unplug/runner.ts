@@ -8,7 +8,7 @@ import { controlPathFor } from '../control/server';
 import type { VanishMode } from '../control/protocol';
 import { errorLine, moduleLogger } from '../log';
 import { flattenPci, QmpClient, type QmpEvent } from '../qmp/client';
-import type { TransportChoice } from '../transports/index';
+import type { TransportChoice } from '../vfio-user/transports/index';
 import { computeChecks, driverRemoveMs, verdictOf, type CheckName } from './checks';
 import { formatWhen, parseWhen, whenToJson } from '../control/when';
 import type { ArmedVanishResult } from '../control/server';

@@ -1,5 +1,5 @@
 // vfio-user messages over a Unix stream socket: whole messages with their fds in, queued output out.
-import type { FdSocket } from '../../ffi/libc';
+import type { FdSocket } from '../../../ffi/libc';
 import { RequestReader, type ReadResult, type StreamLimits } from '../transports/native/reader';
 
 export { FramingError, type RawMessage, type ReadResult, type StreamLimits } from '../transports/native/reader';

@@ -17,8 +17,8 @@ import {
   POLLOUT,
   unixSocket,
   type PollRequest,
-} from '../../ffi/libc';
-import { errnoName, SysError } from '../../ffi/errors';
+} from '../../../ffi/libc';
+import { errnoName, SysError } from '../../../ffi/errors';
 import {
   Command,
   commandName,
@@ -66,7 +66,7 @@ import { GuestMemory } from './guest-memory';
 import { reactor, type PendingWait } from '../transports/reactor';
 
 export { GuestMemory } from './guest-memory';
-export { Mapping } from '../../ffi/libc';
+export { Mapping } from '../../../ffi/libc';
 export { Command, Errno, IrqIndex, IrqSetFlag, RegionFlag, RegionIndex, DmaMapFlag, DmaUnmapFlag, DeviceFlag, IrqInfoFlag } from '../protocol/constants';
 export type { DeviceInfo, IrqInfo, RegionInfo, VersionCapabilities } from '../protocol/messages';
 

@@ -88,7 +88,7 @@ export const enum DeviceFlag {
 }
 
 // The PCI function's region and IRQ indexes are the device framework's (it applies their rules).
-export { IrqIndex, PCI_NUM_IRQS, PCI_NUM_REGIONS, RegionIndex } from '../../emulator/framework/vfio-indexes';
+export { IrqIndex, PCI_NUM_IRQS, PCI_NUM_REGIONS, RegionIndex } from '../../../emulator/framework/vfio-indexes';
 
 /** vfio_region_info.flags */
 export const enum RegionFlag {
@@ -133,4 +133,4 @@ export const MULTI_DATA = 8;
 export const MULTI_MAX = 200;
 
 /** The errnos vfio-user replies carry: Linux's, from the project's one table. */
-export { Errno } from '../../ffi/errors';
+export { Errno } from '../../../ffi/errors';

@@ -39,21 +39,21 @@
 import { chmodSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import type { BarDecl, PciDevice } from '../../../emulator/framework/device';
-import { PciFunction } from '../../../emulator/framework/pci-function';
-import { Errno, LibraryMissingError, SysError } from '../../../ffi/errors';
+import type { BarDecl, PciDevice } from '../../../../emulator/framework/device';
+import { PciFunction } from '../../../../emulator/framework/pci-function';
+import { Errno, LibraryMissingError, SysError } from '../../../../ffi/errors';
 import {
   closeQuietly, eventfd, eventfdConsume, eventfdSignal, poll, POLLIN, setSocketTimeout, shutdownSocket, SO_RCVTIMEO, SO_SNDTIMEO,
-} from '../../../ffi/libc';
+} from '../../../../ffi/libc';
 import {
   LIBVFIO_USER_FLAG_ATTACH_NB, LIBVFIO_USER_MAX_DMA_REGIONS, LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_WARNING,
   PCI_HEADER_TYPE_NORMAL, VFU_DEV_ERR_IRQ, VFU_DEV_INTX_IRQ, VFU_DEV_MSI_IRQ, VFU_DEV_MSIX_IRQ, VFU_DEV_REQ_IRQ,
   VFU_PCI_DEV_CFG_REGION_IDX, VFU_PCI_TYPE_EXPRESS, VFU_REGION_FLAG_ALWAYS_CB, VFU_REGION_FLAG_MEM, VFU_REGION_FLAG_RW,
   VFU_RESET_LOST_CONN,
   VfuContext, libvfioUserUnavailable as ffiUnavailable, type DmaRegionInfo, type RegionAccessHandler,
-} from '../../../ffi/libvfio-user';
+} from '../../../../ffi/libvfio-user';
 import type { Transport, TransportOptions, TransportStats } from '../transport';
-import { CONFIG_SPACE_SIZE } from '../../../emulator/framework/config-space';
+import { CONFIG_SPACE_SIZE } from '../../../../emulator/framework/config-space';
 import { IrqIndex } from '../../protocol/constants';
 import { capabilityLayout } from './capabilities';
 import { VfuDma } from './dma';

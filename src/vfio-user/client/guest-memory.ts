@@ -1,5 +1,5 @@
 // Guest RAM played by a test: a memfd the client owns, addressed by guest physical address.
-import { closeQuietly, ftruncate, Mapping, memfdCreate } from '../../ffi/libc';
+import { closeQuietly, ftruncate, Mapping, memfdCreate } from '../../../ffi/libc';
 
 /**
  * One contiguous block of "guest RAM" at guest addresses [base, base + size).

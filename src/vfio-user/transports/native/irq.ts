@@ -1,6 +1,6 @@
 // The eventfds one client set per IRQ index and sub-index (masks and delivery rules are the PCI function's).
 import { readlinkSync } from 'node:fs';
-import { closeQuietly, eventfdTrySignal, setNonBlocking } from '../../../ffi/libc';
+import { closeQuietly, eventfdTrySignal, setNonBlocking } from '../../../../ffi/libc';
 import { IrqIndex, PCI_NUM_IRQS } from '../../protocol/constants';
 
 /** True when fd is an eventfd (so signalling it writes a counter, never a file or a pipe). */
