@@ -66,14 +66,6 @@ interface Waiter {
   timer: NodeJS.Timeout;
 }
 
-interface Waiter {
-  readonly command: number;
-  readonly keepFds: boolean;
-  resolve(r: Reply): void;
-  reject(e: Error): void;
-  timer: NodeJS.Timeout;
-}
-
 export class Connection {
   private readonly stream: MessageStream;
   private readonly wakeFd: number;
