@@ -1,4 +1,4 @@
-// The native transport's one-recvmsg request reader (src/vfio-user/transports/native/reader.ts): framing and which message gets which fds.
+// The native transport's one-recvmsg request reader (src/vfio-user/protocol/framing.ts): framing and which message gets which fds.
 import test from 'ava';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -7,7 +7,7 @@ import {
   accept4, bindUnix, closeQuietly, connectUnix, eventfd, eventfdConsume, eventfdSignal, FdSocket, listen, shutdownSocket, unixSocket,
 } from '../ffi/libc';
 import { FramingError } from '../src/vfio-user/protocol/stream';
-import { RequestReader } from '../src/vfio-user/transports/native/reader';
+import { RequestReader } from '../src/vfio-user/protocol/framing';
 import { openFdCount } from './helpers/served';
 
 /** A vfio-user message built by hand: msg id, command, size, flags 0, error 0, then the payload. */

@@ -1,8 +1,8 @@
 // vfio-user messages over a Unix stream socket: whole messages with their fds in, queued output out.
 import type { FdSocket } from '../../../ffi/libc';
-import { RequestReader, type ReadResult, type StreamLimits } from '../transports/native/reader';
+import { RequestReader, type ReadResult, type StreamLimits } from './framing';
 
-export { FramingError, type RawMessage, type ReadResult, type StreamLimits } from '../transports/native/reader';
+export { FramingError, type RawMessage, type ReadResult, type StreamLimits } from './framing';
 
 /**
  * One connection's messages: reads through RequestReader (the one framing reader) and queues

@@ -66,7 +66,7 @@ import {
 import { ShortMessageError } from '../../protocol/reader';
 import { FramingError, MessageStream, type RawMessage } from '../../protocol/stream';
 import { IRQ_INDEX_NAMES, IrqState, isEventfd } from './irq';
-import { RequestReader } from './reader';
+import { RequestReader } from '../../protocol/framing';
 import { describeRegion } from './regions';
 import type { PciFunction } from '../../../../emulator/framework/pci-function';
 

@@ -17,9 +17,9 @@
 // to a later piece of a message split over several sends, when both pieces arrive in one read
 // (the message gets them instead of a disconnect). Neither lets fds escape: every one is handed
 // out with a message or closed.
-import { closeQuietly, type FdSocket } from '../../../../ffi/libc';
-import { HEADER_SIZE } from '../../protocol/constants';
-import { decodeHeader, type Header } from '../../protocol/messages';
+import { closeQuietly, type FdSocket } from '../../../ffi/libc';
+import { HEADER_SIZE } from './constants';
+import { decodeHeader, type Header } from './messages';
 
 export interface RawMessage {
   readonly header: Header;
