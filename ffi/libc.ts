@@ -1,10 +1,10 @@
 // libc bindings through koffi: the one place where vrnic calls libc, so every C signature lives here.
 //
 // Why koffi and not ffi-napi for libc: these calls sit on the hot path of the built-in transport
-// (one recvmsg and one sendmsg per guest register access) and koffi's per-call cost is about
+// (one recvmsg and one sendmsg per guest register access) and koffi's per-call cost is
 // a fraction of ffi-napi's (figures in docs/performance.md). libvfio-user itself is bound with
-// ffi-napi (ffi/libvfio-user.ts), whose callbacks from C threads koffi did not offer when that
-// binding was written. The two never exchange pointers, only file descriptors and numbers.
+// ffi-napi (ffi/libvfio-user.ts; docs/architecture.md, "Two FFI libraries"). The two never
+// exchange pointers, only file descriptors and numbers.
 import koffi from 'koffi';
 import { constants as bufferConstants } from 'node:buffer';
 import { Errno, SysError } from './errors';
