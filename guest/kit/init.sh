@@ -89,4 +89,8 @@ if [ "$(param poweroff 1)" = 0 ]; then
   exec sh
 fi
 say poweroff
+# `poweroff -f` does not wait for the serial line: whatever the tty still holds (on a loaded host,
+# the tail of the dmesg dump) is lost, and the harness then has no dmesg-end. stty applies the
+# settings it read with TCSADRAIN, which returns only once the output queue has gone out.
+stty -F /dev/console "$(stty -F /dev/console -g)" 2>/dev/null
 poweroff -f
