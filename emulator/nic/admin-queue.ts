@@ -1,8 +1,9 @@
 // The admin queue (docs/device.md section 5): commands read by DMA one at a time, in order; one handler per opcode; completions then MSI-X vector 0.
 import { DmaError } from '../framework/device';
-import type { Nic } from './device';
+import type { NicCore } from './core';
+import type { DataPath } from './datapath';
 import { defaultQpAttrs, newQpProto, type QpAttrs } from '../datapath/model';
-import type { Ah, Cq, Mr, MrPages, Qp } from './objects';
+import type { Ah, Cq, Mr, MrPages, NicObjects, Qp } from './objects';
 import { hex } from './trace';
 import {
   ACQ_ENTRY_SIZE,
@@ -74,7 +75,12 @@ export class AdminQueue {
 
   private readonly handlers: Readonly<Record<number, (cmd: AdminCommand, epoch: number) => Promise<Outcome> | Outcome>>;
 
-  constructor(private readonly nic: Nic) {
+  constructor(
+    private readonly core: NicCore,
+    private readonly objects: NicObjects,
+    /** MODIFY_QP starts or flushes a QP's work; QUERY_PORT reports the port's LID. */
+    private readonly datapath: Pick<DataPath, 'lid' | 'schedule' | 'toError'>,
+  ) {
     this.handlers = {
       [Opcode.QueryDevice]: (c, e) => this.queryDevice(c, e),
       [Opcode.QueryPort]: (c, e) => this.queryPort(c, e),
@@ -130,40 +136,40 @@ export class AdminQueue {
 
   private async run(): Promise<void> {
     this.running = true;
-    const epoch = this.nic.epoch;
+    const epoch = this.core.epoch;
     let posted = 0;
     try {
-      while (this.active && epoch === this.nic.epoch && this.head !== this.tail) {
+      while (this.active && epoch === this.core.epoch && this.head !== this.tail) {
         // Never more completions outstanding than the ACQ holds: wait for ACQ_HEAD instead.
         if (((this.acqTail - this.acqHead) >>> 0) >= this.acqSize) break;
         const addr = this.asqBase + BigInt(ASQ_ENTRY_SIZE * (this.head & (this.asqSize - 1)));
         let raw: Buffer;
         try {
-          raw = await this.nic.dma.read(addr, ASQ_ENTRY_SIZE);
+          raw = await this.core.dma.read(addr, ASQ_ENTRY_SIZE);
         } catch (err) {
-          if (epoch !== this.nic.epoch) break;
+          if (epoch !== this.core.epoch) break;
           if (!(err instanceof DmaError)) throw err;
-          this.nic.fatal(FatalCode.AdminQueueAddress, `admin submission queue read failed: ${err.message}`);
+          this.core.fatal(FatalCode.AdminQueueAddress, `admin submission queue read failed: ${err.message}`);
           break;
         }
-        if (epoch !== this.nic.epoch) break;
+        if (epoch !== this.core.epoch) break;
         this.head = (this.head + 1) >>> 0;
         const cmd = decodeAdminCommand(raw);
         const outcome = await this.execute(cmd, epoch);
-        if (outcome === null || epoch !== this.nic.epoch) break;
+        if (outcome === null || epoch !== this.core.epoch) break;
         if (!(await this.complete(cmd, outcome, epoch))) break;
         posted++;
       }
     } catch (err) {
       // Only a bug gets here; the queue must keep working for the next doorbell.
-      this.nic.obs.log.error({ err }, 'admin queue processing failed');
+      this.core.obs.log.error({ err }, 'admin queue processing failed');
     } finally {
       this.running = false;
     }
     try {
-      if (posted > 0 && epoch === this.nic.epoch) this.nic.raise(ADMIN_VECTOR, 'admin-completion', { completions: posted });
+      if (posted > 0 && epoch === this.core.epoch) this.core.raise(ADMIN_VECTOR, 'admin-completion', { completions: posted });
     } catch (err) {
-      this.nic.obs.log.error({ err }, 'raising the admin completion vector failed');
+      this.core.obs.log.error({ err }, 'raising the admin completion vector failed');
     }
     // A doorbell or an ACQ_HEAD that arrived while the last command ran, possibly after a reset and
     // re-enable under a newer epoch (kick() refused to start a second loop while this one ran).
@@ -175,24 +181,24 @@ export class AdminQueue {
   private async execute(cmd: AdminCommand, epoch: number): Promise<Outcome> {
     const handler = this.handlers[cmd.opcode];
     if (handler === undefined) return fail(Status.BadOpcode, `unknown opcode 0x${cmd.opcode.toString(16)}`);
-    const { stallAdminOpcode, stallAdminMs } = this.nic.config;
+    const { stallAdminOpcode, stallAdminMs } = this.core.config;
     if (stallAdminMs > 0 && cmd.opcode === stallAdminOpcode) {
       // Fault injection (config stallAdminOpcode/stallAdminMs): a command the device sits on, so a
       // driver's timeout path can be tested. A reset meanwhile abandons it like any command.
       const fields = { opcode: cmd.opcode, op: OPCODE_NAMES[cmd.opcode] ?? 'UNKNOWN', cmdId: cmd.cmdId, ms: stallAdminMs };
-      this.nic.obs.log.warn(fields, 'stalling admin command (fault injection)');
-      this.nic.obs.emit('admin-stall', { ...fields, phase: 'start' }, 'admin command stalled');
+      this.core.obs.log.warn(fields, 'stalling admin command (fault injection)');
+      this.core.obs.emit('admin-stall', { ...fields, phase: 'start' }, 'admin command stalled');
       await new Promise((r) => setTimeout(r, stallAdminMs));
-      const abandoned = epoch !== this.nic.epoch;
-      this.nic.obs.emit('admin-stall', { ...fields, phase: abandoned ? 'abandoned' : 'resumed' }, 'admin command stall over');
+      const abandoned = epoch !== this.core.epoch;
+      this.core.obs.emit('admin-stall', { ...fields, phase: abandoned ? 'abandoned' : 'resumed' }, 'admin command stall over');
       if (abandoned) return null;
     }
-    this.nic.poller.poke();
+    this.core.expectDoorbells();
     try {
       return await handler(cmd, epoch);
     } catch (err) {
       if (err instanceof DmaError) return fail(Status.BadAddress, err.message);
-      this.nic.obs.log.error({ err, opcode: cmd.opcode, cmdId: cmd.cmdId }, 'admin command handler failed');
+      this.core.obs.log.error({ err, opcode: cmd.opcode, cmdId: cmd.cmdId }, 'admin command handler failed');
       return fail(Status.BadParam, 'internal error');
     }
   }
@@ -206,20 +212,20 @@ export class AdminQueue {
     const entry = encodeAdminCompletion(c, phase);
     const stale = encodeAdminCompletion(c, phase ^ 1);
     try {
-      await this.nic.dma.write(addr, stale);
-      if (epoch !== this.nic.epoch) return false;
+      await this.core.dma.write(addr, stale);
+      if (epoch !== this.core.epoch) return false;
       // The phase write hands the entry to the guest, which may write ACQ_HEAD past it before this
       // DMA's completion reaches us (DMA through client messages): count it posted first.
       this.acqTail = (this.acqTail + 1) >>> 0;
-      await this.nic.dma.write(addr + 6n, entry.subarray(6, 8));
+      await this.core.dma.write(addr + 6n, entry.subarray(6, 8));
     } catch (err) {
-      if (epoch !== this.nic.epoch) return false;
+      if (epoch !== this.core.epoch) return false;
       if (!(err instanceof DmaError)) throw err;
-      this.nic.fatal(FatalCode.AdminQueueAddress, `admin completion queue write failed: ${err.message}`);
+      this.core.fatal(FatalCode.AdminQueueAddress, `admin completion queue write failed: ${err.message}`);
       return false;
     }
-    if (epoch !== this.nic.epoch) return false;
-    const obs = this.nic.obs;
+    if (epoch !== this.core.epoch) return false;
+    const obs = this.core.obs;
     obs.counters.adminCommands++;
     const fields = {
       opcode: cmd.opcode,
@@ -246,12 +252,12 @@ export class AdminQueue {
 
   /** A query's answer into the driver's buffer, traced with its address: a driver test checks it lands only in live memory. */
   private async writeOutput(cmd: AdminCommand, addr: bigint, data: Buffer): Promise<void> {
-    await this.nic.dma.write(addr, data);
-    this.nic.obs.emit('admin-output', { opcode: cmd.opcode, op: OPCODE_NAMES[cmd.opcode] ?? 'UNKNOWN', cmdId: cmd.cmdId, addr: hex(addr), len: data.length }, 'admin output written');
+    await this.core.dma.write(addr, data);
+    this.core.obs.emit('admin-output', { opcode: cmd.opcode, op: OPCODE_NAMES[cmd.opcode] ?? 'UNKNOWN', cmdId: cmd.cmdId, addr: hex(addr), len: data.length }, 'admin output written');
   }
 
   private mapped(addr: bigint, length: number, writable: boolean): boolean {
-    return length > 0 && addr >= 0n && this.nic.dma.isMapped(addr, length, writable);
+    return length > 0 && addr >= 0n && this.core.dma.isMapped(addr, length, writable);
   }
 
   private checkRing(addr: bigint, entries: number, max: number, allowZero = false): string | null {
@@ -270,7 +276,7 @@ export class AdminQueue {
     if (outLen < 1 || outLen > MAX_OUT_LEN) return fail(Status.BadParam, `out_len ${outLen} not in 1..${MAX_OUT_LEN}`);
     const n = Math.min(outLen, QUERY_DEVICE_SIZE);
     if (!this.mapped(outAddr, n, true)) return fail(Status.BadAddress, `output buffer ${hex(outAddr)}+${n} not mapped writable`);
-    const cfg = this.nic.config;
+    const cfg = this.core.config;
     const out = new Writer(QUERY_DEVICE_SIZE)
       .u32(IF_VERSION)
       .u32(cfg.vendorId)
@@ -296,7 +302,7 @@ export class AdminQueue {
       .u32(cfg.maxQp * AH_PER_QP)
       .u32(1)
       .u32(1).buf;
-    if (epoch !== this.nic.epoch) return null;
+    if (epoch !== this.core.epoch) return null;
     await this.writeOutput(cmd, outAddr, out.subarray(0, n));
     return ok(n, QUERY_DEVICE_SIZE);
   }
@@ -312,13 +318,13 @@ export class AdminQueue {
     if (!this.mapped(outAddr, n, true)) return fail(Status.BadAddress, `output buffer ${hex(outAddr)}+${n} not mapped writable`);
     const gid = Buffer.alloc(16);
     gid.writeBigUInt64BE(0xfe80000000000000n, 0);
-    gid.writeBigUInt64BE(this.nic.config.nodeGuid, 8);
+    gid.writeBigUInt64BE(this.core.config.nodeGuid, 8);
     const out = new Writer(QUERY_PORT_SIZE)
-      .u32(this.nic.ready ? 4 : 1)
+      .u32(this.core.ready ? 4 : 1)
       .u32(5)
       .u32(5)
       .u32(5)
-      .u32(this.nic.datapath.lid)
+      .u32(this.datapath.lid)
       .u32(1)
       .u32(1)
       .u32(1)
@@ -327,7 +333,7 @@ export class AdminQueue {
       .u32(1)
       .u32(0x80000000)
       .bytes(gid).buf;
-    if (epoch !== this.nic.epoch) return null;
+    if (epoch !== this.core.epoch) return null;
     await this.writeOutput(cmd, outAddr, out.subarray(0, n));
     return ok(n, QUERY_PORT_SIZE);
   }
@@ -335,35 +341,35 @@ export class AdminQueue {
   private allocUar(cmd: AdminCommand): Outcome {
     const count = new Reader(cmd.raw).at(8).u32();
     if (count < 1 || count > MAX_UARS_PER_ALLOC) return fail(Status.BadParam, `count ${count} not in 1..${MAX_UARS_PER_ALLOC}`);
-    const first = this.nic.objects.uars.alloc(count);
+    const first = this.objects.uars.alloc(count);
     if (first === null) return fail(Status.NoResources, `no run of ${count} free UAR pages`);
-    this.nic.fillUarPages(first, count, 0);
+    this.core.fillUarPages(first, count, 0);
     return ok(first, count);
   }
 
   private freeUar(cmd: AdminCommand): Outcome {
     const index = new Reader(cmd.raw).at(8).u32();
-    const uars = this.nic.objects.uars;
+    const uars = this.objects.uars;
     const run = uars.run(index);
     if (run === undefined) return fail(Status.BadHandle, `UAR index ${index} does not start an allocated run`);
     if (uars.runInUse(run)) return fail(Status.InUse, `UAR run at ${index} still carries CQ or QP doorbells`);
     uars.free(run);
-    this.nic.fillUarPages(run.start, run.count, 0xff);
+    this.core.fillUarPages(run.start, run.count, 0xff);
     return ok();
   }
 
   private createPd(): Outcome {
-    const pd = this.nic.objects.pds.alloc((pdn) => ({ pdn, users: 0 }));
+    const pd = this.objects.pds.alloc((pdn) => ({ pdn, users: 0 }));
     if (pd === null) return fail(Status.NoResources, 'PD table full');
     return ok(pd.pdn);
   }
 
   private destroyPd(cmd: AdminCommand): Outcome {
     const pdn = new Reader(cmd.raw).at(8).u32();
-    const pd = this.nic.objects.pds.get(pdn);
+    const pd = this.objects.pds.get(pdn);
     if (pd === undefined) return fail(Status.BadHandle, `no PD ${pdn}`);
     if (pd.users > 0) return fail(Status.InUse, `PD ${pdn} has ${pd.users} QPs/MRs`);
-    this.nic.objects.pds.free(pdn);
+    this.objects.pds.free(pdn);
     return ok();
   }
 
@@ -373,8 +379,8 @@ export class AdminQueue {
     const entries = r.u32();
     const compVector = r.u32();
     const uarIndex = r.u32();
-    const cfg = this.nic.config;
-    const objs = this.nic.objects;
+    const cfg = this.core.config;
+    const objs = this.objects;
     const ringBad = this.checkRing(bufAddr, entries, cfg.maxCqe);
     if (ringBad !== null) return fail(Status.BadParam, `CQ ${ringBad}`);
     if (compVector >= cfg.msixVectors - 2) return fail(Status.BadParam, `comp_vector ${compVector} not in 0..${cfg.msixVectors - 3}`);
@@ -393,7 +399,7 @@ export class AdminQueue {
 
   private destroyCq(cmd: AdminCommand): Outcome {
     const cqn = new Reader(cmd.raw).at(8).u32();
-    const objs = this.nic.objects;
+    const objs = this.objects;
     const cq = objs.cqs.get(cqn);
     if (cq === undefined) return fail(Status.BadHandle, `no CQ ${cqn}`);
     if (cq.users > 0) return fail(Status.InUse, `CQ ${cqn} is used by QPs`);
@@ -413,8 +419,8 @@ export class AdminQueue {
     const sqEntries = r.u32();
     const rqEntries = r.u32();
     const qpType = r.u32();
-    const cfg = this.nic.config;
-    const objs = this.nic.objects;
+    const cfg = this.core.config;
+    const objs = this.objects;
     if (qpType !== QpType.Rc && qpType !== QpType.Uc && qpType !== QpType.Ud) return fail(Status.BadParam, `qp_type ${qpType} not RC(2), UC(3) or UD(4)`);
     const sqBad = this.checkRing(sqAddr, sqEntries, cfg.maxQpWr);
     if (sqBad !== null) return fail(Status.BadParam, `SQ: ${sqBad}`);
@@ -477,7 +483,7 @@ export class AdminQueue {
     const rnrRetry = r.u8();
     const minRnrTimer = r.u8();
     const pkeyIndex = r.u16();
-    const qp = this.nic.objects.qps.get(qpn);
+    const qp = this.objects.qps.get(qpn);
     if (qp === undefined) return fail(Status.BadHandle, `no QP ${qpn}`);
     if (QP_STATE_NAMES[state] === undefined) return fail(Status.BadParam, `state ${state} is not RESET(0), INIT(1), RTR(2), RTS(3) or ERR(6)`);
     const prev = qp.state;
@@ -515,10 +521,10 @@ export class AdminQueue {
     if (has(QpAttrMask.RqPsn)) qp.proto.expectPsn = a.rqPsn = rqPsn & 0xffffff;
     if (has(QpAttrMask.SqPsn)) qp.proto.sendPsn = a.sqPsn = sqPsn & 0xffffff;
     // WQEs rung before RTS run now; in ERR both queues flush.
-    if (state === QpState.Rts) this.nic.datapath.schedule(qp);
+    if (state === QpState.Rts) this.datapath.schedule(qp);
     if (state === QpState.Err) {
       qp.state = prev;
-      this.nic.datapath.toError(qp, 'MODIFY_QP to ERR');
+      this.datapath.toError(qp, 'MODIFY_QP to ERR');
     }
     return ok(state, prev);
   }
@@ -529,7 +535,7 @@ export class AdminQueue {
     const dlid = r.u16();
     const port = r.u8();
     const sl = r.u8();
-    const objs = this.nic.objects;
+    const objs = this.objects;
     const pd = objs.pds.get(pdn);
     if (pd === undefined) return fail(Status.BadHandle, `no PD ${pdn}`);
     if (port !== 1) return fail(Status.BadParam, `port_num ${port} does not exist (only port 1)`);
@@ -541,7 +547,7 @@ export class AdminQueue {
 
   private destroyAh(cmd: AdminCommand): Outcome {
     const h = new Reader(cmd.raw).at(8).u32();
-    const objs = this.nic.objects;
+    const objs = this.objects;
     const ah = objs.ahs.get(h);
     if (ah === undefined) return fail(Status.BadHandle, `no AH ${h}`);
     objs.ahs.free(h);
@@ -551,7 +557,7 @@ export class AdminQueue {
 
   private destroyQp(cmd: AdminCommand): Outcome {
     const qpn = new Reader(cmd.raw).at(8).u32();
-    const objs = this.nic.objects;
+    const objs = this.objects;
     const qp = objs.qps.get(qpn);
     if (qp === undefined) return fail(Status.BadHandle, `no QP ${qpn}`);
     objs.uars.unbindQp(qp);
@@ -572,8 +578,8 @@ export class AdminQueue {
     const pageCount = r.u32();
     const pageShift = r.u32();
     const pageList = (cmd.flags & REG_MR_PAGE_LIST) !== 0;
-    const cfg = this.nic.config;
-    const objs = this.nic.objects;
+    const cfg = this.core.config;
+    const objs = this.objects;
     const pd = objs.pds.get(pdn);
     if (pd === undefined) return fail(Status.BadHandle, `no PD ${pdn}`);
     if ((access & ~MrAccess.All) !== 0) return fail(Status.BadParam, `access ${hex(access)} has unknown bits`);
@@ -593,8 +599,8 @@ export class AdminQueue {
       const need = (first + length + pageSize - 1n) / pageSize;
       if (BigInt(pageCount) !== need) return fail(Status.BadParam, `page_count ${pageCount} but iova/length need ${need}`);
       if (!this.mapped(addr, pageCount * 8, false)) return fail(Status.BadAddress, `page list ${hex(addr)}+${pageCount * 8} not mapped`);
-      const raw = await this.nic.dma.read(addr, pageCount * 8);
-      if (epoch !== this.nic.epoch) return null;
+      const raw = await this.core.dma.read(addr, pageCount * 8);
+      if (epoch !== this.core.epoch) return null;
       const list: bigint[] = [];
       const lr = new Reader(raw);
       for (let i = 0; i < pageCount; i++) {
@@ -613,7 +619,7 @@ export class AdminQueue {
 
   private deregMr(cmd: AdminCommand): Outcome {
     const key = new Reader(cmd.raw).at(8).u32();
-    const objs = this.nic.objects;
+    const objs = this.objects;
     const mr = objs.mrByKey(key);
     if (mr === undefined) return fail(Status.BadHandle, `no MR with lkey ${hex(key)}`);
     objs.mrs.free(mr.index);

@@ -3,8 +3,9 @@ import { DmaError } from '../framework/device';
 import { DataPathEngine, type DataPathHost } from '../datapath/engine';
 import type { Fabric } from '../datapath/fabric';
 import { WcStatus, WrOpcode, type DpMr, type DpQp, type RecvCompletion, type RecvWr, type SendWr, type Sge } from '../datapath/model';
-import type { Nic } from './device';
-import type { Cq, Qp } from './objects';
+import type { NicCore } from './core';
+import type { EventQueue } from './event-queue';
+import type { Cq, NicObjects, Qp } from './objects';
 import {
   CQE_SIZE,
   CqErrorReason,
@@ -64,23 +65,28 @@ export class DataPath {
   readonly engine: DataPathEngine;
 
   constructor(
-    private readonly nic: Nic,
+    private readonly core: NicCore,
+    private readonly objects: NicObjects,
+    /** Where QP_FATAL and CQ_ERROR go. */
+    private readonly events: Pick<EventQueue, 'post'>,
     fabric: Fabric,
   ) {
     const host: DataPathHost = {
       get dma() {
-        return nic.dma;
+        return core.dma;
       },
-      log: nic.obs.log,
-      epoch: () => nic.epoch,
-      qp: (qpn) => nic.objects.qps.get(qpn),
-      mrByLkey: (key) => nic.objects.mrByKey(key),
-      mrByRkey: (key) => nic.objects.mrByKey(key),
+      get log() {
+        return core.obs.log;
+      },
+      epoch: () => core.epoch,
+      qp: (qpn) => objects.qps.get(qpn),
+      mrByLkey: (key) => objects.mrByKey(key),
+      mrByRkey: (key) => objects.mrByKey(key),
       peekRecv: (qp) => this.peekRecv(qp as Qp),
       completeRecv: (qp, wr, c) => this.completeRecv(qp as Qp, wr, c),
       qpError: (qp, why) => this.toError(qp as Qp, why),
       recvUnreadable: (qp, err) => {
-        nic.obs.guestError({ qpn: qp.qpn, err: err.message }, 'receive WQE not readable (RQ memory unmapped); QP to ERR');
+        core.obs.guestError({ qpn: qp.qpn, err: err.message }, 'receive WQE not readable (RQ memory unmapped); QP to ERR');
         this.qpFatal(qp as Qp, QpFatalReason.WqeUnreadable);
       },
     };
@@ -103,7 +109,7 @@ export class DataPath {
   /** SQ doorbell value already matched to `qp`: records the producer index and schedules the work. */
   sqDoorbell(qp: Qp, pi: number): void {
     if (((pi - qp.sq.ci) & U16) > qp.sq.entries) {
-      this.nic.obs.guestError({ qpn: qp.qpn, pi, ci: qp.sq.ci, entries: qp.sq.entries }, 'SQ doorbell claims more WQEs than the SQ holds; QP to ERR');
+      this.core.obs.guestError({ qpn: qp.qpn, pi, ci: qp.sq.ci, entries: qp.sq.entries }, 'SQ doorbell claims more WQEs than the SQ holds; QP to ERR');
       this.qpFatal(qp, QpFatalReason.DoorbellIndex);
       return;
     }
@@ -116,7 +122,7 @@ export class DataPath {
     const rq = qp.rq;
     if (rq === null) return;
     if (((pi - rq.ci) & U16) > rq.entries) {
-      this.nic.obs.guestError({ qpn: qp.qpn, pi, ci: rq.ci, entries: rq.entries }, 'RQ doorbell claims more WQEs than the RQ holds; QP to ERR');
+      this.core.obs.guestError({ qpn: qp.qpn, pi, ci: rq.ci, entries: rq.entries }, 'RQ doorbell claims more WQEs than the RQ holds; QP to ERR');
       this.qpFatal(qp, QpFatalReason.DoorbellIndex);
       return;
     }
@@ -127,7 +133,7 @@ export class DataPath {
   cqDoorbell(cq: Cq, ci: number): void {
     const outstanding = (cq.pi - cq.ci) & U16;
     if (((ci - cq.ci) & U16) > outstanding) {
-      this.nic.obs.guestError({ cqn: cq.cqn, ci, deviceCi: cq.ci, pi: cq.pi }, 'CQ doorbell consumer index beyond the completions produced; ignored');
+      this.core.obs.guestError({ cqn: cq.cqn, ci, deviceCi: cq.ci, pi: cq.pi }, 'CQ doorbell consumer index beyond the completions produced; ignored');
       return;
     }
     cq.ci = ci;
@@ -138,7 +144,7 @@ export class DataPath {
     if (((cq.pi - ci) & U16) !== 0) {
       // Completions arrived before the arm took effect: tell the driver now, or it would sleep on them.
       cq.armed = false;
-      this.nic.raise(cqVector(cq), 'cq-armed-with-completions', { cqn: cq.cqn });
+      this.core.raise(cqVector(cq), 'cq-armed-with-completions', { cqn: cq.cqn });
       return;
     }
     cq.armed = true;
@@ -147,13 +153,13 @@ export class DataPath {
   /** Called when a QP reaches RTS or ERR, so WQEs rung earlier run (or flush). */
   schedule(qp: Qp): void {
     if (qp.running) return;
-    void this.drainSq(qp, this.nic.epoch);
+    void this.drainSq(qp, this.core.epoch);
   }
 
   /** The QP enters ERR (MODIFY_QP, an error completion, a responder error): both queues flush. */
   toError(qp: Qp, why: string): void {
     if (qp.state === QpState.Err) return;
-    this.nic.obs.log.debug({ qpn: qp.qpn, why }, 'QP to ERR');
+    this.core.obs.log.debug({ qpn: qp.qpn, why }, 'QP to ERR');
     qp.state = QpState.Err;
     this.schedule(qp);
     void this.flushRq(qp);
@@ -161,11 +167,11 @@ export class DataPath {
 
   private qpFatal(qp: Qp, reason: QpFatalReason): void {
     this.toError(qp, `QP_FATAL reason ${reason}`);
-    this.nic.events.post({ type: EventType.QpFatal, data0: qp.qpn, data1: reason });
+    this.events.post({ type: EventType.QpFatal, data0: qp.qpn, data1: reason });
   }
 
   private live(qp: Qp, epoch: number): boolean {
-    return epoch === this.nic.epoch && this.nic.objects.qps.get(qp.qpn) === qp;
+    return epoch === this.core.epoch && this.objects.qps.get(qp.qpn) === qp;
   }
 
   /** Executes (or flushes) this QP's WQEs in order, one at a time; QPs run concurrently. */
@@ -178,11 +184,11 @@ export class DataPath {
         const addr = sq.addr + BigInt(WQE_SIZE * (index & (sq.entries - 1)));
         let raw: Buffer;
         try {
-          raw = this.readNow(addr, WQE_SIZE) ?? (await this.nic.dma.read(addr, WQE_SIZE));
+          raw = this.readNow(addr, WQE_SIZE) ?? (await this.core.dma.read(addr, WQE_SIZE));
         } catch (err) {
           if (!this.live(qp, epoch)) return;
           if (!(err instanceof DmaError)) throw err;
-          this.nic.obs.guestError({ qpn: qp.qpn, wqeIndex: index, addr: `0x${addr.toString(16)}` }, 'WQE not readable (SQ memory unmapped); QP to ERR');
+          this.core.obs.guestError({ qpn: qp.qpn, wqeIndex: index, addr: `0x${addr.toString(16)}` }, 'WQE not readable (SQ memory unmapped); QP to ERR');
           this.qpFatal(qp, QpFatalReason.WqeUnreadable);
           return;
         }
@@ -213,13 +219,13 @@ export class DataPath {
       }
     } catch (err) {
       // Only a bug gets here (guest mistakes are handled where they happen); the device must survive it.
-      this.nic.obs.log.error({ err, qpn: qp.qpn }, 'data path failed');
+      this.core.obs.log.error({ err, qpn: qp.qpn }, 'data path failed');
     } finally {
       qp.running = false;
     }
     // A doorbell or state change under a newer epoch, or while this loop was finishing.
     const sq = qp.sq;
-    if (this.nic.objects.qps.get(qp.qpn) === qp && sq.ci !== sq.pi && (qp.state === QpState.Rts || qp.state === QpState.Err) && epoch !== this.nic.epoch) {
+    if (this.objects.qps.get(qp.qpn) === qp && sq.ci !== sq.pi && (qp.state === QpState.Rts || qp.state === QpState.Err) && epoch !== this.core.epoch) {
       this.schedule(qp);
     }
   }
@@ -245,7 +251,7 @@ export class DataPath {
     }
     let ud: SendWr['ud'] = null;
     if (qp.type === QpType.Ud) {
-      const ah = this.nic.objects.ahs.get(w.ah);
+      const ah = this.objects.ahs.get(w.ah);
       if (ah === undefined || ah.pd !== qp.pd) return CqeStatus.BadOpcode;
       ud = { dlid: ah.dlid, remoteQpn: w.remoteQpn, qkey: w.remoteQkey };
     }
@@ -266,7 +272,7 @@ export class DataPath {
 
   /** A copy of guest bytes read through a live view, without a DMA round trip; undefined when there is none. Throws DmaError. */
   private readNow(addr: bigint, length: number): Buffer | undefined {
-    return this.nic.dma.withView?.(addr, length, false, (view) => Buffer.from(view));
+    return this.core.dma.withView?.(addr, length, false, (view) => Buffer.from(view));
   }
 
   private recvAddr(qp: Qp, index: number): bigint {
@@ -278,7 +284,7 @@ export class DataPath {
     const rq = qp.rq;
     if (rq === null || rq.ci === rq.pi) return null;
     const addr = this.recvAddr(qp, rq.ci);
-    const raw = this.readNow(addr, WQE_SIZE) ?? (await this.nic.dma.read(addr, WQE_SIZE));
+    const raw = this.readNow(addr, WQE_SIZE) ?? (await this.core.dma.read(addr, WQE_SIZE));
     const numSge = raw[2];
     const wrId = raw.readBigUInt64LE(8);
     if (numSge > MAX_RECV_SGE) return { wrId, sges: [], valid: false };
@@ -306,20 +312,20 @@ export class DataPath {
         solicited: c.solicited,
         slid: c.slid,
       },
-      this.nic.epoch,
+      this.core.epoch,
     );
   }
 
   /** Every posted receive WQE completes FLUSHED, in order. */
   private async flushRq(qp: Qp): Promise<void> {
     const rq = qp.rq;
-    const epoch = this.nic.epoch;
+    const epoch = this.core.epoch;
     if (rq === null) return;
     while (this.live(qp, epoch) && qp.state === QpState.Err && rq.ci !== rq.pi) {
       const index = rq.ci;
       let wrId = 0n;
       try {
-        wrId = (await this.nic.dma.read(this.recvAddr(qp, index) + 8n, 8)).readBigUInt64LE(0);
+        wrId = (await this.core.dma.read(this.recvAddr(qp, index) + 8n, 8)).readBigUInt64LE(0);
       } catch (err) {
         if (!(err instanceof DmaError)) throw err;
         // The CQE still tells the driver which WQE ended; only wr_id is unknown.
@@ -332,7 +338,7 @@ export class DataPath {
 
   /** Writes one CQE (flags word last), then raises the CQ's vector if it was armed. */
   async complete(cq: Cq, cqe: Cqe, epoch: number): Promise<void> {
-    const obs = this.nic.obs;
+    const obs = this.core.obs;
     if (cq.error) {
       obs.guestError({ cqn: cq.cqn, qpn: cqe.qpn }, 'completion dropped: CQ is in error');
       return;
@@ -340,7 +346,7 @@ export class DataPath {
     if (((cq.pi - cq.ci) & U16) >= cq.entries) {
       cq.error = true;
       obs.guestError({ cqn: cq.cqn, pi: cq.pi, ci: cq.ci }, 'CQ overflow: completion dropped, CQ in error');
-      this.nic.events.post({ type: EventType.CqError, data0: cq.cqn, data1: CqErrorReason.Overflow });
+      this.events.post({ type: EventType.CqError, data0: cq.cqn, data1: CqErrorReason.Overflow });
       return;
     }
     const index = cq.pi;
@@ -350,32 +356,32 @@ export class DataPath {
     cq.pi = (cq.pi + 1) & U16;
     try {
       // Through a live view both stores happen in this tick, the flags word (with the phase) last.
-      const done = this.nic.dma.withView?.(addr, CQE_SIZE, true, (view) => {
+      const done = this.core.dma.withView?.(addr, CQE_SIZE, true, (view) => {
         entry.copy(view, 0, 0, CQE_SIZE - 4);
         entry.copy(view, CQE_SIZE - 4, CQE_SIZE - 4);
         return true;
       });
       if (done !== true) {
-        await this.nic.dma.write(addr, entry.subarray(0, CQE_SIZE - 4));
-        if (epoch !== this.nic.epoch) return;
-        await this.nic.dma.write(addr + BigInt(CQE_SIZE - 4), entry.subarray(CQE_SIZE - 4));
+        await this.core.dma.write(addr, entry.subarray(0, CQE_SIZE - 4));
+        if (epoch !== this.core.epoch) return;
+        await this.core.dma.write(addr + BigInt(CQE_SIZE - 4), entry.subarray(CQE_SIZE - 4));
       }
     } catch (err) {
-      if (epoch !== this.nic.epoch) return;
+      if (epoch !== this.core.epoch) return;
       if (!(err instanceof DmaError)) throw err;
       cq.error = true;
       obs.guestError({ cqn: cq.cqn, addr: `0x${addr.toString(16)}` }, 'CQ buffer not writable (unmapped); CQ in error');
-      this.nic.events.post({ type: EventType.CqError, data0: cq.cqn, data1: CqErrorReason.BufferUnmapped });
+      this.events.post({ type: EventType.CqError, data0: cq.cqn, data1: CqErrorReason.BufferUnmapped });
       return;
     }
-    if (epoch !== this.nic.epoch) return;
+    if (epoch !== this.core.epoch) return;
     obs.counters.completions++;
     if (obs.verbose) {
       obs.emit('event', { event: 'CQE', cqn: cq.cqn, qpn: cqe.qpn, index, status: cqe.status, wqeIndex: cqe.wqeIndex }, 'completion written');
     }
     if (cq.armed) {
       cq.armed = false;
-      this.nic.raise(cqVector(cq), 'completion', { cqn: cq.cqn });
+      this.core.raise(cqVector(cq), 'completion', { cqn: cq.cqn });
     }
   }
 }

@@ -1,6 +1,6 @@
 // BAR0, the control registers (docs/device.md section 3): the register map as named offsets, the access rules, one read switch and one write switch.
-import type { Nic } from './device';
-import { hex } from './trace';
+import type { NicConfig } from './config';
+import { hex, type Observer } from './trace';
 import { FatalCode, IF_VERSION, MAGIC } from './wire';
 
 export const BAR0_SIZE = 4096;
@@ -127,8 +127,31 @@ function setHi(v: bigint, hi: number): bigint {
 const lo32 = (v: bigint): number => Number(v & 0xffffffffn);
 const hi32 = (v: bigint): number => Number(v >> 32n);
 
+/**
+ * The device as its registers see it: the state they show and the transitions a write starts
+ * (docs/device.md section 3). The device implements it; the switches below know nothing else.
+ */
+export interface RegisterHost {
+  readonly config: NicConfig;
+  readonly regs: RegisterFile;
+  readonly obs: Observer;
+  readonly ready: boolean;
+  readonly fatalCode: FatalCode;
+  /** ASQ_HEAD and ACQ_TAIL are the admin queue's indexes. */
+  readonly admin: { readonly head: number; readonly acqTail: number };
+  /** EQ_TAIL is the event queue's. */
+  readonly events: { readonly tail: number };
+  reset(reason: string): void;
+  enable(): void;
+  disable(): void;
+  ackCause(bits: number): void;
+  asqDoorbell(tail: number): void;
+  acqHeadWritten(head: number): void;
+  eqHeadWritten(head: number): void;
+}
+
 /** One 32-bit register read; offsets not in the map read 0 (a guest error). */
-export function readRegister(nic: Nic, off: number): number {
+export function readRegister(nic: RegisterHost, off: number): number {
   const cfg = nic.config;
   const r = nic.regs;
   const c = nic.obs.counters;
@@ -175,7 +198,7 @@ export function readRegister(nic: Nic, off: number): number {
 }
 
 /** One 32-bit register write; read-only and undefined offsets ignore it (a guest error). */
-export function writeRegister(nic: Nic, off: number, value: number): void {
+export function writeRegister(nic: RegisterHost, off: number, value: number): void {
   const r = nic.regs;
   const queueRegsLocked = (): boolean => {
     if (!r.enable) return false;
@@ -231,7 +254,7 @@ export function writeRegister(nic: Nic, off: number, value: number): void {
  * The access rules: aligned 32-bit accesses, and aligned 64-bit ones as two 32-bit halves (low
  * first); anything else reads all-ones and drops writes, as a guest error.
  */
-export function barRead(nic: Nic, offset: number, data: Buffer): void {
+export function barRead(nic: RegisterHost, offset: number, data: Buffer): void {
   if (data.length === 4 && offset % 4 === 0) {
     data.writeUInt32LE(traceRead(nic, offset), 0);
   } else if (data.length === 8 && offset % 8 === 0) {
@@ -244,7 +267,7 @@ export function barRead(nic: Nic, offset: number, data: Buffer): void {
   }
 }
 
-export function barWrite(nic: Nic, offset: number, data: Buffer): void {
+export function barWrite(nic: RegisterHost, offset: number, data: Buffer): void {
   if (data.length === 4 && offset % 4 === 0) {
     traceWrite(nic, offset, data.readUInt32LE(0));
   } else if (data.length === 8 && offset % 8 === 0) {
@@ -256,14 +279,14 @@ export function barWrite(nic: Nic, offset: number, data: Buffer): void {
   }
 }
 
-function traceRead(nic: Nic, offset: number): number {
+function traceRead(nic: RegisterHost, offset: number): number {
   const value = readRegister(nic, offset) >>> 0;
   nic.obs.counters.regReads++;
   if (nic.obs.verbose) nic.obs.emit('reg', { op: 'read', offset: hex(offset), reg: REG_NAMES[offset] ?? null, value: hex(value) }, 'register read');
   return value;
 }
 
-function traceWrite(nic: Nic, offset: number, value: number): void {
+function traceWrite(nic: RegisterHost, offset: number, value: number): void {
   nic.obs.counters.regWrites++;
   if (nic.obs.verbose) nic.obs.emit('reg', { op: 'write', offset: hex(offset), reg: REG_NAMES[offset] ?? null, value: hex(value) }, 'register write');
   writeRegister(nic, offset, value >>> 0);
