@@ -7,6 +7,7 @@ import type { NicCore } from './core';
 import type { EventQueue } from './event-queue';
 import type { Cq, NicObjects, Qp } from './objects';
 import {
+  CQE,
   CQE_SIZE,
   CqErrorReason,
   CqeStatus,
@@ -21,6 +22,8 @@ import {
   QpFatalReason,
   QpState,
   QpType,
+  RECV_WQE,
+  RECV_WQE_SGES,
   RecvOpcode,
   WQE_SIZE,
   WqeFlags,
@@ -35,6 +38,9 @@ export function cqVector(cq: Cq): number {
 }
 
 const U16 = 0xffff;
+
+/** The CQE's flags word (with the phase) is its last field: written after the rest. */
+const FLAGS_AT = CQE.spec.flags.at;
 
 /** The engine's ib_wc_status as this device's CQE status (docs/device.md 7.3). */
 const CQE_STATUS: Readonly<Record<number, CqeStatus>> = {
@@ -285,10 +291,9 @@ export class DataPath {
     if (rq === null || rq.ci === rq.pi) return null;
     const addr = this.recvAddr(qp, rq.ci);
     const raw = this.readNow(addr, WQE_SIZE) ?? (await this.core.dma.read(addr, WQE_SIZE));
-    const numSge = raw[2];
-    const wrId = raw.readBigUInt64LE(8);
+    const { numSge, wrId } = RECV_WQE.decode(raw);
     if (numSge > MAX_RECV_SGE) return { wrId, sges: [], valid: false };
-    return { wrId, sges: decodeSges(raw, 0x10, numSge), valid: true };
+    return { wrId, sges: decodeSges(raw, RECV_WQE_SGES, numSge), valid: true };
   }
 
   private async completeRecv(qp: Qp, wr: RecvWr, c: RecvCompletion): Promise<void> {
@@ -325,7 +330,8 @@ export class DataPath {
       const index = rq.ci;
       let wrId = 0n;
       try {
-        wrId = (await this.core.dma.read(this.recvAddr(qp, index) + 8n, 8)).readBigUInt64LE(0);
+        const wrIdField = RECV_WQE.spec.wrId;
+        wrId = (await this.core.dma.read(this.recvAddr(qp, index) + BigInt(wrIdField.at), wrIdField.length)).readBigUInt64LE(0);
       } catch (err) {
         if (!(err instanceof DmaError)) throw err;
         // The CQE still tells the driver which WQE ended; only wr_id is unknown.
@@ -357,14 +363,14 @@ export class DataPath {
     try {
       // Through a live view both stores happen in this tick, the flags word (with the phase) last.
       const done = this.core.dma.withView?.(addr, CQE_SIZE, true, (view) => {
-        entry.copy(view, 0, 0, CQE_SIZE - 4);
-        entry.copy(view, CQE_SIZE - 4, CQE_SIZE - 4);
+        entry.copy(view, 0, 0, FLAGS_AT);
+        entry.copy(view, FLAGS_AT, FLAGS_AT);
         return true;
       });
       if (done !== true) {
-        await this.core.dma.write(addr, entry.subarray(0, CQE_SIZE - 4));
+        await this.core.dma.write(addr, entry.subarray(0, FLAGS_AT));
         if (epoch !== this.core.epoch) return;
-        await this.core.dma.write(addr + BigInt(CQE_SIZE - 4), entry.subarray(CQE_SIZE - 4));
+        await this.core.dma.write(addr + BigInt(FLAGS_AT), entry.subarray(FLAGS_AT));
       }
     } catch (err) {
       if (epoch !== this.core.epoch) return;

@@ -3,6 +3,7 @@ import pino, { type Logger } from 'pino';
 import { SharedMemory } from '../../ffi/libc';
 import type { BarDecl, CapabilityDecl, DeviceContext, DmaAccess, PciDevice, PciIdentity } from '../framework/device';
 import { DmaError } from '../framework/device';
+import { AdminCommands } from './admin-commands';
 import { AdminQueue } from './admin-queue';
 import type { NicCore } from './core';
 import { nicConfigToJson, validateNicConfig, type IrqMode, type NicConfig, type NicConfigInput } from './config';
@@ -126,7 +127,7 @@ export class Nic implements PciDevice, NicCore, RegisterHost {
     this.objects = new NicObjects(config);
     this.events = new EventQueue(this);
     this.datapath = new DataPath(this, this.objects, this.events, opts.fabric ?? sharedFabric());
-    this.admin = new AdminQueue(this, this.objects, this.datapath);
+    this.admin = new AdminQueue(this, new AdminCommands(this, this.objects, this.datapath).handlers);
     this.poller = new DoorbellPoller(
       this.uarView,
       config.numUars,

@@ -1,9 +1,12 @@
 // The event queue (docs/device.md section 6): asynchronous events written by DMA into a guest ring, then MSI-X vector 1.
 import { DmaError } from '../framework/device';
 import type { NicCore } from './core';
-import { EQ_ENTRY_SIZE, encodeEvent, EventType, FatalCode, phaseOf, type NicEvent } from './wire';
+import { EQ_ENTRY_SIZE, encodeEvent, EVENT_ENTRY, EventType, FatalCode, phaseOf, type NicEvent } from './wire';
 
 export const EQ_VECTOR = 1;
+
+/** The entry's flags field, which carries the phase: written last. */
+const PHASE = EVENT_ENTRY.spec.flags;
 
 const EVENT_NAMES: Readonly<Record<number, string>> = {
   [EventType.PortStateChange]: 'PORT_STATE_CHANGE',
@@ -75,9 +78,9 @@ export class EventQueue {
       const entry = encodeEvent(ev, phase);
       try {
         // Everything but the phase first, so the driver never sees a valid phase on a torn entry.
-        await this.core.dma.write(addr, Buffer.concat([entry.subarray(0, 2), Buffer.from([phase ^ 1, 0]), entry.subarray(4)]));
+        await this.core.dma.write(addr, encodeEvent(ev, phase ^ 1));
         if (gen !== this.generation) return;
-        await this.core.dma.write(addr + 2n, entry.subarray(2, 4));
+        await this.core.dma.write(addr + BigInt(PHASE.at), entry.subarray(PHASE.at, PHASE.at + PHASE.length));
       } catch (err) {
         if (gen !== this.generation) return;
         if (err instanceof DmaError) {
