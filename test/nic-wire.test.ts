@@ -1,31 +1,6 @@
 // The NIC's layouts (emulator/nic/wire.ts) on bytes built by hand from docs/device.md's tables.
 import test from 'ava';
-import {
-  ADMIN_COMMAND,
-  ALLOC_UAR_CMD,
-  CREATE_AH_CMD,
-  CREATE_CQ_CMD,
-  CREATE_QP_CMD,
-  DEREG_MR_CMD,
-  DESTROY_AH_CMD,
-  DESTROY_CQ_CMD,
-  DESTROY_PD_CMD,
-  DESTROY_QP_CMD,
-  decodeAdminCommand,
-  decodeSges,
-  decodeWqe,
-  encodeAdminCompletion,
-  encodeCqe,
-  encodeEvent,
-  FREE_UAR_CMD,
-  MODIFY_QP_CMD,
-  QUERY_DEVICE_CMD,
-  QUERY_DEVICE_OUT,
-  QUERY_PORT_CMD,
-  QUERY_PORT_OUT,
-  RECV_WQE,
-  REG_MR_CMD,
-} from '../emulator/nic/wire';
+import * as wire from '../emulator/nic/wire';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 
@@ -41,37 +16,37 @@ const entry = (parts: Readonly<Record<number, string>>): Buffer => record(64, pa
 
 test('an admin entry header decodes opcode, flags and cmd_id, and keeps the whole entry', (t) => {
   const raw = entry({ 0x00: '0c 01 0000 efbeadde' });
-  const cmd = decodeAdminCommand(raw);
+  const cmd = wire.decodeAdminCommand(raw);
   t.like(cmd, { opcode: 0x0c, flags: 1, cmdId: 0xdeadbeef });
   t.is(cmd.raw, raw);
 });
 
 test('an admin entry shorter than 64 bytes is refused, not read past its end', (t) => {
-  t.throws(() => ADMIN_COMMAND.decode(Buffer.alloc(63)), { instanceOf: RangeError });
-  t.throws(() => CREATE_QP_CMD.decode(Buffer.alloc(0x30)), { instanceOf: RangeError });
+  t.throws(() => wire.ADMIN_COMMAND.decode(Buffer.alloc(63)), { instanceOf: RangeError });
+  t.throws(() => wire.CREATE_QP_CMD.decode(Buffer.alloc(0x30)), { instanceOf: RangeError });
 });
 
 test('QUERY_DEVICE decodes out_addr at 0x08 and out_len at 0x10', (t) => {
-  t.deepEqual(QUERY_DEVICE_CMD.decode(entry({ 0x08: '0010 2000 0000 0000', 0x10: '80000000' })), { outAddr: 0x201000n, outLen: 128 });
+  t.deepEqual(wire.QUERY_DEVICE_CMD.decode(entry({ 0x08: '0010 2000 0000 0000', 0x10: '80000000' })), { outAddr: 0x201000n, outLen: 128 });
 });
 
 test('QUERY_PORT decodes out_addr, out_len and port', (t) => {
-  t.deepEqual(QUERY_PORT_CMD.decode(entry({ 0x08: '0020 0000 0100 0000', 0x10: '40000000 01000000' })), { outAddr: 0x1_0000_2000n, outLen: 64, port: 1 });
+  t.deepEqual(wire.QUERY_PORT_CMD.decode(entry({ 0x08: '0020 0000 0100 0000', 0x10: '40000000 01000000' })), { outAddr: 0x1_0000_2000n, outLen: 64, port: 1 });
 });
 
 test('ALLOC_UAR, FREE_UAR, DESTROY_PD, DESTROY_CQ, DESTROY_QP, DEREG_MR and DESTROY_AH each decode their u32 at 0x08', (t) => {
   const raw = entry({ 0x08: '78563412', 0x0c: 'ffffffff' });
-  t.deepEqual(ALLOC_UAR_CMD.decode(raw), { count: 0x12345678 });
-  t.deepEqual(FREE_UAR_CMD.decode(raw), { index: 0x12345678 });
-  t.deepEqual(DESTROY_PD_CMD.decode(raw), { pdn: 0x12345678 });
-  t.deepEqual(DESTROY_CQ_CMD.decode(raw), { cqn: 0x12345678 });
-  t.deepEqual(DESTROY_QP_CMD.decode(raw), { qpn: 0x12345678 });
-  t.deepEqual(DEREG_MR_CMD.decode(raw), { lkey: 0x12345678 });
-  t.deepEqual(DESTROY_AH_CMD.decode(raw), { ah: 0x12345678 });
+  t.deepEqual(wire.ALLOC_UAR_CMD.decode(raw), { count: 0x12345678 });
+  t.deepEqual(wire.FREE_UAR_CMD.decode(raw), { index: 0x12345678 });
+  t.deepEqual(wire.DESTROY_PD_CMD.decode(raw), { pdn: 0x12345678 });
+  t.deepEqual(wire.DESTROY_CQ_CMD.decode(raw), { cqn: 0x12345678 });
+  t.deepEqual(wire.DESTROY_QP_CMD.decode(raw), { qpn: 0x12345678 });
+  t.deepEqual(wire.DEREG_MR_CMD.decode(raw), { lkey: 0x12345678 });
+  t.deepEqual(wire.DESTROY_AH_CMD.decode(raw), { ah: 0x12345678 });
 });
 
 test('CREATE_CQ decodes buf_addr, entries, comp_vector and uar_index', (t) => {
-  t.deepEqual(CREATE_CQ_CMD.decode(entry({ 0x08: '4000 3000 0000 0000', 0x10: '00010000 02000000 05000000' })), {
+  t.deepEqual(wire.CREATE_CQ_CMD.decode(entry({ 0x08: '4000 3000 0000 0000', 0x10: '00010000 02000000 05000000' })), {
     bufAddr: 0x300040n,
     entries: 256,
     compVector: 2,
@@ -86,7 +61,7 @@ test('CREATE_QP decodes its nine fields at their offsets', (t) => {
     0x20: '0000 6000 0000 0000',
     0x28: '40000000 00000000 04000000',
   });
-  t.deepEqual(CREATE_QP_CMD.decode(raw), {
+  t.deepEqual(wire.CREATE_QP_CMD.decode(raw), {
     pdn: 1,
     sendCqn: 2,
     recvCqn: 3,
@@ -106,7 +81,7 @@ test('MODIFY_QP decodes the u32 attributes, then dlid and pkey_index as u16 and 
     0x28: '0300 01 05 0e 07 06 0c',
     0x30: '0000',
   });
-  t.deepEqual(MODIFY_QP_CMD.decode(raw), {
+  t.deepEqual(wire.MODIFY_QP_CMD.decode(raw), {
     qpn: 7,
     state: 3,
     attrMask: 0x11539,
@@ -135,7 +110,7 @@ test('REG_MR decodes pdn, access, iova, length, the address and the page list fi
     0x20: '0000 7000 0000 0000',
     0x28: '04000000 0c000000',
   });
-  t.deepEqual(REG_MR_CMD.decode(raw), {
+  t.deepEqual(wire.REG_MR_CMD.decode(raw), {
     pdn: 2,
     access: 7,
     iova: 0x0000_8000_0000_1000n,
@@ -147,20 +122,20 @@ test('REG_MR decodes pdn, access, iova, length, the address and the page list fi
 });
 
 test('CREATE_AH decodes pdn, a u16 dlid and the one-byte port_num and sl', (t) => {
-  t.deepEqual(CREATE_AH_CMD.decode(entry({ 0x08: '09000000 0201 01 03' })), { pdn: 9, dlid: 0x102, portNum: 1, sl: 3 });
+  t.deepEqual(wire.CREATE_AH_CMD.decode(entry({ 0x08: '09000000 0201 01 03' })), { pdn: 9, dlid: 0x102, portNum: 1, sl: 3 });
 });
 
 test('an admin completion is cmd_id, status, the phase in the flags, result0 and result1', (t) => {
-  t.deepEqual(encodeAdminCompletion({ cmdId: 0xcafe, status: 5, result0: 0x10, result1: 0xffffffff }, 1), hex('feca0000 0500 0100 10000000 ffffffff'));
-  t.deepEqual(encodeAdminCompletion({ cmdId: 1, status: 0, result0: 0, result1: 0 }, 0), hex('01000000 0000 0000 00000000 00000000'));
+  t.deepEqual(wire.encodeAdminCompletion({ cmdId: 0xcafe, status: 5, result0: 0x10, result1: 0xffffffff }, 1), hex('feca0000 0500 0100 10000000 ffffffff'));
+  t.deepEqual(wire.encodeAdminCompletion({ cmdId: 1, status: 0, result0: 0, result1: 0 }, 0), hex('01000000 0000 0000 00000000 00000000'));
 });
 
 test('an event entry is type, the phase in the flags, data0, data1 and four reserved zero bytes', (t) => {
-  t.deepEqual(encodeEvent({ type: 3, data0: 12, data1: 1 }, 1), hex('0300 0100 0c000000 01000000 00000000'));
+  t.deepEqual(wire.encodeEvent({ type: 3, data0: 12, data1: 1 }, 1), hex('0300 0100 0c000000 01000000 00000000'));
 });
 
 test('a receive CQE carries imm_data, src_qpn and the slid in the flags word\'s upper half', (t) => {
-  const cqe = encodeCqe(
+  const cqe = wire.encodeCqe(
     { wrId: 0x1122334455667788n, qpn: 4, byteLen: 100, opcode: 0x81, status: 0, wqeIndex: 0x1_0003, send: false, imm: 0xdeadbeef, srcQpn: 9, solicited: true, slid: 2 },
     1,
   );
@@ -169,63 +144,64 @@ test('a receive CQE carries imm_data, src_qpn and the slid in the flags word\'s 
 });
 
 test('a send CQE sets the SEND flag and leaves imm_data and src_qpn zero', (t) => {
-  t.deepEqual(encodeCqe({ wrId: 5n, qpn: 1, byteLen: 0, opcode: 3, status: 2, wqeIndex: 7, send: true }, 0), hex('0500000000000000 01000000 00000000 03 02 0700 00000000 00000000 02000000'));
+  t.deepEqual(wire.encodeCqe({ wrId: 5n, qpn: 1, byteLen: 0, opcode: 3, status: 2, wqeIndex: 7, send: true }, 0), hex('0500000000000000 01000000 00000000 03 02 0700 00000000 00000000 02000000'));
 });
 
 test('QUERY_DEVICE output puts every attribute at the offset of the datasheet and leaves 0x6C..0x7F zero', (t) => {
-  const out = QUERY_DEVICE_OUT.encode({
+  // Every value differs, so two fields swapped in the layout would show.
+  const out = wire.QUERY_DEVICE_OUT.encode({
     ifVersion: 0x00010000,
     vendorId: 0x1de5,
     deviceId: 0x7a01,
-    hwRev: 1,
+    hwRev: 0x21,
     nodeGuid: 0x02005e0000007a01n,
     maxMrSize: 1n << 32n,
     pageSizeCap: 0x1000n,
-    numUars: 64,
-    numPorts: 1,
+    numUars: 0x40,
+    numPorts: 0x22,
     maxPd: 0x11,
     maxCq: 0x12,
     maxQp: 0x13,
     maxMr: 0x14,
     maxCqe: 0x15,
     maxQpWr: 0x16,
-    maxSge: 2,
-    numCompVectors: 3,
-    maxUarsPerAlloc: 8,
-    maxMrPages: 65536,
-    maxRecvSge: 3,
-    maxInlineData: 32,
-    maxAh: 0x4c,
-    atomicCap: 1,
-    maxQpRdAtom: 1,
+    maxSge: 0x17,
+    numCompVectors: 0x18,
+    maxUarsPerAlloc: 0x19,
+    maxMrPages: 0x10000,
+    maxRecvSge: 0x1a,
+    maxInlineData: 0x1b,
+    maxAh: 0x1c,
+    atomicCap: 0x1d,
+    maxQpRdAtom: 0x1e,
   });
   const want = record(128, {
-    0x00: '00000100 e51d0000 017a0000 01000000',
+    0x00: '00000100 e51d0000 017a0000 21000000',
     0x10: '017a0000005e0002 0000000001000000 0010000000000000',
-    0x28: '40000000 01000000 11000000 12000000 13000000 14000000 15000000 16000000',
-    0x48: '02000000 03000000 08000000 00000100 03000000 20000000 4c000000 01000000 01000000',
+    0x28: '40000000 22000000 11000000 12000000 13000000 14000000 15000000 16000000',
+    0x48: '17000000 18000000 19000000 00000100 1a000000 1b000000 1c000000 1d000000 1e000000',
   });
   t.deepEqual(out, want);
 });
 
-test('QUERY_PORT output puts the port attributes first and the 16 GID bytes at 0x30 as given', (t) => {
+test('QUERY_PORT output puts the twelve port attributes first and the 16 GID bytes at 0x30 as given', (t) => {
   const gid = hex('fe80000000000000 02005e0000007a01');
-  const out = QUERY_PORT_OUT.encode({
-    state: 4,
-    physState: 5,
-    maxMtu: 5,
-    activeMtu: 5,
-    lid: 2,
-    smLid: 1,
-    gidTblLen: 1,
-    pkeyTblLen: 1,
-    activeWidth: 2,
-    activeSpeed: 32,
-    linkLayer: 1,
+  const out = wire.QUERY_PORT_OUT.encode({
+    state: 0x31,
+    physState: 0x32,
+    maxMtu: 0x33,
+    activeMtu: 0x34,
+    lid: 0x35,
+    smLid: 0x36,
+    gidTblLen: 0x37,
+    pkeyTblLen: 0x38,
+    activeWidth: 0x39,
+    activeSpeed: 0x3a,
+    linkLayer: 0x3b,
     maxMsgSz: 0x80000000,
     gid0: gid,
   });
-  t.deepEqual(out, hex('04000000 05000000 05000000 05000000 02000000 01000000 01000000 01000000 02000000 20000000 01000000 00000080' + 'fe80000000000000 02005e0000007a01'));
+  t.deepEqual(out, hex('31000000 32000000 33000000 34000000 35000000 36000000 37000000 38000000 39000000 3a000000 3b000000 00000080' + 'fe80000000000000 02005e0000007a01'));
 });
 
 test('a send WQE decodes its header, both readings of 0x10..0x1F, the atomic operands and the 32-byte body', (t) => {
@@ -235,7 +211,7 @@ test('a send WQE decodes its header, both readings of 0x10..0x1F, the atomic ope
     0x20: '0500000000000000 0600000000000000',
     0x30: '0800 0100 0000 0000 08000000 01020000',
   });
-  const w = decodeWqe(raw);
+  const w = wire.decodeWqe(raw);
   t.like(w, {
     opcode: 6,
     flags: 9,
@@ -252,7 +228,7 @@ test('a send WQE decodes its header, both readings of 0x10..0x1F, the atomic ope
     swap: 6n,
   });
   t.deepEqual(w.body, raw.subarray(0x20, 0x40));
-  t.deepEqual(decodeSges(w.body, 0x10, 1), [{ addr: 0x1_0008n, length: 8, lkey: 0x201 }]);
+  t.deepEqual(wire.decodeSges(w.body, 0x10, 1), [{ addr: 0x1_0008n, length: 8, lkey: 0x201 }]);
 });
 
 test('a receive WQE decodes num_sge and wr_id, and its SGEs from 0x10 on', (t) => {
@@ -262,13 +238,13 @@ test('a receive WQE decodes num_sge and wr_id, and its SGEs from 0x10 on', (t) =
     0x10: '0010000000000000 00010000 01010000',
     0x20: '0020000000000000 00020000 02020000',
   });
-  t.deepEqual(RECV_WQE.decode(raw), { numSge: 2, wrId: 0x0123456789abcdefn });
-  t.deepEqual(decodeSges(raw, 0x10, 2), [
+  t.deepEqual(wire.RECV_WQE.decode(raw), { numSge: 2, wrId: 0x0123456789abcdefn });
+  t.deepEqual(wire.decodeSges(raw, 0x10, 2), [
     { addr: 0x1000n, length: 0x100, lkey: 0x101 },
     { addr: 0x2000n, length: 0x200, lkey: 0x202 },
   ]);
 });
 
 test('SGEs that would run past the end of the bytes are refused', (t) => {
-  t.throws(() => decodeSges(Buffer.alloc(32), 0x10, 2), { instanceOf: RangeError });
+  t.throws(() => wire.decodeSges(Buffer.alloc(32), 0x10, 2), { instanceOf: RangeError });
 });

@@ -5,6 +5,8 @@ import type { DataPath } from './datapath';
 import type { Ah, Cq, Mr, MrPages, NicObjects, Qp } from './objects';
 import { hex } from './trace';
 import {
+  Access,
+  ACCESS_KNOWN,
   AH_PER_QP,
   ALLOC_UAR_CMD,
   CQE_SIZE,
@@ -26,7 +28,6 @@ import {
   MAX_SEND_SGE,
   MAX_UARS_PER_ALLOC,
   MODIFY_QP_CMD,
-  MrAccess,
   Opcode,
   OPCODE_NAMES,
   QP_ATTR_KNOWN,
@@ -57,7 +58,7 @@ export type AdminHandler = (cmd: AdminCommand, epoch: number) => Promise<Outcome
 export const ok = (result0 = 0, result1 = 0): Outcome => ({ status: Status.Ok, result0, result1 });
 export const fail = (status: Status, why: string): Outcome => ({ status, why });
 
-const WRITE_ACCESS = MrAccess.LocalWrite | MrAccess.RemoteWrite | MrAccess.RemoteAtomic;
+const WRITE_ACCESS = Access.LocalWrite | Access.RemoteWrite | Access.RemoteAtomic;
 
 /** QP transitions the device allows (docs/device.md, MODIFY_QP); any -> RESET and any -> ERR are added in code. */
 const QP_TRANSITIONS: ReadonlySet<string> = new Set(['0>1', '1>1', '1>2', '2>3', '3>3']);
@@ -305,7 +306,7 @@ export class AdminCommands {
     if (!allowed) return fail(Status.BadState, `QP ${qpn}: ${QP_STATE_NAMES[prev]} -> ${QP_STATE_NAMES[state]} not allowed`);
     const has = (bit: QpAttrMask): boolean => (mask & bit) !== 0;
     if ((mask & ~QP_ATTR_KNOWN) !== 0) return fail(Status.BadParam, `attr_mask ${hex(mask)} has unknown bits`);
-    if (has(QpAttrMask.AccessFlags) && (accessFlags & ~MrAccess.All) !== 0) return fail(Status.BadParam, `access_flags ${hex(accessFlags)} has unknown bits`);
+    if (has(QpAttrMask.AccessFlags) && (accessFlags & ~ACCESS_KNOWN) !== 0) return fail(Status.BadParam, `access_flags ${hex(accessFlags)} has unknown bits`);
     if (has(QpAttrMask.Port) && port !== 1) return fail(Status.BadParam, `port_num ${port} does not exist (only port 1)`);
     if (has(QpAttrMask.PkeyIndex) && pkeyIndex !== 0) return fail(Status.BadParam, `pkey_index ${pkeyIndex}: the table has one entry`);
     if (has(QpAttrMask.PathMtu) && (pathMtu < 1 || pathMtu > 5)) return fail(Status.BadParam, `path_mtu ${pathMtu} not in 1..5`);
@@ -385,7 +386,7 @@ export class AdminCommands {
     const objs = this.objects;
     const pd = objs.pds.get(pdn);
     if (pd === undefined) return fail(Status.BadHandle, `no PD ${pdn}`);
-    if ((access & ~MrAccess.All) !== 0) return fail(Status.BadParam, `access ${hex(access)} has unknown bits`);
+    if ((access & ~ACCESS_KNOWN) !== 0) return fail(Status.BadParam, `access ${hex(access)} has unknown bits`);
     if (length < 1n || length > cfg.maxMrSize) return fail(Status.BadParam, `length ${hex(length)} not in 1..${hex(cfg.maxMrSize)}`);
     const writable = (access & WRITE_ACCESS) !== 0;
     let pages: MrPages;

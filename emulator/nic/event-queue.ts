@@ -1,19 +1,12 @@
 // The event queue (docs/device.md section 6): asynchronous events written by DMA into a guest ring, then MSI-X vector 1.
 import { DmaError } from '../framework/device';
 import type { NicCore } from './core';
-import { EQ_ENTRY_SIZE, encodeEvent, EVENT_ENTRY, EventType, FatalCode, phaseOf, type NicEvent } from './wire';
+import { EQ_ENTRY_SIZE, encodeEvent, EVENT_ENTRY, EVENT_NAMES, EventType, FatalCode, phaseOf, type NicEvent } from './wire';
 
 export const EQ_VECTOR = 1;
 
 /** The entry's flags field, which carries the phase: written last. */
 const PHASE = EVENT_ENTRY.spec.flags;
-
-const EVENT_NAMES: Readonly<Record<number, string>> = {
-  [EventType.PortStateChange]: 'PORT_STATE_CHANGE',
-  [EventType.FatalError]: 'FATAL_ERROR',
-  [EventType.CqError]: 'CQ_ERROR',
-  [EventType.QpFatal]: 'QP_FATAL',
-};
 
 export class EventQueue {
   private base = 0n;

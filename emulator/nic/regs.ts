@@ -1,11 +1,12 @@
 // BAR0, the control registers (docs/device.md section 3): the register map as named offsets, the access rules, one read switch and one write switch.
 import type { NicConfig } from './config';
 import { hex, type Observer } from './trace';
-import { FatalCode, IF_VERSION, MAGIC } from './wire';
+import { datasheetNames, FatalCode, IF_VERSION, MAGIC } from './wire';
 
 export const BAR0_SIZE = 4096;
 
-export const enum Reg {
+/** The register map: offsets in BAR0, named as in the datasheet (AsqBaseLo is ASQ_BASE_LO). */
+export enum Reg {
   Version = 0x000,
   Magic = 0x004,
   NumUars = 0x008,
@@ -43,43 +44,7 @@ export const enum Reg {
   CntEventsDropped = 0x110,
 }
 
-export const REG_NAMES: Readonly<Record<number, string>> = {
-  0x000: 'VERSION',
-  0x004: 'MAGIC',
-  0x008: 'NUM_UARS',
-  0x00c: 'NUM_PORTS',
-  0x010: 'MAX_PD',
-  0x014: 'MAX_CQ',
-  0x018: 'MAX_QP',
-  0x01c: 'MAX_MR',
-  0x020: 'MAX_CQE',
-  0x024: 'MAX_QP_WR',
-  0x028: 'NUM_VECTORS',
-  0x040: 'CTRL',
-  0x044: 'STATUS',
-  0x048: 'FATAL_CODE',
-  0x04c: 'INT_CAUSE',
-  0x080: 'ASQ_BASE_LO',
-  0x084: 'ASQ_BASE_HI',
-  0x088: 'ASQ_SIZE',
-  0x08c: 'ASQ_TAIL',
-  0x090: 'ASQ_HEAD',
-  0x0a0: 'ACQ_BASE_LO',
-  0x0a4: 'ACQ_BASE_HI',
-  0x0a8: 'ACQ_SIZE',
-  0x0ac: 'ACQ_HEAD',
-  0x0b0: 'ACQ_TAIL',
-  0x0c0: 'EQ_BASE_LO',
-  0x0c4: 'EQ_BASE_HI',
-  0x0c8: 'EQ_SIZE',
-  0x0cc: 'EQ_HEAD',
-  0x0d0: 'EQ_TAIL',
-  0x100: 'CNT_ADMIN_CMDS',
-  0x104: 'CNT_DOORBELLS',
-  0x108: 'CNT_INTERRUPTS',
-  0x10c: 'CNT_GUEST_ERRORS',
-  0x110: 'CNT_EVENTS_DROPPED',
-};
+export const REG_NAMES: Readonly<Record<number, string>> = datasheetNames(Reg);
 
 export const CTRL_ENABLE = 1;
 export const CTRL_RESET = 2;

@@ -1,7 +1,20 @@
 // The NIC's binary layouts in guest memory (docs/device.md sections 5-7): wire values, and one named layout per structure the device reads or writes.
+import { Access } from '../datapath/model';
+
+/**
+ * The datasheet's names of an enum's values, by value: QueryDevice -> QUERY_DEVICE. The enum is
+ * the one list of a concept's values; logs, traces and `vrnic when` show these names.
+ */
+export function datasheetNames(values: Readonly<Record<string, string | number>>): Readonly<Record<number, string>> {
+  const out: Record<number, string> = {};
+  for (const [key, value] of Object.entries(values)) {
+    if (typeof value === 'number') out[value] = key.replace(/(?<=[a-z0-9])(?=[A-Z])/g, '_').toUpperCase();
+  }
+  return out;
+}
 
 /** Admin opcodes (submission entry byte 0). */
-export const enum Opcode {
+export enum Opcode {
   QueryDevice = 0x01,
   QueryPort = 0x02,
   AllocUar = 0x03,
@@ -19,26 +32,10 @@ export const enum Opcode {
   DestroyAh = 0x0f,
 }
 
-export const OPCODE_NAMES: Readonly<Record<number, string>> = {
-  0x01: 'QUERY_DEVICE',
-  0x02: 'QUERY_PORT',
-  0x03: 'ALLOC_UAR',
-  0x04: 'FREE_UAR',
-  0x05: 'CREATE_PD',
-  0x06: 'DESTROY_PD',
-  0x07: 'CREATE_CQ',
-  0x08: 'DESTROY_CQ',
-  0x09: 'CREATE_QP',
-  0x0a: 'MODIFY_QP',
-  0x0b: 'DESTROY_QP',
-  0x0c: 'REG_MR',
-  0x0d: 'DEREG_MR',
-  0x0e: 'CREATE_AH',
-  0x0f: 'DESTROY_AH',
-};
+export const OPCODE_NAMES: Readonly<Record<number, string>> = datasheetNames(Opcode);
 
 /** Admin completion status. */
-export const enum Status {
+export enum Status {
   Ok = 0,
   BadOpcode = 1,
   BadParam = 2,
@@ -49,18 +46,9 @@ export const enum Status {
   BadState = 7,
 }
 
-export const STATUS_NAMES: readonly string[] = [
-  'OK',
-  'BAD_OPCODE',
-  'BAD_PARAM',
-  'BAD_ADDRESS',
-  'NO_RESOURCES',
-  'BAD_HANDLE',
-  'IN_USE',
-  'BAD_STATE',
-];
+export const STATUS_NAMES: Readonly<Record<number, string>> = datasheetNames(Status);
 
-export const enum FatalCode {
+export enum FatalCode {
   None = 0,
   AdminQueueAddress = 1,
   EventQueueAddress = 2,
@@ -68,20 +56,16 @@ export const enum FatalCode {
   EventQueueIndex = 4,
 }
 
-export const FATAL_NAMES: readonly string[] = [
-  'NONE',
-  'ADMIN_QUEUE_ADDRESS',
-  'EVENT_QUEUE_ADDRESS',
-  'ADMIN_QUEUE_INDEX',
-  'EVENT_QUEUE_INDEX',
-];
+export const FATAL_NAMES: Readonly<Record<number, string>> = datasheetNames(FatalCode);
 
-export const enum EventType {
+export enum EventType {
   PortStateChange = 1,
   FatalError = 2,
   CqError = 3,
   QpFatal = 4,
 }
+
+export const EVENT_NAMES: Readonly<Record<number, string>> = datasheetNames(EventType);
 
 export const enum CqErrorReason {
   Overflow = 1,
@@ -93,8 +77,8 @@ export const enum QpFatalReason {
   DoorbellIndex = 2,
 }
 
-// The QP states and types are Linux's, shared with the device-independent data path.
-export { QpState, QpType } from '../datapath/model';
+// The QP states and types and the access bits are Linux's, shared with the device-independent data path.
+export { Access, QpState, QpType } from '../datapath/model';
 
 export const QP_STATE_NAMES: Readonly<Record<number, string>> = { 0: 'RESET', 1: 'INIT', 2: 'RTR', 3: 'RTS', 6: 'ERR' };
 
@@ -165,13 +149,8 @@ export const enum QpAttrMask {
 }
 export const QP_ATTR_KNOWN = 0x13bff9;
 
-export const enum MrAccess {
-  LocalWrite = 1,
-  RemoteWrite = 2,
-  RemoteRead = 4,
-  RemoteAtomic = 8,
-  All = 15,
-}
+/** Every IB_ACCESS_* bit an MR (REG_MR access) or a QP (MODIFY_QP access_flags) may carry; others are BAD_PARAM. */
+export const ACCESS_KNOWN = Access.LocalWrite | Access.RemoteWrite | Access.RemoteRead | Access.RemoteAtomic;
 
 /** REG_MR flags byte, bit0. */
 export const REG_MR_PAGE_LIST = 1;
