@@ -1,7 +1,7 @@
 // The event queue (docs/device.md section 6): asynchronous events written by DMA into a guest ring, then MSI-X vector 1.
 import { DmaError } from '../framework/device';
 import type { NicCore } from './core';
-import { EQ_ENTRY_SIZE, encodeEvent, EVENT_ENTRY, EVENT_NAMES, EventType, FatalCode, phaseOf, type NicEvent } from './wire';
+import { EQ_ENTRY_SIZE, encodeEvent, EVENT_ENTRY, EVENT_NAMES, FatalCode, phaseOf, type NicEvent } from './wire';
 
 export const EQ_VECTOR = 1;
 
