@@ -173,7 +173,7 @@ export const MAGIC = 0x43494e56;
 // ---- layouts ----
 //
 // Every structure the device reads or writes in guest memory is a Layout: named fields at the
-// offsets of docs/device.md's tables, decoded and encoded by the same two functions. A field's
+// offsets of docs/device.md's tables, which the Layout alone decodes and encodes. A field's
 // name, offset and width are written once, next to its siblings, where a reader can hold them
 // against the datasheet.
 
