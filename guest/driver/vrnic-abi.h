@@ -97,7 +97,8 @@ struct vrnic_create_qp_resp {
 #define VRNIC_DB_ARM_OFFSET	4
 #define VRNIC_DB_HANDLE_SHIFT	16
 #define VRNIC_DB_INDEX_MASK	0xffffu
-#define VRNIC_DB_ARM		0x80000000u	/* arm word: ARM, the sequence number above bit 16 */
+/* The arm word: ARM, an arm sequence number from bit 16 up, the consumer index below. */
+#define VRNIC_DB_ARM		0x80000000u
 #define VRNIC_DB_ARM_SEQ_SHIFT	16
 #define VRNIC_DB(handle, index) \
 	(((__u32)(handle) << VRNIC_DB_HANDLE_SHIFT) | ((__u32)(index) & VRNIC_DB_INDEX_MASK))
@@ -130,7 +131,7 @@ enum vrnic_wqe_opcode {
 #define VRNIC_CQE_OPCODE	0x10	/* u8 */
 #define VRNIC_CQE_STATUS	0x11	/* u8: 0 is OK */
 #define VRNIC_CQE_FLAGS_WORD	0x1c	/* u32 */
-/* The phase bit is the same in every completion entry the device writes, admin and event ones too. */
+/* Every completion entry the device writes (user, admin, event) has its phase in bit 0. */
 #define VRNIC_CQE_PHASE		0x1u
 #define VRNIC_CQE_SEND		0x2u	/* the entry completes a send queue WQE */
 
