@@ -15,6 +15,7 @@
 #include "report.h"
 #include "vrnic-test.h"
 
+/* Reports how a child process ended; 0 when it exited by itself with status 0. */
 int report_child_status(pid_t child, int status)
 {
 	report(NULL, "child-exit", "\"child\":%d,\"exited\":%s,\"code\":%d,\"signal\":%d",

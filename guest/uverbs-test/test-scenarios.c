@@ -13,6 +13,10 @@
 #include "uverbs.h"
 #include "vrnic-test.h"
 
+/*
+ * Runs the scenario --scenario names. single, fork and split are here: one context, its UAR run
+ * mapped by this process (and inherited by the child in fork).
+ */
 int run(const struct device *d)
 {
 	struct context c;
