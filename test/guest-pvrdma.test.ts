@@ -2,33 +2,15 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { bootGuest, type BootResult } from '../qemu-config/boot';
 import { buildGuestImage, guestAppend } from '../qemu-config/image';
 import { requireVfioUserQemu } from '../qemu-config/qemu';
 import { e2eTest } from './helpers/e2e';
+import { startServe } from './helpers/serve-process';
 
-const CLI = path.resolve(__dirname, '..', 'src', 'cli.js');
 const maybe = e2eTest('guest-pvrdma');
 /** Round trips: few, because CI runs the guest under TCG. */
 const ITERS = 20;
-
-/** Starts `vrnic serve --model pvrdma` and resolves once it serves. */
-async function startServe(socket: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--model', 'pvrdma', '--socket', socket, '--log-level', 'info'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
-  const deadline = Date.now() + 30_000;
-  while (!(fs.existsSync(socket) && log.includes('"msg":"serving'))) {
-    if (child.exitCode !== null) throw new Error(`vrnic serve exited ${child.exitCode}: ${log}`);
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`vrnic serve did not start serving on ${socket}: ${log}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return child;
-}
 
 /** What ibv_*_pingpong prints when it finished: "N bytes in S seconds = R Mbit/sec" and "N iters in S seconds = U usec/iter". */
 function pingpongTotals(consoleText: string): { bytes: number; iters: number; seconds: number }[] {
@@ -44,7 +26,7 @@ maybe('ibv_rc_pingpong, client and server in one guest on the upstream vmw_pvrdm
   const image = await buildGuestImage({ model: 'pvrdma', progress: (l) => console.log(l) });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vrnic-pvrdma-'));
   const socket = path.join(dir, 'pvrdma.sock');
-  const serve = await startServe(socket);
+  const serve = (await startServe([socket], ['--model', 'pvrdma'])).child;
   let boot: BootResult;
   try {
     boot = await bootGuest({

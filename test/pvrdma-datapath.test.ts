@@ -45,18 +45,15 @@ async function createCq(s: Setup, at: number): Promise<{ handle: number; ring: b
   return { handle: r.readUInt32LE(16), ring, cqes };
 }
 
-/** A QP with 4 send WQEs of 128 bytes (1 SGE) and 4 receive WQEs of 32 bytes: pages ring, send, receive. */
-async function createQp(s: Setup, at: number, pd: number, cq: number, type: number): Promise<Queues> {
-  const ring = page(at + 2);
-  const sq = page(at + 3);
-  const rq = page(at + 4);
-  s.pdir(page(at), [ring, sq, rq]);
-  const r = await command(s, abi.Cmd.CreateQp, (b) => {
+/** CREATE_QP for `sendWr` send WQEs of 128 bytes (1 SGE) and 4 receive WQEs of 32 bytes in three pages (ring, send, receive) at page at+2; the response. */
+async function createQpCommand(s: Setup, at: number, pd: number, cq: number, type: number, sendWr = 4): Promise<Buffer> {
+  s.pdir(page(at), [page(at + 2), page(at + 3), page(at + 4)]);
+  return command(s, abi.Cmd.CreateQp, (b) => {
     b.writeBigUInt64LE(page(at), 16);
     b.writeUInt32LE(pd, 24);
     b.writeUInt32LE(cq, 28);
     b.writeUInt32LE(cq, 32);
-    b.writeUInt32LE(4, 40);
+    b.writeUInt32LE(sendWr, 40);
     b.writeUInt32LE(4, 44);
     b.writeUInt32LE(1, 48);
     b.writeUInt32LE(1, 52);
@@ -64,8 +61,12 @@ async function createQp(s: Setup, at: number, pd: number, cq: number, type: numb
     b.writeUInt16LE(1, 70);
     b.writeUInt8(type, 75);
   });
+}
+
+async function createQp(s: Setup, at: number, pd: number, cq: number, type: number): Promise<Queues> {
+  const r = await createQpCommand(s, at, pd, cq, type);
   if (r.readUInt8(12) !== 0) throw new Error('CREATE_QP failed');
-  return { qpn: r.readUInt32LE(16), handle: r.readUInt32LE(20), ring, sq, rq };
+  return { qpn: r.readUInt32LE(16), handle: r.readUInt32LE(20), ring: page(at + 2), sq: page(at + 3), rq: page(at + 4) };
 }
 
 /** MODIFY_QP with the given mask; `fill` writes struct pvrdma_qp_attr (offsets relative to it). */
@@ -285,20 +286,8 @@ test('CREATE_QP whose send WQEs do not fit its send pages gets err set and no QP
   await activate(s);
   const pd = await createPd(s);
   const cq = await createCq(s, 40);
-  s.pdir(page(50), [page(52), page(53), page(54)]);
-  const r = await command(s, abi.Cmd.CreateQp, (b) => {
-    b.writeBigUInt64LE(page(50), 16);
-    b.writeUInt32LE(pd, 24);
-    b.writeUInt32LE(cq.handle, 28);
-    b.writeUInt32LE(cq.handle, 32);
-    b.writeUInt32LE(64, 40); // 64 WQEs of 128 bytes = 2 pages, but send_chunks is 1
-    b.writeUInt32LE(4, 44);
-    b.writeUInt32LE(1, 48);
-    b.writeUInt32LE(1, 52);
-    b.writeUInt16LE(3, 68);
-    b.writeUInt16LE(1, 70);
-    b.writeUInt8(2, 75);
-  });
+  // 64 WQEs of 128 bytes need 2 pages, but send_chunks is 1
+  const r = await createQpCommand(s, 50, pd, cq.handle, 2, 64);
   t.not(r.readUInt8(12), 0);
   t.is(s.dev.objects.qps.size, 0);
 });
