@@ -13,7 +13,7 @@ import { DmaError } from '../framework/device';
 import { GuestErrorLog } from '../framework/guest-errors';
 import {
   BAR_MSIX, BAR_REG, BAR_UAR, Caps, Ctl, DEVICE_MODE_ROCE, Dsr, EventType, GID_TYPE_FLAG_ROCE_V1, idxValid, PAGE_SIZE, PCI_DEVICE_ID_VMWARE_PVRDMA,
-  PCI_VENDOR_ID_VMWARE, PVRDMA_CLASS_CODE, PVRDMA_MAX_INTERRUPTS, PVRDMA_PPN64_VERSION, PVRDMA_VERSION, Reg, ringInc, UAR_CQ_ARM, UAR_CQ_ARM_SOL,
+  PCI_VENDOR_ID_VMWARE, PVRDMA_CLASS_CODE, PVRDMA_MAX_INTERRUPTS, PVRDMA_PPN64_VERSION, PVRDMA_VERSION, Reg, ringInc, UAR_CQ_ARM, UAR_CQ_ARM_SOL, UAR_CQ_POLL,
   UAR_CQ_OFFSET, UAR_HANDLE_MASK, UAR_QP_OFFSET, UAR_QP_RECV, UAR_QP_SEND, UAR_SRQ_OFFSET, Vector,
 } from './abi';
 import { executeCommand, PvrdmaObjects, resolvePageDir } from './commands';
@@ -72,7 +72,7 @@ export class Pvrdma implements PciDevice {
   readonly objects: PvrdmaObjects;
   readonly log: Logger;
   readonly guestErrors: GuestErrorLog;
-  readonly counters = { commands: 0, commandErrors: 0, interrupts: 0, doorbells: 0, events: 0, cqNotifications: 0, completions: 0, resets: 0 };
+  readonly counters = { commands: 0, commandErrors: 0, interrupts: 0, doorbells: 0, sendDoorbells: 0, recvDoorbells: 0, cqPolls: 0, cqArms: 0, events: 0, cqNotifications: 0, completions: 0, resets: 0 };
   readonly datapath: PvrdmaDataPath;
 
   /** GID table, written by CREATE_BIND (16 bytes per index). */
@@ -129,12 +129,15 @@ export class Pvrdma implements PciDevice {
   }
 
   clientChanged(connected: boolean): void {
+    // What the guest did with the device, for a run's log (an unplug's evidence: traffic up to the end).
+    if (!connected) this.log.info({ counters: this.counters, engine: this.datapath.engine.stats, guestErrors: this.guestErrors.count() }, 'client gone');
     if (!connected) this.reset();
   }
 
   close(): void {
     this.epoch++;
     this.datapath.close();
+    this.log.info({ counters: this.counters, engine: this.datapath.engine.stats, guestErrors: this.guestErrors.count() }, 'PVRDMA closed');
   }
 
   /** Work begun under an older epoch (before a reset) writes nothing more. */
@@ -388,16 +391,25 @@ export class Pvrdma implements PciDevice {
         this.guestErrors.report('QP doorbell for an unknown QP', { page, handle });
         return;
       }
-      if (v & UAR_QP_SEND) this.datapath.sendDoorbell(qp);
-      if (v & UAR_QP_RECV) this.datapath.recvDoorbell(qp);
+      if (v & UAR_QP_SEND) {
+        this.counters.sendDoorbells++;
+        this.datapath.sendDoorbell(qp);
+      }
+      if (v & UAR_QP_RECV) {
+        this.counters.recvDoorbells++;
+        this.datapath.recvDoorbell(qp);
+      }
     } else if (at === UAR_CQ_OFFSET) {
       const cq = this.objects.cqs.get(handle);
       if (cq === undefined) {
         this.guestErrors.report('CQ doorbell for an unknown CQ', { page, handle });
         return;
       }
+      if (v & (UAR_CQ_ARM | UAR_CQ_ARM_SOL)) this.counters.cqArms++;
       if (v & UAR_CQ_ARM) cq.armed = true;
       if (v & UAR_CQ_ARM_SOL) cq.armedSolicited = true;
+      // POLL: libvmw_pvrdma writes it at every empty poll, for a device whose CQ lives elsewhere; here the ring is in guest memory.
+      if (v & UAR_CQ_POLL) this.counters.cqPolls++;
     } else if (at === UAR_SRQ_OFFSET) {
       this.guestErrors.report('SRQ doorbell, but the device offers no SRQ', { page, handle });
     } else {
