@@ -11,6 +11,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import readline from 'node:readline';
 import type { Logger } from 'pino';
 import { qemuArgs } from '../../qemu-config/args';
 import { buildGuestImage, guestAppend } from '../../qemu-config/image';
@@ -65,6 +66,15 @@ export interface PvrdmaUnplugReport {
     readonly vanishToHolderExitMs: number | null;
     readonly totalMs: number;
   };
+  /** The device's UAR doorbell counts (send, recv, CQ poll, CQ arm, all) when the vanish began, and 5 s later while the device still answers (orderly). */
+  readonly doorbells: {
+    readonly atVanish: number | null;
+    readonly fiveSecondsLater: number | null;
+    readonly completionsAtVanish: number | null;
+    readonly completionsFiveSecondsLater: number | null;
+    /** UAR writes QEMU failed to forward because the device's server was gone (its log's region2 write failures). */
+    readonly droppedByQemu: number;
+  };
   readonly artifacts: Readonly<Record<string, string>>;
   readonly error?: string;
 }
@@ -98,6 +108,11 @@ export async function runPvrdmaUnplug(opts: PvrdmaUnplugOptions): Promise<Pvrdma
   let control: ControlClient | null = null;
   let irq: IrqDecision | undefined;
   let vanishAt: number | null = null;
+  let doorbellsAt: number | null = null;
+  let doorbellsLater: number | null = null;
+  let completionsAt: number | null = null;
+  let completionsLater: number | null = null;
+  let droppedByQemu = 0;
   const find = (re: RegExp, after = 0): Line | undefined => lines.find((l) => l.atMs >= after && re.test(l.text));
   const waitFor = async (re: RegExp, timeoutMs: number, gone: () => boolean): Promise<Line | undefined> => {
     const deadline = Date.now() + timeoutMs;
@@ -148,13 +163,24 @@ export async function runPvrdmaUnplug(opts: PvrdmaUnplugOptions): Promise<Pvrdma
     if (!/"maps":"[1-9]/.test(hold.text)) throw new RunError(`the holder has no uverbs mapping: ${hold.text}`);
     if (scenario === 'traffic' && !/"peer_maps":"[1-9]/.test(hold.text)) throw new RunError(`the traffic peer has no uverbs mapping: ${hold.text}`);
     log.info({ hold: hold.text }, 'holder ready; vanishing');
-
+    const ctl = control;
+    const counters = async () => (await ctl.status().catch(() => null))?.device.counters;
+    const before = await counters();
+    doorbellsAt = before?.doorbells ?? null;
+    completionsAt = before?.completions ?? null;
     vanishAt = Date.now();
     if (opts.mode === 'crash') {
       await control.vanish('crash');
       await qmp.deviceDel(DEVICE_ID).catch((err: Error) => log.error({ err }, 'device_del failed'));
     } else {
       void control.vanish(opts.mode).catch((err: Error) => log.error({ err }, 'vanish request failed'));
+    }
+    if (opts.mode === 'orderly') {
+      // The device answers until QEMU removes it: its counters show whether user space kept ringing.
+      await new Promise((r) => setTimeout(r, 5000));
+      const later = await counters();
+      doorbellsLater = later?.doorbells ?? null;
+      completionsLater = later?.completions ?? null;
     }
     await waitFor(/"step":"hold-end"/, (holdSeconds + 90) * 1000, () => vm.hasExited());
     await waitFor(/VRNIC-INIT \{"event":"dmesg-end"/, 60_000, () => vm.hasExited());
@@ -163,6 +189,7 @@ export async function runPvrdmaUnplug(opts: PvrdmaUnplugOptions): Promise<Pvrdma
     await qmp.quit().catch(() => undefined);
     await vm.stop(5000);
     await daemon.stop(3000);
+    droppedByQemu = await countLines(files.qemuLog, /vfio_region_write\(.*:region2\+.*failed/);
     return judge();
   } catch (err) {
     log.debug({ err }, 'pvrdma unplug run broke');
@@ -211,6 +238,7 @@ export async function runPvrdmaUnplug(opts: PvrdmaUnplugOptions): Promise<Pvrdma
       scenario,
       ...(irq ? { irq } : {}),
       checks,
+      doorbells: { atVanish: doorbellsAt, fiveSecondsLater: doorbellsLater, completionsAtVanish: completionsAt, completionsFiveSecondsLater: completionsLater, droppedByQemu },
       timings: { vanishToDriverRemoveMs: since(remove?.atMs), vanishToDeviceDeletedMs: since(dev?.atMs), vanishToHolderExitMs: since(holdEnd?.atMs), totalMs: Date.now() - started },
       artifacts,
       ...(error ? { error } : {}),
@@ -224,9 +252,22 @@ export function pvrdmaReportHuman(r: PvrdmaUnplugReport): string {
   for (const c of r.checks) out.push(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name.padEnd(28)} ${c.detail}`);
   const t = r.timings;
   out.push(`  timings: driver remove ${t.vanishToDriverRemoveMs ?? '-'} ms, DEVICE_DELETED ${t.vanishToDeviceDeletedMs ?? '-'} ms, holder exit ${t.vanishToHolderExitMs ?? '-'} ms after the vanish; total ${t.totalMs} ms`);
+  const d = r.doorbells;
+  out.push(
+    `  doorbells: ${d.atVanish ?? '-'} at the vanish, ${d.fiveSecondsLater ?? '-'} 5 s later (completions ${d.completionsAtVanish ?? '-'} -> ${d.completionsFiveSecondsLater ?? '-'}); ${d.droppedByQemu} UAR writes QEMU could not forward to a gone device`,
+  );
   if (r.error) out.push(`  error: ${r.error}`);
   if (r.artifacts.workDir) out.push(`  files: ${r.artifacts.workDir}`);
   return out.join('\n');
+}
+
+/** Lines of a possibly huge log matching `re`, read as a stream (a dead device's doorbell failures run to millions). */
+async function countLines(file: string, re: RegExp): Promise<number> {
+  if (!fs.existsSync(file)) return 0;
+  let n = 0;
+  const lines = readline.createInterface({ input: fs.createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
+  for await (const l of lines) if (re.test(l)) n++;
+  return n;
 }
 
 function readLines(file: string): string[] {
