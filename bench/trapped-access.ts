@@ -123,7 +123,7 @@ export interface RunningServer {
 /**
  * Starts `vrnic serve --transport T` in its own process; nodeArgs go before the script (--cpu-prof).
  * noBusyWindow sets VRNIC_BUSY_WINDOW_US=0: every wait for the next message then goes through
- * pollAsync (src/transports/busy-poll.ts), which shows what the busy window saves.
+ * pollAsync (src/vfio-user/transports/busy-poll.ts), which shows what the busy window saves.
  */
 export async function startVrnicServer(transport: VrnicTransport, dir: string, nodeArgs: readonly string[] = [], noBusyWindow = false): Promise<RunningServer> {
   const name: ServerName = noBusyWindow ? `${transport}/no-busy-window` : transport;

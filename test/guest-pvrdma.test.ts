@@ -2,8 +2,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { bootGuest, type BootResult } from '../qemu-config/boot';
-import { buildGuestImage, guestAppend } from '../qemu-config/image';
+import { bootGuest, type BootResult } from './helpers/boot';
+import { buildGuestImage, guestAppend } from '../guest/kit/image';
 import { requireVfioUserQemu } from '../qemu-config/qemu';
 import { e2eTest } from './helpers/e2e';
 import { startServe } from './helpers/serve-process';

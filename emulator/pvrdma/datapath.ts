@@ -151,7 +151,10 @@ export class PvrdmaDataPath {
       get dma() {
         return dev.dma;
       },
-      log: dev.log,
+      // The device takes the transport's logger at attach unless it was given one: read it at each use.
+      get log() {
+        return dev.log;
+      },
       epoch: () => dev.epochNow,
       qp: (qpn) => dev.objects.qpByQpn(qpn),
       mrByLkey: (key) => dev.objects.mrByKey(key),

@@ -7,7 +7,7 @@
 // µs) and give the event loop a turn (setImmediate) between checks, so timers, signals, the
 // control socket and the NIC's doorbell poller still run. Once the window passes with nothing to
 // do, the wait goes back to the reactor: an idle device costs no CPU and no threadpool thread.
-import { poll, type PollRequest } from '../../ffi/libc';
+import { poll, type PollRequest } from '../../../ffi/libc';
 import { reactor, type PendingWait } from './reactor';
 
 /**
