@@ -1,8 +1,8 @@
 // The doorbell poller over the UAR BAR memory (docs/device.md section 7): busy after activity, backing off to a bound when idle.
 import type { NicPollConfig } from './config';
-import type { Nic } from './device';
-import { hex } from './trace';
-import { UAR_DOORBELL_AREA, UAR_PAGE_SIZE } from './objects';
+import type { DataPath } from './datapath';
+import { UAR_DOORBELL_AREA, UAR_PAGE_SIZE, type NicObjects } from './objects';
+import { hex, type Observer } from './trace';
 
 /** A doorbell word that changed: page, byte offset in the page (a multiple of 4), new and old value. */
 export type DoorbellHandler = (page: number, offset: number, value: number, old: number) => void;
@@ -156,7 +156,13 @@ export class DoorbellPoller {
  * What a changed doorbell word means (docs/device.md section 7). Every change counts as a
  * doorbell; one that no live QP/CQ owns is also a guest error and otherwise ignored.
  */
-export function dispatchDoorbell(nic: Nic, page: number, offset: number, value: number, old: number): void {
+export function dispatchDoorbell(
+  nic: { readonly obs: Observer; readonly objects: NicObjects; readonly datapath: Pick<DataPath, 'sqDoorbell' | 'rqDoorbell' | 'cqDoorbell' | 'cqArm'> },
+  page: number,
+  offset: number,
+  value: number,
+  old: number,
+): void {
   const obs = nic.obs;
   obs.counters.doorbells++;
   const handle = value >>> 16;
