@@ -21,10 +21,12 @@ const DRIVER_DIR = 'drivers/infiniband/hw/vmw_pvrdma';
 
 /**
  * rdma-core's user space and what it links against (ldd of ibv_devinfo, ibv_rc_pingpong and
- * libvmw_pvrdma-rdmav34.so: libibverbs, libnl-route-3, libnl-3, libc). perftest is left out: it
- * also needs libibumad3 and libpci3 (with libudev and zlib).
+ * libvmw_pvrdma-rdmav34.so: libibverbs, libnl-route-3, libnl-3, libc), and perftest (ib_write_bw
+ * and friends), whose binaries also need libpci3 (itself on libudev1 and zlib1g) and libm.
  */
-export const PVRDMA_USER_PACKAGES = ['libc6', 'libnl-3-200', 'libnl-route-3-200', 'libibverbs1', 'ibverbs-providers', 'ibverbs-utils', 'librdmacm1'] as const;
+export const PVRDMA_USER_PACKAGES = [
+  'libc6', 'libnl-3-200', 'libnl-route-3-200', 'libibverbs1', 'ibverbs-providers', 'ibverbs-utils', 'librdmacm1', 'perftest', 'libpci3', 'libudev1', 'zlib1g',
+] as const;
 
 /** Kernel modules the model needs besides the RDMA core: the paired NIC's driver first, since vmw_pvrdma's probe looks for it. */
 export const PVRDMA_MODULES = ['vmxnet3', 'vmw_pvrdma'] as const;
