@@ -3,7 +3,7 @@ import { INIT_MARK, parseGuestLine, REPORT_MARK } from '../../guest/kit/guest-lo
 import type { MappingEvidence, PfnState, PhysRange, Stamp } from './evidence';
 
 /**
- * guest/uverbs-test/vrnic-test.c writes each report as one console line
+ * guest/uverbs-test/report.c (shared by vrnic-test and vrnic-pingpong) writes each report as one console line
  * `VRNIC-TEST {"event":"...","t_ms":...,"pid":...,"label":"...",...}`. The runner reads:
  *   device            bar2: [start, end] (inclusive, from sysfs resource)
  *   frame             per mapping: frame bar|ram|not-present|no-vma|unknown, pfn (device alive)
