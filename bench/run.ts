@@ -151,21 +151,40 @@ function doorbellFigures(raw: unknown): DoorbellFigures {
   return { p50Us: num('p50Us'), p99Us: num('p99Us'), idleCpuPct: num('idleCpuPct') };
 }
 
+/** The issue's limits for a trapped BAR0 read, as a ratio to the C server on libvfio-user. */
+const TRAPPED_LIMITS: Record<VrnicTransport, { quiet: number; busy: number }> = {
+  native: { quiet: 1.3, busy: 1.5 },
+  // its region callback through ffi-napi costs ~5 us a read that no wait design removes
+  'libvfio-user': { quiet: 1.5, busy: 2 },
+};
+
 function evaluateGoals(report: Omit<BenchReport, 'goals'>, transports: readonly VrnicTransport[]): GoalResult[] {
   const goals: GoalResult[] = [];
   const status = (ok: boolean): GoalStatus => (ok ? 'MET' : 'MISSED');
   for (const t of transports) {
     const trap = report.trappedAccess?.servers.find((s) => s.name === t);
-    goals.push(
-      trap && trap.ratioToC !== null
-        ? { goal: 'trapped access vs C server', transport: t, limit: '<= 1.3x', measured: `${trap.ratioToC}x (${trap.medianUs} us vs ${report.trappedAccess!.servers.find((s) => s.name === 'c')!.medianUs} us)`, status: status(trap.ratioToC <= 1.3) }
-        : { goal: 'trapped access vs C server', transport: t, limit: '<= 1.3x', measured: '-', status: 'NOT MEASURED', note: notMeasured(report, t, 'trapped') },
-    );
+    const c = report.trappedAccess?.servers.find((s) => s.name === 'c');
+    for (const mode of ['quiet', 'busy'] as const) {
+      const limit = TRAPPED_LIMITS[t][mode];
+      const goal = `trapped access vs C server, ${mode === 'quiet' ? 'quiet' : 'one core busy'}`;
+      const fig = mode === 'quiet' ? trap : trap?.busy;
+      const cFig = mode === 'quiet' ? c : c?.busy;
+      goals.push(
+        fig && fig.ratioToC !== null && cFig
+          ? { goal, transport: t, limit: `<= ${limit}x`, measured: `${fig.ratioToC}x (${fig.medianUs} us vs ${cFig.medianUs} us)`, status: status(fig.ratioToC <= limit) }
+          : { goal, transport: t, limit: `<= ${limit}x`, measured: '-', status: 'NOT MEASURED', note: notMeasured(report, t, 'trapped') },
+      );
+    }
     const door = report.doorbell?.rows.find((r) => r.transport === t);
     goals.push(
       door
-        ? { goal: 'doorbell-to-completion p50', transport: t, limit: '<= 50 us', measured: `${round(door.p50Us, 1)} us (p99 ${round(door.p99Us, 1)} us)`, status: status(door.p50Us <= 50) }
-        : { goal: 'doorbell-to-completion p50', transport: t, limit: '<= 50 us', measured: '-', status: 'NOT MEASURED', note: notMeasured(report, t, 'doorbell') },
+        ? { goal: 'doorbell-to-completion p50', transport: t, limit: '<= 30 us', measured: `${round(door.p50Us, 1)} us`, status: status(door.p50Us <= 30) }
+        : { goal: 'doorbell-to-completion p50', transport: t, limit: '<= 30 us', measured: '-', status: 'NOT MEASURED', note: notMeasured(report, t, 'doorbell') },
+    );
+    goals.push(
+      door
+        ? { goal: 'doorbell-to-completion p99', transport: t, limit: '<= 200 us', measured: `${round(door.p99Us, 1)} us`, status: status(door.p99Us <= 200) }
+        : { goal: 'doorbell-to-completion p99', transport: t, limit: '<= 200 us', measured: '-', status: 'NOT MEASURED', note: notMeasured(report, t, 'doorbell') },
     );
     goals.push(
       door
@@ -237,12 +256,25 @@ export function renderReport(r: BenchReport): string {
   if (r.trappedAccess) {
     const ta = r.trappedAccess;
     out.push('', `1. Trapped register access: 4-byte REGION_READ of BAR0 offset 0, round trip (${ta.rounds} interleaved rounds x ${ta.readsPerRound} reads; client: ${ta.client})`);
+    out.push(`   quiet: load average ${ta.loadQuiet.join(' ')} at the start; busy: another process spinning on one core${ta.loadBusy ? `, load average ${ta.loadBusy.join(' ')} at the start` : ' (not run)'}`);
+    const ratio = (x: number | null | undefined) => (x === null || x === undefined ? '-' : `${x.toFixed(2)}x`);
     out.push(
       table(
-        ['server', 'median us/read', 'p10', 'p90', 'ratio to C', 'value read', 'started as'],
-        ta.servers.map((s) => [s.name, s.medianUs.toFixed(2), s.p10Us.toFixed(2), s.p90Us.toFixed(2), s.ratioToC === null ? '-' : `${s.ratioToC.toFixed(2)}x`, s.valueAtOffset0, s.via]),
+        ['server', 'quiet median us', 'p10..p90', 'ratio to C', 'busy median us', 'p10..p90', 'ratio to C', 'value read', 'started as'],
+        ta.servers.map((s) => [
+          s.name,
+          s.medianUs.toFixed(2),
+          `${s.p10Us.toFixed(1)}..${s.p90Us.toFixed(1)}`,
+          ratio(s.ratioToC),
+          s.busy ? s.busy.medianUs.toFixed(2) : '-',
+          s.busy ? `${s.busy.p10Us.toFixed(1)}..${s.busy.p90Us.toFixed(1)}` : '-',
+          ratio(s.busy?.ratioToC),
+          s.valueAtOffset0,
+          s.via,
+        ]),
       ),
     );
+    if (ta.cClientSkipped) out.push(`  C client not used: ${ta.cClientSkipped}`);
     for (const s of ta.skipped) out.push(`  skipped ${s.name}: ${s.reason}`);
     if (ta.syscalls.length > 0) {
       out.push('  System calls per read in each server (strace -c -f, all threads; failed calls in brackets):');
@@ -342,7 +374,8 @@ async function main(): Promise<number> {
       warmupReads: quick ? 200 : 2000,
       profileReads: quick ? 3000 : 20000,
       straceReads: quick ? 500 : 2000,
-      withoutBusyWindow: true,
+      variants: quick ? ['spin'] : ['spin', 'no-busy-window'],
+      busyCore: true,
       log,
     });
   }
