@@ -112,8 +112,9 @@ export class LoopWaiter {
       timerBound = true;
     }
     const ts = this.timespec;
-    ts.writeBigInt64LE(BigInt(Math.floor(us / 1_000_000)), 0);
-    ts.writeBigInt64LE(BigInt((us % 1_000_000) * 1000), 8);
+    // struct timespec { time_t tv_sec; long tv_nsec; }: both fit in the low 32 bits here
+    ts.writeUInt32LE(Math.floor(us / 1_000_000), 0);
+    ts.writeUInt32LE((us % 1_000_000) * 1000, 8);
     const fds = this.fds;
     for (let i = 0; i < this.n; i++) fds.writeInt16LE(0, 8 * i + 6);
     const got = Number(c.ppoll(fds, this.n, ts, null));

@@ -62,7 +62,7 @@ export class BusyPoll {
   private hitsSinceTurn = 0;
   private parkedWait: PendingWait | null = null;
   /** The blocking waiter for the last set of fds waited on (the set rarely changes). */
-  private waiter: { key: string; w: LoopWaiter } | null = null;
+  private waiter: { reqs: readonly PollRequest[]; w: LoopWaiter } | null = null;
 
   constructor(windowUs = busyWindowUsFromEnv(), readonly mode: WaitMode = waitModeFromEnv()) {
     this.windowMs = windowUs / 1000;
@@ -87,7 +87,8 @@ export class BusyPoll {
    * Waits until one of reqs is ready, timeoutMs passes (-1: no limit) or stillWanted() turns
    * false after an event-loop turn (then every revents is 0 and the caller re-evaluates).
    * Returns each request's revents, as poll(2) does. justChecked: the caller polled them a moment
-   * ago and found nothing, so the first check waits for an event-loop turn.
+   * ago and found nothing, so with VRNIC_WAIT=spin the first check waits for an event-loop turn
+   * (a blocking wait needs no such care).
    */
   async wait(reqs: readonly PollRequest[], timeoutMs: number, stillWanted: () => boolean, justChecked = false): Promise<number[]> {
     let first = true;
@@ -145,8 +146,9 @@ export class BusyPoll {
   }
 
   private loopWaiter(reqs: readonly PollRequest[]): LoopWaiter {
-    const key = reqs.map((r) => `${r.fd}:${r.events}`).join(',');
-    if (this.waiter === null || this.waiter.key !== key) this.waiter = { key, w: new LoopWaiter(reqs) };
+    const last = this.waiter;
+    if (last !== null && last.reqs.length === reqs.length && last.reqs.every((r, i) => r.fd === reqs[i]!.fd && r.events === reqs[i]!.events)) return last.w;
+    this.waiter = { reqs: reqs.map((r) => ({ fd: r.fd, events: r.events })), w: new LoopWaiter(reqs) };
     return this.waiter.w;
   }
 
