@@ -83,6 +83,20 @@ async function bootOnce(qemu: string, guest: { kernel: string; initrd: string },
   return { ns: Number(m[1]), value: m[2]! };
 }
 
+/** One boot against a server already listening on socket (for ad hoc measurements); ns per read. */
+export async function runGuestBarAgainst(socket: string, reads: number): Promise<{ ns: number; value: string }> {
+  const dir = tempDir('vrnic-bench-guest-');
+  try {
+    const qemu = findQemu()?.binary;
+    if (!qemu) throw new Error('no QEMU with vfio-user-pci found');
+    const guest = prepareGuest(dir, reads);
+    if ('reason' in guest) throw new Error(guest.reason);
+    return await bootOnce(qemu, guest, socket);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export async function runGuestBar(opts: GuestBarOptions): Promise<GuestBarResult> {
   const dir = tempDir('vrnic-bench-guest-');
   const skipped: { server: string; reason: string }[] = [];

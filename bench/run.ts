@@ -1,20 +1,22 @@
 // `npm run bench`: runs every benchmark, prints a table with the project's goals (MET/MISSED), and writes the results as JSON.
 //
-// Usage: node dist/bench/run.js [--out FILE] [--quick] [--only trapped,ffi,doorbell,startup,datapath]
+// Usage: node dist/bench/run.js [--out FILE] [--quick] [--only trapped,ffi,doorbell,startup,datapath,guest]
 // Env: VRNIC_LIBVFIO_USER (libvfio-user.so.0: the libvfio-user transport and the C server),
-//      VRNIC_LIBVFIO_USER_INCLUDE (libvfio-user.h's directory, when not at <prefix>/include/vfio-user), CC.
+//      VRNIC_LIBVFIO_USER_INCLUDE (libvfio-user.h's directory, when not at <prefix>/include/vfio-user), CC,
+//      VRNIC_QEMU and VRNIC_CACHE (QEMU and the guest image, for the guest section).
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { machineInfo, repoRoot, round, tempDir, type MachineInfo } from './common';
 import { runDatapathBench, type DatapathBenchResult } from './datapath';
 import { runFfiCost, type FfiCostResult } from './ffi-cost';
+import { runGuestBar, type GuestBarResult } from './guest-bar';
 import { summarizeProfileDir, type ProfileSummary } from './profile';
 import { runStartup, type StartupResult } from './startup';
 import { runTrappedAccess, vrnicTransportsToTry, type TrappedAccessResult, type VrnicTransport } from './trapped-access';
 
-type Section = 'trapped' | 'ffi' | 'doorbell' | 'startup' | 'datapath';
-const SECTIONS: readonly Section[] = ['trapped', 'ffi', 'doorbell', 'startup', 'datapath'];
+type Section = 'trapped' | 'ffi' | 'doorbell' | 'startup' | 'datapath' | 'guest';
+const SECTIONS: readonly Section[] = ['trapped', 'ffi', 'doorbell', 'startup', 'datapath', 'guest'];
 
 export type GoalStatus = 'MET' | 'MISSED' | 'NOT MEASURED';
 
@@ -51,6 +53,7 @@ export interface BenchReport {
   readonly doorbell?: DoorbellSection;
   readonly startup?: StartupResult;
   readonly datapath?: DatapathSection;
+  readonly guest?: GuestBarResult;
   readonly goals: readonly GoalResult[];
 }
 
@@ -202,6 +205,13 @@ function evaluateGoals(report: Omit<BenchReport, 'goals'>, transports: readonly 
         ? { goal: 'resident memory, 1 device', transport: t, limit: '<= 100 MB', measured: `${st.rss1MB} MB`, status: status(st.rss1MB <= 100) }
         : { goal: 'resident memory, 1 device', transport: t, limit: '<= 100 MB', measured: '-', status: 'NOT MEASURED', note: notMeasured(report, t, 'startup') },
     );
+    const g = report.guest?.rows.find((r) => r.server === t);
+    const gc = report.guest?.rows.find((r) => r.server === 'c');
+    goals.push(
+      g && g.ratioToC !== null && gc
+        ? { goal: 'BAR0 read from the guest vs C server', transport: t, limit: '<= 1.15x', measured: `${g.ratioToC}x (${g.medianUs} us vs ${gc.medianUs} us)`, status: status(g.ratioToC <= 1.15) }
+        : { goal: 'BAR0 read from the guest vs C server', transport: t, limit: '<= 1.15x', measured: '-', status: 'NOT MEASURED', note: report.guest ? (report.guest.skipped.map((x) => `${x.server}: ${x.reason}`).join('; ') || (report.env.quick ? 'not run with --quick' : 'not run')) : 'section not run' },
+    );
     const dp = report.datapath?.rows.find((r) => r.transport === t);
     for (const bytes of [65536, 1 << 20]) {
       const row = dp?.rows.find((r) => r.bytes === bytes);
@@ -337,6 +347,12 @@ export function renderReport(r: BenchReport): string {
     }
     for (const s of r.datapath.skipped) out.push(`  skipped ${s.transport}: ${s.reason}`);
   }
+  if (r.guest) {
+    const g = r.guest;
+    out.push('', `6. BAR0 read from the guest: ${g.reads} 4-byte loads of the sysfs resource0 mapping under QEMU TCG (guest/bar-read), ${g.boots} boot(s) per server, alternating; load average ${g.loadAvg.join(' ')} at the start`);
+    if (g.rows.length > 0) out.push(table(['server', 'median us/read', 'per boot us', 'ratio to C', 'value read'], g.rows.map((x) => [x.server, x.medianUs.toFixed(2), x.nsPerRead.map((n) => (n / 1000).toFixed(1)).join(' '), x.ratioToC === null ? '-' : `${x.ratioToC.toFixed(2)}x`, x.value])));
+    for (const s of g.skipped) out.push(`  skipped ${s.server}: ${s.reason}`);
+  }
   out.push('', 'Goals');
   out.push(table(['goal', 'transport', 'limit', 'measured', 'status'], r.goals.map((g) => [g.goal, g.transport, g.limit, g.measured, g.status + (g.note ? ` (${g.note.slice(0, 120)})` : '')])));
   return out.join('\n');
@@ -353,7 +369,7 @@ async function main(): Promise<number> {
     strict: true,
   });
   if (values.help) {
-    process.stdout.write('Usage: npm run bench -- [--out FILE] [--quick] [--only trapped,ffi,doorbell,startup,datapath]\n');
+    process.stdout.write(`Usage: npm run bench -- [--out FILE] [--quick] [--only ${SECTIONS.join(',')}]\n`);
     return 0;
   }
   const only = values.only ? (values.only.split(',') as Section[]) : SECTIONS;
@@ -394,6 +410,10 @@ async function main(): Promise<number> {
   if (only.includes('datapath')) {
     log('data path throughput...');
     partial.datapath = await runDatapath(transports, quick);
+  }
+  if (only.includes('guest')) {
+    log('BAR0 reads from a guest...');
+    partial.guest = await runGuestBar({ reads: 2000, boots: quick ? 1 : 3, transports: quick ? ['native'] : transports, log });
   }
   const report: BenchReport = { ...partial, goals: evaluateGoals(partial, transports) };
 

@@ -25,6 +25,15 @@ const FIRST_SLEEP_MS = 1;
 const BUSY_SLICE_US = 20;
 /** Slices slept in one tick before the loop gets a turn anyway (microtasks, other immediates). */
 const MAX_SLICES_PER_TICK = 100;
+/**
+ * After the busy window, for this long since the last activity, the poller keeps sleeping in
+ * blocking slices that grow with the idle time (an eighth of it, up to WARM_SLICE_MAX_US) before
+ * it falls back to timers (1 ms and up, libuv's granularity). A guest that pauses a few ms between
+ * bursts (descheduled on a loaded host, or a driver doing other work) then finds its next doorbell
+ * seen within a fraction of that pause instead of after a millisecond timer.
+ */
+const WARM_MS = 100;
+const WARM_SLICE_MAX_US = 1000;
 
 /**
  * Compares the doorbell half of every UAR page with a shadow copy. Guest stores reach the memory
@@ -109,9 +118,17 @@ export class DoorbellPoller {
     this.timer = null;
   }
 
+  /** How long to sleep blocked before the next scan; 0: too long idle, back off with timers. */
+  private sliceUs(): number {
+    const idleMs = performance.now() - this.lastActivity;
+    if (idleMs < this.busyWindowMs) return BUSY_SLICE_US;
+    if (idleMs < WARM_MS) return Math.min(WARM_SLICE_MAX_US, Math.max(BUSY_SLICE_US, (idleMs * 1000) / 8));
+    return 0;
+  }
+
   private schedule(): void {
     if (!this.running) return;
-    if (performance.now() - this.lastActivity < this.busyWindowMs) {
+    if (performance.now() - this.lastActivity < (this.slice !== null ? WARM_MS : this.busyWindowMs)) {
       // Not unref'd: an unref'd immediate does not stop libuv from blocking in its poll phase,
       // so the "busy" poll would only run when some other event woke the loop.
       this.immediate = setImmediate(this.tick);
@@ -136,8 +153,9 @@ export class DoorbellPoller {
           break;
         }
         if (this.slice === null || slices >= MAX_SLICES_PER_TICK || !this.running || this.immediate !== null || this.timer !== null) break;
-        if (performance.now() - this.lastActivity >= this.busyWindowMs) break;
-        if (this.slice.wait(BUSY_SLICE_US).loopWork) break;
+        const sliceUs = this.sliceUs();
+        if (sliceUs === 0) break;
+        if (this.slice.wait(sliceUs).loopWork) break;
       }
     } catch (err) {
       // A handler bug must not stop the poller: doorbells would be lost silently.
