@@ -99,12 +99,19 @@ export class LoopWaiter {
   /**
    * Blocks until one of the fds is ready, the loop has work, or timeoutUs passes (0: just
    * check). Never longer than the loop's next timer.
+   *
+   * fromOwnImmediate: the caller runs in the continuation of its own setImmediate. Node stops
+   * its idle handle (which makes uv_backend_timeout 0 while immediates are queued) only after the
+   * check phase's callbacks return, so in there the loop looks busy even when nothing is queued;
+   * believing it would turn every wait into a spin through loop turns. The caller then waits
+   * anyway: an immediate someone else queued meanwhile runs up to timeoutUs late.
    */
-  wait(timeoutUs: number): LoopWaitResult {
+  wait(timeoutUs: number, fromOwnImmediate = false): LoopWaitResult {
     const u = uv!;
     // libuv computes the timer bound from its cached clock, which stands still while we block
     u.updateTime(u.loop);
-    const loopMs = Number(u.backendTimeout(u.loop));
+    let loopMs = Number(u.backendTimeout(u.loop));
+    if (loopMs === 0 && fromOwnImmediate) loopMs = -1;
     let us = Math.max(0, Math.floor(timeoutUs));
     let timerBound = false;
     if (loopMs >= 0 && loopMs * 1000 <= us) {

@@ -140,6 +140,7 @@ export class DoorbellPoller {
   }
 
   private readonly tick = (): void => {
+    const fromImmediate = this.immediate !== null;
     this.immediate = null;
     this.timer = null;
     if (!this.running) return;
@@ -155,7 +156,7 @@ export class DoorbellPoller {
         if (this.slice === null || slices >= MAX_SLICES_PER_TICK || !this.running || this.immediate !== null || this.timer !== null) break;
         const sliceUs = this.sliceUs();
         if (sliceUs === 0) break;
-        if (this.slice.wait(sliceUs).loopWork) break;
+        if (this.slice.wait(sliceUs, fromImmediate && slices === 0).loopWork) break;
       }
     } catch (err) {
       // A handler bug must not stop the poller: doorbells would be lost silently.
