@@ -38,7 +38,7 @@ export type VrnicTransport = 'native' | 'libvfio-user';
  * loop turn per check, VRNIC_WAIT=spin), 'no-busy-window' waits through the reactor only.
  */
 export type WaitVariant = 'spin' | 'no-busy-window';
-export type ServerName = 'c' | 'node-blocking' | 'node-floor' | VrnicTransport | `${VrnicTransport}/${WaitVariant}`;
+export type ServerName = 'c' | 'node-blocking' | 'node-worker' | 'node-floor' | VrnicTransport | `${VrnicTransport}/${WaitVariant}`;
 
 const VARIANT_ENV: Record<WaitVariant, Record<string, string>> = {
   spin: { VRNIC_WAIT: 'spin' },
@@ -192,16 +192,20 @@ export async function startCServer(binary: string, dir: string): Promise<Running
   }
 }
 
+const FLOOR_VIA: Record<'node-blocking' | 'node-worker' | 'node-floor', string> = {
+  'node-blocking': 'bench/node-floor-server.js --blocking (JS, blocking read/write via koffi; fixed replies, not a device)',
+  'node-worker': 'bench/node-floor-server.js --worker (the same in a worker thread, register shared with the main thread; not a device)',
+  'node-floor': 'bench/node-floor-server.js (Node net module on the event loop; fixed replies, not a device)',
+};
+
 /** The Node floors: servers that only answer REGION_READ with a fixed value (bench/node-floor-server.ts). */
-export async function startNodeFloorServer(dir: string, blocking: boolean): Promise<RunningServer> {
-  const name = blocking ? 'node-blocking' : 'node-floor';
+export async function startNodeFloorServer(dir: string, name: 'node-blocking' | 'node-worker' | 'node-floor'): Promise<RunningServer> {
   const socket = path.join(dir, `${name}.sock`);
-  const server = spawnServer(name, [process.execPath, path.join(__dirname, 'node-floor-server.js'), socket, ...(blocking ? ['--blocking'] : [])], socket);
+  const flag = name === 'node-blocking' ? ['--blocking'] : name === 'node-worker' ? ['--worker'] : [];
+  const server = spawnServer(name, [process.execPath, path.join(__dirname, 'node-floor-server.js'), socket, ...flag], socket);
   try {
     const client = await connectWhenReady(server);
-    const via = blocking
-      ? 'bench/node-floor-server.js --blocking (JS, blocking read/write via koffi; fixed replies, not a device)'
-      : 'bench/node-floor-server.js (Node net module on the event loop; fixed replies, not a device)';
+    const via = FLOOR_VIA[name];
     return { name, via, server, client };
   } catch (err) {
     await stopServer(server);
@@ -268,11 +272,11 @@ export async function runTrappedAccess(opts: TrappedAccessOptions): Promise<Trap
         skipped.push({ name: 'c', reason: firstLine(err) });
       }
     }
-    for (const blocking of [true, false]) {
+    for (const floor of ['node-blocking', 'node-worker', 'node-floor'] as const) {
       try {
-        running.push(await startNodeFloorServer(dir, blocking));
+        running.push(await startNodeFloorServer(dir, floor));
       } catch (err) {
-        skipped.push({ name: blocking ? 'node-blocking' : 'node-floor', reason: firstLine(err) });
+        skipped.push({ name: floor, reason: firstLine(err) });
       }
     }
     const plan = vrnicTransportsToTry();
