@@ -100,18 +100,19 @@ export class LoopWaiter {
    * Blocks until one of the fds is ready, the loop has work, or timeoutUs passes (0: just
    * check). Never longer than the loop's next timer.
    *
-   * fromOwnImmediate: the caller runs in the continuation of its own setImmediate. Node stops
-   * its idle handle (which makes uv_backend_timeout 0 while immediates are queued) only after the
-   * check phase's callbacks return, so in there the loop looks busy even when nothing is queued;
-   * believing it would turn every wait into a spin through loop turns. The caller then waits
-   * anyway: an immediate someone else queued meanwhile runs up to timeoutUs late.
+   * uv_backend_timeout is 0 while Node's idle handle is on, which Node turns on while immediates
+   * are queued and off only after the check phase's callbacks return: a wait that runs in the
+   * continuation of a setImmediate (every wait after a loop turn) would see the loop as busy when
+   * nothing is queued, and every wait would become a spin through loop turns. So a 0 counts only
+   * when an immediate is really queued; otherwise (idle handle left on, or a timer due this very
+   * millisecond) the wait blocks anyway and such work runs at most timeoutUs late.
    */
-  wait(timeoutUs: number, fromOwnImmediate = false): LoopWaitResult {
+  wait(timeoutUs: number): LoopWaitResult {
     const u = uv!;
     // libuv computes the timer bound from its cached clock, which stands still while we block
     u.updateTime(u.loop);
     let loopMs = Number(u.backendTimeout(u.loop));
-    if (loopMs === 0 && fromOwnImmediate) loopMs = -1;
+    if (loopMs === 0 && !process.getActiveResourcesInfo().includes('Immediate')) loopMs = -1;
     let us = Math.max(0, Math.floor(timeoutUs));
     let timerBound = false;
     if (loopMs >= 0 && loopMs * 1000 <= us) {

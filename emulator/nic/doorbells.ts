@@ -23,8 +23,15 @@ const FIRST_SLEEP_MS = 1;
  * most this long (plus a wake-up) to be seen, and the core is free for the guest meanwhile.
  */
 const BUSY_SLICE_US = 20;
-/** Slices slept in one tick before the loop gets a turn anyway (microtasks, other immediates). */
-const MAX_SLICES_PER_TICK = 100;
+/**
+ * Right after a change the poller scans back to back, without sleeping, for this long: a guest
+ * that rings again as soon as it sees its completion does so within tens of µs, and a sleeping
+ * thread woken by a timer on a loaded machine can wait longer than that for a core. The scans
+ * still check the event loop between them (a ppoll with no timeout), so its work is not held up.
+ */
+const SPIN_AFTER_CHANGE_US = 200;
+/** How long one tick may scan and sleep before the loop gets a turn anyway (microtasks, a timer due this millisecond). */
+const MAX_TICK_MS = 0.5;
 /**
  * After the busy window, for this long since the last activity, the poller keeps sleeping in
  * blocking slices that grow with the idle time (an eighth of it, up to WARM_SLICE_MAX_US) before
@@ -118,12 +125,13 @@ export class DoorbellPoller {
     this.timer = null;
   }
 
-  /** How long to sleep blocked before the next scan; 0: too long idle, back off with timers. */
-  private sliceUs(): number {
+  /** How long to sleep blocked before the next scan (0: just check the loop); null: too long idle, back off with timers. */
+  private sliceUs(): number | null {
     const idleMs = performance.now() - this.lastActivity;
+    if (idleMs * 1000 < SPIN_AFTER_CHANGE_US) return 0;
     if (idleMs < this.busyWindowMs) return BUSY_SLICE_US;
     if (idleMs < WARM_MS) return Math.min(WARM_SLICE_MAX_US, Math.max(BUSY_SLICE_US, (idleMs * 1000) / 8));
-    return 0;
+    return null;
   }
 
   private schedule(): void {
@@ -140,23 +148,23 @@ export class DoorbellPoller {
   }
 
   private readonly tick = (): void => {
-    const fromImmediate = this.immediate !== null;
     this.immediate = null;
     this.timer = null;
     if (!this.running) return;
     this.wakeups++;
     try {
-      for (let slices = 0; ; slices++) {
+      const tickEnd = performance.now() + MAX_TICK_MS;
+      for (;;) {
         if (this.scan()) {
           // handlers' continuations (promises) run once this tick returns
           this.lastActivity = performance.now();
           this.sleepMs = FIRST_SLEEP_MS;
           break;
         }
-        if (this.slice === null || slices >= MAX_SLICES_PER_TICK || !this.running || this.immediate !== null || this.timer !== null) break;
+        if (this.slice === null || performance.now() >= tickEnd || !this.running || this.immediate !== null || this.timer !== null) break;
         const sliceUs = this.sliceUs();
-        if (sliceUs === 0) break;
-        if (this.slice.wait(sliceUs, fromImmediate && slices === 0).loopWork) break;
+        if (sliceUs === null) break;
+        if (this.slice.wait(sliceUs).loopWork) break;
       }
     } catch (err) {
       // A handler bug must not stop the poller: doorbells would be lost silently.

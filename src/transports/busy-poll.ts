@@ -92,20 +92,17 @@ export class BusyPoll {
    */
   async wait(reqs: readonly PollRequest[], timeoutMs: number, stillWanted: () => boolean, justChecked = false): Promise<number[]> {
     let first = true;
-    let afterTurn = false;
     while (performance.now() < this.until) {
       if (this.hitsSinceTurn >= MAX_HITS_PER_TURN || (first && justChecked && this.mode === 'spin')) {
         // a client that is always ready would otherwise keep the loop in microtasks for ever
         await this.turn();
-        afterTurn = true;
         if (!stillWanted()) return reqs.map(() => 0);
       }
       first = false;
       let rev: number[];
       let loopWork = true;
       if (this.mode === 'block') {
-        const got = this.loopWaiter(reqs).wait((this.until - performance.now()) * 1000, afterTurn);
-        afterTurn = false;
+        const got = this.loopWaiter(reqs).wait((this.until - performance.now()) * 1000);
         rev = got.revents;
         loopWork = got.loopWork;
       } else {
@@ -119,7 +116,6 @@ export class BusyPoll {
       // blocked until the window ended with nothing to do: straight to the reactor
       if (!loopWork) break;
       await this.turn();
-      afterTurn = true;
       if (!stillWanted()) return reqs.map(() => 0);
     }
     this.asyncWaits++;
