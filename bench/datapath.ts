@@ -10,10 +10,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SharedMemory } from '../ffi/libc';
-import { GuestMemory, IrqIndex, VfioUserClient, type Mapping } from '../src/client/index';
-import { resolveTransport, type TransportName } from '../src/transports/index';
-import { ACC, connect, CS, type DpQp, pattern, QPT, Side, WF, WOP } from '../test/nic-data-support';
-import { type DeviceAccess, GuestHeap, TestDriver } from '../test/nic-support';
+import { GuestMemory, IrqIndex, VfioUserClient, type Mapping } from '../src/vfio-user/client/index';
+import { resolveTransport, type TransportName } from '../src/vfio-user/transports/index';
+import { ACC, connect, CS, type DpQp, pattern, QPT, Side, WF, WOP } from '../src/testing/nic-data';
+import { type DeviceAccess, GuestHeap, TestDriver } from '../src/testing/nic-driver';
 import { Child, enableMsix } from './doorbell';
 
 export interface DatapathBenchOptions {

@@ -15,12 +15,12 @@ import { createInterface, type Interface } from 'node:readline';
 import pino from 'pino';
 import { createNic, type Nic } from '../emulator/nic';
 import { closeQuietly, eventfd, eventfdConsume, poll, POLLIN } from '../ffi/libc';
-import { GuestMemory, IrqIndex, VfioUserClient, type Mapping } from '../src/client/index';
-import { Command, IrqSetFlag } from '../src/protocol/constants';
-import { encodeIrqSet } from '../src/protocol/messages';
+import { GuestMemory, IrqIndex, VfioUserClient, type Mapping } from '../src/vfio-user/client/index';
+import { Command, IrqSetFlag } from '../src/vfio-user/protocol/constants';
+import { encodeIrqSet } from '../src/vfio-user/protocol/messages';
 import { Daemon } from '../src/daemon';
-import { resolveTransport, type TransportName } from '../src/transports/index';
-import { GuestHeap, TestDriver, type CqHandle, type DeviceAccess, type QpHandle } from '../test/nic-support';
+import { resolveTransport, type TransportName } from '../src/vfio-user/transports/index';
+import { GuestHeap, TestDriver, type CqHandle, type DeviceAccess, type QpHandle } from '../src/testing/nic-driver';
 
 export interface DoorbellBenchOptions {
   readonly transport?: TransportName;

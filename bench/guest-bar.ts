@@ -9,9 +9,9 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startGuest } from '../qemu-config/boot';
-import { CpioWriter } from '../qemu-config/cpio';
-import { latestGuestImage } from '../qemu-config/image';
+import { startGuest } from '../test/helpers/boot';
+import { CpioWriter } from '../guest/kit/cpio';
+import { latestGuestImage } from '../guest/kit/image';
 import { findQemu } from '../qemu-config/qemu';
 import { median, round, stopServer, tempDir } from './common';
 import { buildCServer, startCServer, startVrnicServer, type RunningServer, type VrnicTransport } from './trapped-access';

@@ -34,7 +34,7 @@ import { summarizeProfileDir, type ProfileSummary } from './profile';
 export type VrnicTransport = 'native' | 'libvfio-user';
 /**
  * How a vrnic server waits for the next message, besides its default (blocking in ppoll beside
- * the event loop, src/transports/busy-poll.ts): 'spin' is the design it replaced (poll(…, 0) and a
+ * the event loop, src/vfio-user/transports/busy-poll.ts): 'spin' is the design it replaced (poll(…, 0) and a
  * loop turn per check, VRNIC_WAIT=spin), 'no-busy-window' waits through the reactor only.
  */
 export type WaitVariant = 'spin' | 'no-busy-window';

@@ -1,8 +1,8 @@
-// The run loops' readiness wait (src/transports/busy-poll.ts): how the busy window is configured, and that it answers like poll(2).
+// The run loops' readiness wait (src/vfio-user/transports/busy-poll.ts): how the busy window is configured, and that it answers like poll(2).
 import net from 'node:net';
 import test from 'ava';
 import { closeQuietly, eventfd, eventfdSignal, POLLIN } from '../ffi/libc';
-import { BusyPoll, busyWindowUsFromEnv, DEFAULT_BUSY_WINDOW_US } from '../src/transports/busy-poll';
+import { BusyPoll, busyWindowUsFromEnv, DEFAULT_BUSY_WINDOW_US } from '../src/vfio-user/transports/busy-poll';
 
 test('VRNIC_BUSY_WINDOW_US sets the busy window, 0 turns it off, and nonsense falls back to the default', (t) => {
   t.is(busyWindowUsFromEnv({}), DEFAULT_BUSY_WINDOW_US);

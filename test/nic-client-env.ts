@@ -6,11 +6,11 @@ import pino from 'pino';
 import type { Fabric } from '../emulator/datapath/fabric';
 import { createNic } from '../emulator/nic';
 import type { Nic } from '../emulator/nic/device';
-import { GuestMemory, IrqIndex, VfioUserClient, type Mapping } from '../src/client/index';
+import { GuestMemory, IrqIndex, VfioUserClient, type Mapping } from '../src/vfio-user/client/index';
 import { Daemon } from '../src/daemon';
-import { createTransport, type Transport, type TransportName } from '../src/transports/index';
+import { createTransport, type Transport, type TransportName } from '../src/vfio-user/transports/index';
 import type { NicEnv } from './nic-suite';
-import { type DeviceAccess, GuestHeap, TestDriver } from './nic-support';
+import { type DeviceAccess, GuestHeap, TestDriver } from '../src/testing/nic-driver';
 
 export const GUEST_BASE = 0x10_0000n;
 export const GUEST_SIZE = 4 << 20;

@@ -2,7 +2,7 @@
 import test from 'ava';
 import { createNic, NicConfigError, validateNicConfig } from '../emulator/nic';
 import { Reg } from '../emulator/nic/regs';
-import { command, localAccess, OP, ST, TestDriver, until } from './nic-support';
+import { command, localAccess, OP, ST, TestDriver, until } from '../src/testing/nic-driver';
 import { NIC_CASES } from './nic-suite';
 
 function setup(config: Record<string, unknown> = {}) {

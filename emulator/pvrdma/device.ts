@@ -6,8 +6,7 @@
 // after its write. Commands go through one command slot and one response slot (pages the DSR names),
 // started by a write to REQUEST. Async events and CQ notifications are rings behind page
 // directories. What is and is not emulated: docs/pvrdma.md.
-import type { Logger } from 'pino';
-import { moduleLogger } from '../../src/log';
+import pino, { type Logger } from 'pino';
 import type { BarDecl, CapabilityDecl, DeviceContext, DmaAccess, PciDevice, PciIdentity } from '../framework/device';
 import { DmaError } from '../framework/device';
 import { GuestErrorLog } from '../framework/guest-errors';
@@ -84,8 +83,10 @@ export class Pvrdma implements PciDevice {
   readonly bars: readonly BarDecl[];
   readonly config: PvrdmaConfig;
   readonly objects: PvrdmaObjects;
-  readonly log: Logger;
-  readonly guestErrors: GuestErrorLog;
+  /** The logger given at creation, else the device context's from attach() on (silent before). */
+  log: Logger;
+  guestErrors: GuestErrorLog;
+  private readonly ownLog: boolean;
   readonly counters = { commands: 0, commandErrors: 0, interrupts: 0, doorbells: 0, events: 0, cqNotifications: 0, resets: 0 };
 
   /** GID table, written by CREATE_BIND (16 bytes per index). */
@@ -109,7 +110,8 @@ export class Pvrdma implements PciDevice {
 
   constructor(config: PvrdmaConfig, opts: CreatePvrdmaOptions = {}) {
     this.config = config;
-    this.log = opts.log ?? moduleLogger('pvrdma');
+    this.ownLog = opts.log !== undefined;
+    this.log = opts.log ?? pino({ level: 'silent' });
     this.guestErrors = new GuestErrorLog(this.log);
     this.objects = new PvrdmaObjects(config);
     this.gids = new Array<Buffer | null>(config.gidTableLength).fill(null);
@@ -137,6 +139,10 @@ export class Pvrdma implements PciDevice {
 
   attach(ctx: DeviceContext): void {
     this.ctx = ctx;
+    if (!this.ownLog) {
+      this.log = ctx.log;
+      this.guestErrors = new GuestErrorLog(ctx.log);
+    }
     this.log.info({ irq: this.config.irq, numUars: this.config.numUars }, 'PVRDMA attached');
   }
 

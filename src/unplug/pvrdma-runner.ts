@@ -10,8 +10,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { qemuArgs } from '../../qemu-config/args';
-import { buildGuestImage, guestAppend } from '../../qemu-config/image';
+import { DEFAULT_DEVICE_ID as DEVICE_ID, qemuArgs } from '../../qemu-config/args';
+import { buildGuestImage, guestAppend } from '../../guest/kit/image';
 import { chooseIrq, type IrqChoice, type IrqDecision } from '../../qemu-config/msix-unplug';
 import { requireVfioUserQemu } from '../../qemu-config/qemu';
 import { ControlClient } from '../control/client';
@@ -19,7 +19,7 @@ import type { VanishMode } from '../control/protocol';
 import { controlPathFor } from '../control/server';
 import { errorLine, moduleLogger } from '../log';
 import { QmpClient, type QmpEvent } from '../qmp/client';
-import type { TransportChoice } from '../transports/index';
+import type { TransportChoice } from '../vfio-user/transports/index';
 import { runFiles, spawnChild, type Child } from './processes';
 
 export interface PvrdmaUnplugOptions {
@@ -61,7 +61,6 @@ export interface PvrdmaUnplugReport {
 }
 
 /** The QEMU ids: the pvrdma function, and its paired vmxnet3 (args.ts names it `<id>-net`). */
-const DEVICE_ID = 'nic0';
 const NET_ID = `${DEVICE_ID}-net`;
 const CLI = path.resolve(__dirname, '..', 'cli.js');
 const KERNEL_WARNING = /WARNING:|BUG:|Oops|blocked for more than|INFO: task .* blocked|general protection/;

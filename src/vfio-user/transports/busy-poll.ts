@@ -13,8 +13,8 @@
 // The design this replaced, kept for comparison (VRNIC_WAIT=spin), checked the socket with
 // poll(…, 0) and gave the loop a turn between checks: each check cost a loop turn, and on a busy
 // machine the spinning thread lost its core. docs/performance.md compares the two.
-import { poll, type PollRequest } from '../../ffi/libc';
-import { LoopWaiter, loopWaitAvailable } from '../../ffi/event-loop';
+import { poll, type PollRequest } from '../../../ffi/libc';
+import { LoopWaiter, loopWaitAvailable } from '../../../ffi/event-loop';
 import { reactor, type PendingWait } from './reactor';
 
 /**

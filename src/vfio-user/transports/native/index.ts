@@ -27,9 +27,9 @@ import {
   SOCK_CLOEXEC,
   SOCK_NONBLOCK,
   unixSocket,
-} from '../../../ffi/libc';
-import { DmaError, type DeviceContext, type DmaAccess } from '../../../emulator/framework/device';
-import { PciFunction } from '../../../emulator/framework/pci-function';
+} from '../../../../ffi/libc';
+import { DmaError, type DeviceContext, type DmaAccess } from '../../../../emulator/framework/device';
+import { PciFunction } from '../../../../emulator/framework/pci-function';
 import type { Transport, TransportOptions, TransportStats } from '../transport';
 import { BusyPoll } from '../busy-poll';
 import { Session } from './session';

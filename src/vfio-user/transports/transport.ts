@@ -1,7 +1,7 @@
 // The contract between the daemon and a vfio-user transport (built-in TypeScript, or libvfio-user).
 import type { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import type { PciDevice } from '../../emulator/framework/device';
+import type { PciDevice } from '../../../emulator/framework/device';
 
 export type TransportName = 'native' | 'libvfio-user';
 

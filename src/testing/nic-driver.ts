@@ -1,9 +1,9 @@
 // Test support for the NIC: a driver written from docs/device.md (its own byte layouts), over any way of reaching the device.
 import pino from 'pino';
-import { SharedMemory } from '../ffi/libc';
-import { DmaError, type DeviceContext, type DmaAccess, type InterruptSink } from '../emulator/framework/device';
-import type { Nic } from '../emulator/nic/device';
-import { Reg } from '../emulator/nic/regs';
+import { SharedMemory } from '../../ffi/libc';
+import { DmaError, type DeviceContext, type DmaAccess, type InterruptSink } from '../../emulator/framework/device';
+import type { Nic } from '../../emulator/nic/device';
+import { Reg } from '../../emulator/nic/regs';
 
 /** How a test reaches a device: BAR0 registers, guest memory by guest address, the UAR BAR, interrupts. */
 export interface DeviceAccess {

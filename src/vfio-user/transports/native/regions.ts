@@ -1,6 +1,6 @@
 // How the built-in transport describes the PCI function's regions on the wire (DEVICE_GET_REGION_INFO).
-import type { PciFunction } from '../../../emulator/framework/pci-function';
-import { CONFIG_SPACE_SIZE } from '../../../emulator/framework/config-space';
+import type { PciFunction } from '../../../../emulator/framework/pci-function';
+import { CONFIG_SPACE_SIZE } from '../../../../emulator/framework/config-space';
 import { RegionFlag, RegionIndex } from '../../protocol/constants';
 
 export interface RegionDescription {

@@ -87,20 +87,8 @@ export const enum DeviceFlag {
   Pci = 1 << 1,
 }
 
-/** VFIO_PCI_*_REGION_INDEX */
-export const enum RegionIndex {
-  Bar0 = 0,
-  Bar1 = 1,
-  Bar2 = 2,
-  Bar3 = 3,
-  Bar4 = 4,
-  Bar5 = 5,
-  Rom = 6,
-  Config = 7,
-  Vga = 8,
-}
-/** VFIO_PCI_NUM_REGIONS */
-export const PCI_NUM_REGIONS = 9;
+// The PCI function's region and IRQ indexes are the device framework's (it applies their rules).
+export { IrqIndex, PCI_NUM_IRQS, PCI_NUM_REGIONS, RegionIndex } from '../../../emulator/framework/vfio-indexes';
 
 /** vfio_region_info.flags */
 export const enum RegionFlag {
@@ -119,16 +107,6 @@ export const enum RegionCapId {
 /** sizeof(struct vfio_region_info) */
 export const REGION_INFO_SIZE = 32;
 
-/** VFIO_PCI_*_IRQ_INDEX */
-export const enum IrqIndex {
-  Intx = 0,
-  Msi = 1,
-  Msix = 2,
-  Err = 3,
-  Req = 4,
-}
-/** VFIO_PCI_NUM_IRQS */
-export const PCI_NUM_IRQS = 5;
 
 /** vfio_irq_info.flags */
 export const enum IrqInfoFlag {
@@ -154,26 +132,5 @@ export const enum IrqSetFlag {
 export const MULTI_DATA = 8;
 export const MULTI_MAX = 200;
 
-/** The errnos vfio-user replies carry (x86_64 Linux values). */
-export const enum Errno {
-  EPERM = 1,
-  ENOENT = 2,
-  EIO = 5,
-  EBADF = 9,
-  ENOMEM = 12,
-  EFAULT = 14,
-  EBUSY = 16,
-  EEXIST = 17,
-  ENODEV = 19,
-  EINVAL = 22,
-  ENOSPC = 28,
-  ERANGE = 34,
-  ENOSYS = 38,
-  EPROTO = 71,
-  EOVERFLOW = 75,
-  EMSGSIZE = 90,
-  ENOTSUP = 95,
-  E2BIG = 7,
-  ETIMEDOUT = 110,
-  ECONNRESET = 104,
-}
+/** The errnos vfio-user replies carry: Linux's, from the project's one table. */
+export { Errno } from '../../../ffi/errors';

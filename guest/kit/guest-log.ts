@@ -1,5 +1,10 @@
 // Reads a guest console log: the /init and vrnic-test report lines, and the kernel's complaints.
 
+/** How vrnic-test (guest/uverbs-test) starts each report line; a JSON object follows. */
+export const REPORT_MARK = 'VRNIC-TEST ';
+/** How the guest's /init starts each report of its steps; a JSON object follows. */
+export const INIT_MARK = 'VRNIC-INIT ';
+
 export interface GuestEvent {
   /** VRNIC-INIT (the guest's /init) or VRNIC-TEST (vrnic-test). */
   readonly source: 'init' | 'test';
@@ -8,36 +13,46 @@ export interface GuestEvent {
   readonly line: string;
 }
 
-const MARKS = [
-  ['VRNIC-INIT ', 'init'],
-  ['VRNIC-TEST ', 'test'],
-] as const;
-
-/** Every well-formed report line, in order; lines cut by other console output are skipped. */
-export function guestEvents(log: string): GuestEvent[] {
-  const out: GuestEvent[] = [];
-  for (const line of log.split(/\r?\n/)) {
-    for (const [mark, source] of MARKS) {
-      const at = line.indexOf(mark);
-      if (at < 0) continue;
-      try {
-        const f = JSON.parse(line.slice(at + mark.length)) as unknown;
-        if (typeof f === 'object' && f !== null && !Array.isArray(f) && typeof (f as { event?: unknown }).event === 'string') {
-          out.push({ source, event: (f as { event: string }).event, fields: f as Record<string, unknown>, line });
-        }
-      } catch {
-        // not JSON: a report line interleaved with kernel output
-      }
-    }
+/**
+ * One console line as a report, or null for anything else: kernel output, and report lines cut
+ * by it (the guest shares the console with the kernel and is not trusted to be tidy).
+ */
+export function parseGuestLine(line: string): GuestEvent | null {
+  let at = line.indexOf(REPORT_MARK);
+  let source: GuestEvent['source'] = 'test';
+  let mark = REPORT_MARK;
+  if (at < 0) {
+    at = line.indexOf(INIT_MARK);
+    source = 'init';
+    mark = INIT_MARK;
   }
-  return out;
+  if (at < 0) return null;
+  let obj: unknown;
+  try {
+    obj = JSON.parse(line.slice(at + mark.length));
+  } catch {
+    return null;
+  }
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) return null;
+  const fields = obj as Record<string, unknown>;
+  if (typeof fields.event !== 'string') return null;
+  return { source, event: fields.event, fields, line };
+}
+
+/** Every well-formed report line of a console log, in order. */
+export function guestEvents(log: string): GuestEvent[] {
+  return splitLines(log).map(parseGuestLine).filter((e): e is GuestEvent => e !== null);
+}
+
+function splitLines(log: string): string[] {
+  return log.split(/\r?\n/);
 }
 
 /**
  * What a kernel prints when something went wrong, one pattern per kind of report: the one list
  * the unplug verdict (no-kernel-warnings) and the guest tests judge a kernel log by. Matched
  * case-sensitively on the kernel's own wording, so lines like "... report a bug" do not count.
- * The guest's console must carry KERN_WARNING (loglevel 5 or more, qemu-config/image.ts) for
+ * The guest's console must carry KERN_WARNING (loglevel 5 or more, guest/kit/image.ts) for
  * WARN() reports to reach it before /init's dmesg dump.
  */
 export const KERNEL_PROBLEM_PATTERNS: readonly { readonly kind: string; readonly re: RegExp }[] = [
@@ -66,7 +81,7 @@ export const KERNEL_PROBLEM_PATTERNS: readonly { readonly kind: string; readonly
 
 /** The lines of the log that match a kernel problem pattern. */
 export function kernelProblems(log: string): string[] {
-  return log.split(/\r?\n/).filter((l) => KERNEL_PROBLEM_PATTERNS.some((p) => p.re.test(l)));
+  return splitLines(log).filter((l) => KERNEL_PROBLEM_PATTERNS.some((p) => p.re.test(l)));
 }
 
 /** The kinds of problem a log shows (WARN, BUG, ...), in the list's order, each once. */

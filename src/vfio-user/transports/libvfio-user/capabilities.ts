@@ -5,8 +5,8 @@
 // endpoint at 0x60, nothing in extended space. The capabilities are also registered with
 // vfu_pci_add_capability at those explicit offsets, so libvfio-user's own copy
 // (vfu_pci_get_config_space) agrees. (Declarations are checked by the framework's PciFunction.)
-import type { CapabilityDecl } from '../../../emulator/framework/device';
-import { MSI_CAP, MSI_CAP_SIZE, MSIX_CAP, PCIE_CAP, PCIE_CAP_SIZE, PM_CAP } from '../../../emulator/framework/config-space';
+import type { CapabilityDecl } from '../../../../emulator/framework/device';
+import { MSI_CAP, MSI_CAP_SIZE, MSIX_CAP, PCIE_CAP, PCIE_CAP_SIZE, PM_CAP } from '../../../../emulator/framework/config-space';
 
 /** libvfio-user's PCI_PM_SIZEOF, VFIO_USER_PCI_CAP_MSI_SIZEOF, PCI_CAP_MSIX_SIZEOF and VFIO_USER_PCI_CAP_EXP_SIZEOF. */
 export const PCI_PM_SIZEOF = 8;

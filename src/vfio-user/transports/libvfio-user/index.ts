@@ -39,26 +39,27 @@
 import { chmodSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import type { BarDecl, PciDevice } from '../../../emulator/framework/device';
-import { PciFunction } from '../../../emulator/framework/pci-function';
-import { LibraryMissingError, SysError } from '../../../ffi/errors';
+import type { BarDecl, PciDevice } from '../../../../emulator/framework/device';
+import { PciFunction } from '../../../../emulator/framework/pci-function';
+import { Errno, LibraryMissingError, SysError } from '../../../../ffi/errors';
 import {
   closeQuietly, eventfd, eventfdConsume, eventfdSignal, poll, POLLIN, setSocketTimeout, shutdownSocket, SO_RCVTIMEO, SO_SNDTIMEO,
-} from '../../../ffi/libc';
+} from '../../../../ffi/libc';
 import {
-  ECONNRESET, EINVAL, EIO, ENOENT, ENOTCONN, ESHUTDOWN,
   LIBVFIO_USER_FLAG_ATTACH_NB, LIBVFIO_USER_MAX_DMA_REGIONS, LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_WARNING,
   PCI_HEADER_TYPE_NORMAL, VFU_DEV_ERR_IRQ, VFU_DEV_INTX_IRQ, VFU_DEV_MSI_IRQ, VFU_DEV_MSIX_IRQ, VFU_DEV_REQ_IRQ,
   VFU_PCI_DEV_CFG_REGION_IDX, VFU_PCI_TYPE_EXPRESS, VFU_REGION_FLAG_ALWAYS_CB, VFU_REGION_FLAG_MEM, VFU_REGION_FLAG_RW,
   VFU_RESET_LOST_CONN,
   VfuContext, libvfioUserUnavailable as ffiUnavailable, type DmaRegionInfo, type RegionAccessHandler,
-} from '../../../ffi/libvfio-user';
+} from '../../../../ffi/libvfio-user';
 import type { Transport, TransportOptions, TransportStats } from '../transport';
-import { CONFIG_SPACE_SIZE } from '../../../emulator/framework/config-space';
+import { CONFIG_SPACE_SIZE } from '../../../../emulator/framework/config-space';
 import { IrqIndex } from '../../protocol/constants';
 import { capabilityLayout } from './capabilities';
 import { VfuDma } from './dma';
 import { BusyPoll } from '../busy-poll';
+
+const { ECONNRESET, EINVAL, EIO, ENOENT, ENOTCONN, ESHUTDOWN } = Errno;
 
 /** Requests handled per turn of the event loop before yielding to it. */
 const RUN_BUDGET = 64;
@@ -87,7 +88,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
   private ctx: VfuContext | null = null;
   private attached = false;
   /** Bumped whenever the context is replaced, so a poll result for an old fd is ignored. */
-  private generation = 0;
+  private epoch = 0;
   private wakeFd = -1;
   private started = false;
   private stopping = false;
@@ -314,18 +315,18 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     while (!this.stopping) {
       const ctx = this.ctx;
       if (ctx === null) return;
-      const gen = this.generation;
+      const gen = this.epoch;
       if (!this.attached) {
         await this.waitReadable(ctx.pollFd());
-        if (this.generation !== gen || this.stopping) continue;
+        if (this.epoch !== gen || this.stopping) continue;
         const connected = await this.attach(ctx);
         this.afterLibraryCall();
-        if (this.generation !== gen || this.stopping) continue;
+        if (this.epoch !== gen || this.stopping) continue;
         if (connected) this.clientConnected(ctx);
         continue;
       }
       const idle = await this.drain(ctx);
-      if (this.generation !== gen || this.stopping || !this.attached) continue;
+      if (this.epoch !== gen || this.stopping || !this.attached) continue;
       if (idle) await this.waitForRequest(gen);
       else await new Promise<void>((resolve) => setImmediate(resolve));
     }
@@ -359,7 +360,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
       this.busy.activity();
       await undefined;
       if (ctx !== this.ctx || !this.attached || this.stopping) return true;
-      // a koffi poll costs ~0.1 µs, another vfu_run_ctx through ffi-napi tens of µs
+      // a koffi poll costs far less than another vfu_run_ctx through ffi-napi (docs/performance.md)
       if (!this.readableNow(this.connFd)) return true;
     }
     return false;
@@ -409,7 +410,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
    */
   private async waitForRequest(gen: number): Promise<void> {
     const reqs = [{ fd: this.connFd, events: POLLIN }, { fd: this.wakeFd, events: POLLIN }];
-    const [, wake] = await this.busy.wait(reqs, -1, () => this.generation === gen && !this.stopping && this.attached, true);
+    const [, wake] = await this.busy.wait(reqs, -1, () => this.epoch === gen && !this.stopping && this.attached, true);
     if (wake) eventfdConsume(this.wakeFd);
   }
 
@@ -488,7 +489,7 @@ export class LibvfioUserTransport extends EventEmitter implements Transport {
     }
     if (this.attached) {
       // a client that keeps the shut-down socket busy: replace the whole context instead
-      this.generation++;
+      this.epoch++;
       this.ctx = null;
       ctx.destroy();
       this.clientGone('client dropped');

@@ -1,5 +1,5 @@
 // Test support for the NIC's data path: one side of a conversation (its PD, CQ, QPs, MRs) written from docs/device.md section 7, with its own byte layouts.
-import { command, type DeviceAccess, type GuestHeap, OP, type TestDriver, until } from './nic-support';
+import { command, type DeviceAccess, type GuestHeap, OP, type TestDriver, until } from './nic-driver';
 
 export const WOP = { NOP: 0, SEND: 1, SEND_IMM: 2, WRITE: 3, WRITE_IMM: 4, READ: 5, CMP_SWP: 6, FETCH_ADD: 7 } as const;
 export const WF = { UNSIGNALED: 1, INLINE: 2, SOLICITED: 4 } as const;

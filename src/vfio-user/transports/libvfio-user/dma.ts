@@ -8,13 +8,13 @@
 // The transport feeds the region table from libvfio-user's dma_register/dma_unregister callbacks.
 // A region's bytes are copied through its DmaMemory view (ffi/libvfio-user.ts says why a view
 // never outlives the mapping), one memcpy per access instead of vfu_addr_to_sgl plus
-// vfu_sgl_read/write (2-3 ffi-napi calls, tens of µs). Writing directly skips nothing
+// vfu_sgl_read/write (two or three ffi-napi calls). Writing directly skips nothing
 // libvfio-user would do: vfu_sgl_write only adds dirty-page tracking, which needs migration
 // callbacks this transport never registers. A mapped region too long for a Buffer still goes
 // through vfu_addr_to_sgl + vfu_sgl_read/write.
-import { DmaError, type DmaAccess } from '../../../emulator/framework/device';
-import { PROT_READ, PROT_WRITE, type DmaMemory, type DmaRegionInfo, type VfuContext } from '../../../ffi/libvfio-user';
-import { SysError } from '../../../ffi/errors';
+import { DmaError, type DmaAccess } from '../../../../emulator/framework/device';
+import { PROT_READ, PROT_WRITE, type DmaMemory, type DmaRegionInfo, type VfuContext } from '../../../../ffi/libvfio-user';
+import { SysError } from '../../../../ffi/errors';
 
 /** Largest single DMA transfer: far above a queue page, far below what could hurt the daemon. */
 export const MAX_DMA_TRANSFER = 64 * 1024 * 1024;

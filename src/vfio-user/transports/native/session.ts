@@ -1,9 +1,9 @@
 // One vfio-user client connection of the built-in transport: command handling, DMA table, the client's eventfds.
 import type { Logger } from 'pino';
-import { closeConnection, closeQuietly, FdSocket } from '../../../ffi/libc';
-import { SysError } from '../../../ffi/errors';
-import { DmaMapTable } from '../../../emulator/framework/dma-map';
-import { DmaError } from '../../../emulator/framework/device';
+import { closeConnection, closeQuietly, FdSocket } from '../../../../ffi/libc';
+import { SysError } from '../../../../ffi/errors';
+import { DmaMapTable } from '../../../../emulator/framework/dma-map';
+import { DmaError } from '../../../../emulator/framework/device';
 import {
   Command,
   commandName,
@@ -66,9 +66,9 @@ import {
 import { ShortMessageError } from '../../protocol/reader';
 import { FramingError, MessageStream, type RawMessage } from '../../protocol/stream';
 import { IRQ_INDEX_NAMES, IrqState, isEventfd } from './irq';
-import { RequestReader } from './reader';
+import { RequestReader } from '../../protocol/framing';
 import { describeRegion } from './regions';
-import type { PciFunction } from '../../../emulator/framework/pci-function';
+import type { PciFunction } from '../../../../emulator/framework/pci-function';
 
 /** What the server offers in VERSION. */
 export const SERVER_MAX_MSG_FDS = 8;

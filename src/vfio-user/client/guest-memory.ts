@@ -1,15 +1,14 @@
 // Guest RAM played by a test: a memfd the client owns, addressed by guest physical address.
-import { closeQuietly, ftruncate, Mapping, memfdCreate } from '../../ffi/libc';
+import { SharedMemory } from '../../../ffi/libc';
 
 /**
  * One contiguous block of "guest RAM" at guest addresses [base, base + size).
  * Map it (or slices of it) to the server with `VfioUserClient.dmaMap`.
  */
 export class GuestMemory {
-  readonly fd: number;
   readonly base: bigint;
   readonly size: number;
-  private readonly mapping: Mapping;
+  private readonly memory: SharedMemory;
 
   /** size: a multiple of 4096; base: the guest address of its first byte (page aligned). */
   constructor(size: number, base = 0n, name = 'vrnic-guest-ram') {
@@ -17,14 +16,12 @@ export class GuestMemory {
     if (base % 4096n !== 0n) throw new RangeError('guest memory base must be page aligned');
     this.base = base;
     this.size = size;
-    this.fd = memfdCreate(name);
-    try {
-      ftruncate(this.fd, size);
-      this.mapping = Mapping.map(this.fd, 0, size);
-    } catch (err) {
-      closeQuietly(this.fd);
-      throw err;
-    }
+    this.memory = new SharedMemory(name, size);
+  }
+
+  /** The memfd: what DMA_MAP hands the server. */
+  get fd(): number {
+    return this.memory.fd;
   }
 
   /** True when [addr, addr + length) lies inside this memory. */
@@ -40,12 +37,12 @@ export class GuestMemory {
   /** A copy of guest bytes [addr, addr + length). */
   read(addr: bigint, length: number): Buffer {
     const off = this.at(addr, length);
-    return Buffer.from(this.mapping.buffer.subarray(off, off + length));
+    return Buffer.from(this.memory.buffer.subarray(off, off + length));
   }
 
   write(addr: bigint, data: Uint8Array): void {
     const off = this.at(addr, data.length);
-    this.mapping.buffer.set(data, off);
+    this.memory.buffer.set(data, off);
   }
 
   readU32(addr: bigint): number {
@@ -70,8 +67,6 @@ export class GuestMemory {
 
   /** Unmaps and closes the memfd; the server keeps its own mapping until it unmaps. */
   close(): void {
-    if (!this.mapping.mapped) return;
-    this.mapping.unmap();
-    closeQuietly(this.fd);
+    this.memory.close();
   }
 }

@@ -1,16 +1,7 @@
 // The eventfds one client set per IRQ index and sub-index (masks and delivery rules are the PCI function's).
 import { readlinkSync } from 'node:fs';
-import koffi from 'koffi';
-import { closeQuietly, EAGAIN, setNonBlocking } from '../../../ffi/libc';
+import { closeQuietly, eventfdTrySignal, setNonBlocking } from '../../../../ffi/libc';
 import { IrqIndex, PCI_NUM_IRQS } from '../../protocol/constants';
-
-const libc = koffi.load('libc.so.6');
-const rawWrite = libc.func('long write(int fd, const uint8_t *buf, size_t count)');
-const ONE = (() => {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(1n);
-  return b;
-})();
 
 /** True when fd is an eventfd (so signalling it writes a counter, never a file or a pipe). */
 export function isEventfd(fd: number): boolean {
@@ -19,15 +10,6 @@ export function isEventfd(fd: number): boolean {
   } catch {
     return false;
   }
-}
-
-/**
- * Adds one to an eventfd without ever blocking: the fd is non-blocking, and a saturated counter
- * (EAGAIN) already means "signalled".
- */
-export function signalEventfd(fd: number): boolean {
-  const n = Number(rawWrite(fd, ONE, 8));
-  return n === 8 || koffi.errno() === EAGAIN;
 }
 
 export class IrqState {
@@ -63,16 +45,12 @@ export class IrqState {
   /** Signals (index, sub); false when the client set no eventfd there. */
   signal(index: number, sub: number): boolean {
     const fd = this.eventfd(index, sub);
-    return fd >= 0 && signalEventfd(fd);
+    return fd >= 0 && eventfdTrySignal(fd); // never blocks: assign() made the fd non-blocking
   }
 
   /** Closes every eventfd (client gone). */
   closeAll(): void {
     for (let i = 0; i < this.efds.length; i++) this.deassign(i, 0, 0);
-  }
-
-  get assignedCount(): number {
-    return this.efds.reduce((n, row) => n + row.filter((fd) => fd >= 0).length, 0);
   }
 }
 

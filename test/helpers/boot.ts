@@ -1,7 +1,8 @@
 // Boots a guest under QEMU with the console on stdio, collects the console log and waits for power-off.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import { qemuArgs, type QemuOptions } from './args';
+import { LineSplitter } from '../../src/lines';
+import { qemuArgs, type QemuOptions } from '../../qemu-config/args';
 
 export interface BootOptions extends Omit<QemuOptions, 'serial'> {
   /** QEMU binary. */
@@ -39,18 +40,15 @@ export function startGuest(opts: BootOptions): RunningGuest {
   const out = opts.consoleFile ? fs.createWriteStream(opts.consoleFile, { flags: 'a' }) : undefined;
   let consoleText = '';
   let stderr = '';
-  let partial = '';
+  const onLine = opts.onLine;
+  const lines = onLine ? new LineSplitter((l) => onLine(l)) : null;
   let timedOut = false;
   child.stdout.setEncoding('utf8');
   child.stderr.setEncoding('utf8');
   child.stdout.on('data', (chunk: string) => {
     consoleText += chunk;
     out?.write(chunk);
-    if (opts.onLine) {
-      const lines = (partial + chunk).split('\n');
-      partial = lines.pop() ?? '';
-      for (const l of lines) opts.onLine(l.replace(/\r$/, ''));
-    }
+    lines?.push(chunk);
   });
   child.stderr.on('data', (chunk: string) => {
     stderr += chunk;
@@ -66,7 +64,7 @@ export function startGuest(opts: BootOptions): RunningGuest {
     });
     child.on('close', (exitCode, signal) => {
       clearTimeout(timer);
-      if (opts.onLine && partial) opts.onLine(partial);
+      lines?.end();
       out?.end();
       resolve({ console: consoleText, stderr, exitCode, signal, timedOut, elapsedMs: Date.now() - started, args });
     });

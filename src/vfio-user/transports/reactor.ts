@@ -19,8 +19,8 @@
 // The parked poll keeps Node's event loop alive exactly as long as some interest exists: with an
 // empty set nothing is parked, so a process whose transports all stopped exits normally.
 import type { Logger } from 'pino';
-import { eventfd, eventfdConsume, eventfdSignal, POLLIN, POLLNVAL, pollAsync, type PollRequest } from '../../ffi/libc';
-import { moduleLogger } from '../log';
+import { eventfd, eventfdConsume, eventfdSignal, POLLIN, POLLNVAL, pollAsync, type PollRequest } from '../../../ffi/libc';
+import { moduleLogger } from '../../log';
 
 export type ReadyCallback = (revents: number[]) => void;
 

@@ -1,9 +1,8 @@
 // Reads a client's messages with as few recvmsg calls as possible (usually one per request) and gives each the fds that came with it.
 //
-// MessageStream (src/protocol/stream.ts) reads a header, then exactly its body, then once more
-// until EAGAIN: three recvmsg per request, about 1.5 µs each here. This reader asks for
-// everything available in one recvmsg and parses what arrived; bytes of a message cut short
-// wait for the next read. It reads again at once only when the buffer came back full or the read
+// Reading a header, then exactly its body, then once more until EAGAIN would take three recvmsg
+// per request. This reader asks for everything available in one recvmsg and parses what
+// arrived; bytes of a message cut short wait for the next read. It reads again at once only when the buffer came back full or the read
 // brought fds (see below); otherwise the run loop's next readiness check finds any rest.
 //
 // Which message do the fds belong to? Senders attach fds to the first byte of the sendmsg that
@@ -13,16 +12,44 @@
 // read, and ends the read after the send that carried fds, so one read never returns bytes of a
 // later send, nor the fds of two sends. The fds of a read therefore belong to the last message
 // that starts in it. fds with a read in which no message starts arrived mid-message: the peer
-// broke framing, as MessageStream also decides. Two things MessageStream's header-sized reads told
-// apart and this reader cannot: a sender packing several messages into one sendmsg with fds (its
+// broke framing. Two things header-sized reads would tell apart and this reader cannot: a sender packing several messages into one sendmsg with fds (its
 // fds go to the last of them that starts in the read, not the first), and a sender attaching fds
 // to a later piece of a message split over several sends, when both pieces arrive in one read
 // (the message gets them instead of a disconnect). Neither lets fds escape: every one is handed
 // out with a message or closed.
 import { closeQuietly, type FdSocket } from '../../../ffi/libc';
-import { HEADER_SIZE } from '../../protocol/constants';
-import { decodeHeader, type Header } from '../../protocol/messages';
-import { FramingError, type RawMessage, type ReadResult, type StreamLimits } from '../../protocol/stream';
+import { HEADER_SIZE } from './constants';
+import { decodeHeader, type Header } from './messages';
+
+export interface RawMessage {
+  readonly header: Header;
+  /** The bytes after the header. */
+  readonly payload: Buffer;
+  readonly fds: number[];
+  /** More fds came than the limit allows; they were closed and `fds` is empty. */
+  readonly tooManyFds: boolean;
+}
+
+/** The peer broke framing (bad size, fds mid-message): the connection must be dropped. */
+export class FramingError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'FramingError';
+  }
+}
+
+export interface StreamLimits {
+  /** Largest whole message accepted (header included). */
+  readonly maxMessageSize: number;
+  /** Most fds accepted with one message. */
+  readonly maxFds: number;
+}
+
+export interface ReadResult {
+  readonly messages: RawMessage[];
+  /** The peer closed the stream (after the messages returned). */
+  readonly closed: boolean;
+}
 
 /** A message that starts in the bytes at hand: where, and its header once complete. */
 interface Start {

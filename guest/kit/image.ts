@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { cacheDir, packageRoot } from './cache';
+import { cacheDir, packageRoot } from '../../qemu-config/cache';
 import { CpioWriter } from './cpio';
 import { addTree, buildPvrdmaKit, PVRDMA_GUEST_SCRIPT, PVRDMA_MODULES, pvrdmaPackageVersions, type GuestModel } from './pvrdma-kit';
 
@@ -35,7 +35,7 @@ export function defaultKernelRelease(env: NodeJS.ProcessEnv = process.env): stri
 const KEEP_IMAGES = 4;
 
 /** Bump when the layout of the image or of its manifest changes in a way the sources don't show. */
-const BUILDER_VERSION = 4;
+const BUILDER_VERSION = 5;
 
 export interface GuestBuildOptions {
   /** Cache root; each build lives in a subdirectory named by its input hash. Default `<cache root>/guest` (qemu-config/cache.ts). */
@@ -50,7 +50,7 @@ export interface GuestBuildOptions {
   force?: boolean;
   /** Receives one human-readable line per step. */
   progress?: (line: string) => void;
-  /** Which device's guest kit: vrnic's own (default), or pvrdma's upstream driver with Debian's rdma-core (qemu-config/pvrdma-kit.ts). */
+  /** Which device's guest kit: vrnic's own (default), or pvrdma's upstream driver with Debian's rdma-core (guest/kit/pvrdma-kit.ts). */
   model?: GuestModel;
 }
 
@@ -172,103 +172,8 @@ export function guestAppend(opts: GuestRunOptions = {}): string {
   return words.join(' ');
 }
 
-/**
- * The guest's /init (busybox sh). It prints `VRNIC-INIT {json}` lines for each step, loads the
- * modules in dependency order, runs vrnic-test per the kernel command line, dumps the kernel log
- * between markers and powers off.
- */
-export function initScript(moduleOrder: readonly string[]): string {
-  return `#!/bin/busybox sh
-# vrnic guest /init: load the RDMA core, the helper and the driver, run vrnic-test, report, power off.
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
-mkdir -p /tmp
-say() { echo "VRNIC-INIT {\\"event\\":\\"$1\\"\${2:+,$2}}"; }
-param() {
-  for w in $(cat /proc/cmdline); do
-    case "$w" in "vrnic.$1="*) echo "\${w#*=}"; return;; esac
-  done
-  echo "$2"
-}
-say boot "\\"kernel\\":\\"$(uname -r)\\",\\"uptime\\":\\"$(cut -d' ' -f1 /proc/uptime)\\",\\"cmdline\\":\\"$(cat /proc/cmdline)\\""
-BUG=$(param bug none)
-# The canary: vrnic-test reads an address in the device's bridge window that nothing decodes,
-# before any module loads (so before any vanish armed at the driver's probe). QEMU's -d invalid_mem
-# log must show it: proof that the log records such accesses in a wording the verdict parses.
-if [ "$(param canary 1)" != 0 ]; then
-  /bin/vrnic-test --canary
-fi
-loaded=""
-for m in ${moduleOrder.join(' ')}; do
-  if [ "$m" = vrnic ]; then out=$(insmod /lib/modules/$m.ko bug=$BUG 2>&1); rc=$?
-  else out=$(insmod /lib/modules/$m.ko 2>&1); rc=$?; fi
-  out=$(echo "$out" | tr -d '"\\\\' | tr '\\n' ' ')
-  say module "\\"name\\":\\"$m\\",\\"rc\\":$rc,\\"output\\":\\"$out\\",\\"uptime\\":\\"$(cut -d' ' -f1 /proc/uptime)\\""
-  [ $rc = 0 ] && loaded="$loaded $m"
-done
-say modules-loaded "\\"modules\\":\\"$(echo $loaded)\\",\\"bug\\":\\"$BUG\\",\\"uverbs\\":\\"$(ls /dev/infiniband 2>/dev/null | tr '\\n' ' ')\\",\\"ib\\":\\"$(ls /sys/class/infiniband 2>/dev/null | tr '\\n' ' ')\\""
-if [ "$(param test 1)" != 0 ]; then
-  scenario=$(param scenario single)
-  case "$scenario" in
-  pingpong|traffic)
-    # The data path's program: its own options; traffic runs until the device goes away.
-    prog=/bin/vrnic-pingpong
-    set -- --wait-device "$(param wait 5)"
-    [ "$scenario" = traffic ] && set -- "$@" --traffic;;
-  *)
-    # vrnic.prog: another program in /bin taking vrnic-test's options (the pvrdma image's pvrdma-guest)
-    prog=/bin/$(param prog vrnic-test)
-    set -- --wait-device "$(param wait 5)" --scenario "$scenario" --uars "$(param uars 1)" \\
-      --watch "$(param watch 0)" --settle-ms "$(param settle 2000)" --interval-ms "$(param interval 20)"
-    procs=$(param procs "")
-    [ -n "$procs" ] && set -- "$@" --procs "$procs"
-    cmd=$(param cmd "")
-    [ -n "$cmd" ] && set -- "$@" --commands "/dev/$cmd";;
-  esac
-  out=$(param out "")
-  [ -n "$out" ] && set -- "$@" --output "/dev/$out"
-  extra=$(param args "" | tr ',' ' ')
-  say test-start "\\"program\\":\\"$prog\\",\\"args\\":\\"$* $extra\\""
-  $prog "$@" $extra
-  rc=$?
-  say test-exit "\\"code\\":$rc,\\"uptime\\":\\"$(cut -d' ' -f1 /proc/uptime)\\""
-fi
-# which interrupt the driver got (MSI-X, MSI or INTx) and how often each fired
-say interrupts "\\"vrnic\\":\\"$(grep vrnic /proc/interrupts | tr -s ' ' | tr '\\n' ';')\\""
-# The guest's own view of the device after the program: which PCI functions with its vendor:device
-# and which vrnic ib devices are left, after waiting (bounded) for them to go.
-gonewait=$(param gonewait 0)
-waited=0
-vrnic_pci() {
-  for d in /sys/bus/pci/devices/*; do
-    [ "$(cat $d/vendor 2>/dev/null):$(cat $d/device 2>/dev/null)" = 0x1234:0x7a01 ] && echo "\\"\${d##*/}\\""
-  done
-}
-vrnic_ib() {
-  for d in /sys/class/infiniband/vrnic*; do
-    [ -e "$d" ] && echo "\\"\${d##*/}\\""
-  done
-}
-while [ $waited -lt $((gonewait * 10)) ] && [ -n "$(vrnic_pci)$(vrnic_ib)" ]; do
-  sleep 0.1
-  waited=$((waited + 1))
-done
-say devices "\\"vrnic_pci\\":[$(vrnic_pci | tr '\\n' ',' | sed 's/,$//')],\\"ib\\":[$(vrnic_ib | tr '\\n' ',' | sed 's/,$//')],\\"waited_ms\\":$((waited * 100))"
-sleep "$(param linger 0)"
-say dmesg-begin
-dmesg
-say dmesg-end
-if [ "$(param poweroff 1)" = 0 ]; then
-  exec sh
-fi
-say poweroff
-poweroff -f
-`;
-}
+/** The guest's /init (busybox sh), a file of the guest kit: it reads the module order from /lib/modules/order. */
+export const INIT_SCRIPT = 'guest/kit/init.sh';
 
 
 function run(cmd: string, args: readonly string[], cwd?: string): Promise<string> {
@@ -286,7 +191,7 @@ function run(cmd: string, args: readonly string[], cwd?: string): Promise<string
   });
 }
 
-/** The builder's way to run a tool (errors carry its output's tail), for the model kits (qemu-config/pvrdma-kit.ts). */
+/** The builder's way to run a tool (errors carry its output's tail), for the model kits (guest/kit/pvrdma-kit.ts). */
 export const runTool = run;
 
 /** The guest sources that go into the image, as sorted repo-relative paths. */
@@ -300,6 +205,7 @@ function guestSources(repo: string): string[] {
     }
   };
   for (const d of ['guest/driver', 'guest/pfn-helper', 'guest/uverbs-test']) walk(d);
+  out.push(INIT_SCRIPT);
   return out.sort();
 }
 
@@ -546,7 +452,8 @@ export async function buildGuestImage(opts: GuestBuildOptions = {}): Promise<Gue
     for (const d of ['bin', 'dev', 'proc', 'sys', 'tmp', 'lib', 'lib/modules']) cpio.directory(d);
     // The kernel opens /dev/console for init before devtmpfs is mounted.
     cpio.charDevice('dev/console', 5, 1, 0o600);
-    cpio.file('init', Buffer.from(initScript(order.map((m) => m.name))), 0o755);
+    cpio.file('init', fs.readFileSync(path.join(repo, INIT_SCRIPT)), 0o755);
+    cpio.file('lib/modules/order', Buffer.from(order.map((m) => `${m.name}\n`).join('')), 0o644);
     cpio.file('bin/busybox', fs.readFileSync(busybox), 0o755);
     cpio.file('bin/vrnic-test', fs.readFileSync(testBin), 0o755);
     cpio.file('bin/vrnic-pingpong', fs.readFileSync(pingpongBin), 0o755);
