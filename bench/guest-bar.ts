@@ -67,9 +67,11 @@ function prepareGuest(dir: string, reads: number): { kernel: string; initrd: str
     return { reason: `cannot build guest/bar-read statically: ${e.stderr?.toString().trim().slice(0, 200) ?? String(err)}` };
   }
   // The kernel unpacks concatenated archives in order: the overlay adds two files to the image's.
+  // An uncompressed archive must start at a multiple of 4 bytes (zero bytes between are skipped).
   const overlay = new CpioWriter().file('bar-init', Buffer.from(initScript(reads)), 0o755).file('bin/bar-read', fs.readFileSync(binary), 0o755).finish();
+  const base = fs.readFileSync(image.initrd);
   const initrd = path.join(dir, 'initrd-bar-read.img');
-  fs.writeFileSync(initrd, Buffer.concat([fs.readFileSync(image.initrd), overlay]));
+  fs.writeFileSync(initrd, Buffer.concat([base, Buffer.alloc((4 - (base.length % 4)) % 4), overlay]));
   return { kernel: image.kernel, initrd };
 }
 
