@@ -53,7 +53,8 @@ export class NativeTransport extends EventEmitter implements Transport {
   private listenFd = -1;
   private wakeFd = -1;
   private session: Session | null = null;
-  private generation = 0;
+  /** Bumped when a client comes or goes: work for an earlier client is dropped. */
+  private epoch = 0;
   private running = false;
   private loopDone: Promise<void> | null = null;
   private readonly counters = { messages: 0, errors: 0 };
@@ -136,7 +137,7 @@ export class NativeTransport extends EventEmitter implements Transport {
 
   private async loop(): Promise<void> {
     while (this.running) {
-      const gen = this.generation;
+      const gen = this.epoch;
       const s = this.session;
       const watched = s !== null ? s.fd : this.listenFd;
       let timeout = -1;
@@ -155,7 +156,7 @@ export class NativeTransport extends EventEmitter implements Transport {
       let rev: number[];
       try {
         const reqs = [{ fd: this.wakeFd, events: POLLIN }, { fd: watched, events }];
-        rev = await this.busy.wait(reqs, timeout, () => this.running && gen === this.generation && this.session === s);
+        rev = await this.busy.wait(reqs, timeout, () => this.running && gen === this.epoch && this.session === s);
       } catch (err) {
         this.log.error({ err }, 'poll failed');
         this.emit('error', err);
@@ -163,7 +164,7 @@ export class NativeTransport extends EventEmitter implements Transport {
       }
       if (!this.running) return;
       if (rev[0]) eventfdConsume(this.wakeFd);
-      if (gen !== this.generation || this.session !== s) continue; // the client changed while polling
+      if (gen !== this.epoch || this.session !== s) continue; // the client changed while polling
       if (!rev[1]) continue;
       if (s !== null) {
         this.busy.activity();
@@ -196,7 +197,7 @@ export class NativeTransport extends EventEmitter implements Transport {
       return;
     }
     this.clients++;
-    this.generation++;
+    this.epoch++;
     const log = this.log.child({ client: this.clients });
     this.session = new Session(fd, this.fn, log, this.counters, (reason) => this.drop(reason));
     log.info('client connected');
@@ -208,7 +209,7 @@ export class NativeTransport extends EventEmitter implements Transport {
     const s = this.session;
     if (s === null) return;
     this.session = null;
-    this.generation++;
+    this.epoch++;
     this.busy.quiet();
     // out of the reactor's poll before the socket is closed, or the poll would keep it open
     this.busy.cancel();

@@ -66,7 +66,6 @@ import {
 import { ShortMessageError } from '../../protocol/reader';
 import { FramingError, MessageStream, type RawMessage } from '../../protocol/stream';
 import { IRQ_INDEX_NAMES, IrqState, isEventfd } from './irq';
-import { RequestReader } from '../../protocol/framing';
 import { describeRegion } from './regions';
 import type { PciFunction } from '../../../../emulator/framework/pci-function';
 
@@ -107,7 +106,6 @@ export interface SessionCounters {
 export class Session {
   /** Replies and DMA requests go out through it; the client's messages come in through reader. */
   readonly stream: MessageStream;
-  private readonly reader: RequestReader;
   readonly dma: DmaMapTable;
   readonly irqs: IrqState;
   private negotiated = false;
@@ -126,7 +124,6 @@ export class Session {
   ) {
     const limits = { maxMessageSize: SERVER_MAX_MESSAGE, maxFds: SERVER_MAX_MSG_FDS };
     this.stream = new MessageStream(new FdSocket(fd, 256 * 1024, 32), limits);
-    this.reader = new RequestReader(this.stream.sock, limits);
     this.dma = new DmaMapTable(4096, SERVER_MAX_DMA_MAPS);
     this.irqs = new IrqState(fn.irqCounts);
   }
@@ -147,7 +144,7 @@ export class Session {
     for (let round = 0; round < 8 && !this.closed; round++) {
       let got;
       try {
-        got = this.reader.readAvailable(256);
+        got = this.stream.readAvailable(256);
       } catch (err) {
         this.counters.errors++;
         if (err instanceof FramingError) {
@@ -572,7 +569,7 @@ export class Session {
     if (this.closed) return;
     this.closed = true;
     this.stream.discard();
-    this.reader.discard();
+    this.stream.discard();
     this.stream.sock.free();
     // The client sees the end of the stream, not a reset, whatever it had in flight.
     closeConnection(this.fd);
