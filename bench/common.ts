@@ -136,3 +136,20 @@ export function machineInfo(): MachineInfo {
     date: new Date().toISOString(),
   };
 }
+
+/**
+ * Keeps one core busy with another process, as a guest's vCPU thread keeps a core busy beside
+ * the device in real use; returns a function that stops it. The process is a plain JS spin loop
+ * at normal priority, so the scheduler shares its core as it would a vCPU's.
+ */
+export function startBusyCore(): { pid: number; stop(): Promise<void> } {
+  const child = spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return {
+    pid: child.pid ?? -1,
+    stop: async () => {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}

@@ -10,11 +10,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SharedMemory } from '../ffi/libc';
-import { GuestMemory, IrqIndex, VfioUserClient, type Mapping } from '../src/client/index';
-import { resolveTransport, type TransportName } from '../src/transports/index';
-import { ACC, connect, CS, type DpQp, pattern, QPT, Side, WF, WOP } from '../test/nic-data-support';
-import { type DeviceAccess, GuestHeap, TestDriver } from '../test/nic-support';
-import { Child, enableMsix } from './doorbell';
+import { GuestMemory, IrqIndex, VfioUserClient, type Mapping } from '../src/vfio-user/client/index';
+import { resolveTransport, type TransportName } from '../src/vfio-user/transports/index';
+import { ACC, connect, CS, type DpQp, pattern, QPT, Side, WF, WOP } from '../src/testing/nic-data';
+import { GuestHeap, TestDriver } from '../src/testing/nic-driver';
+import { clientAccess, enableMsix } from '../src/testing/client-access';
+import { Child } from './doorbell';
 
 export interface DatapathBenchOptions {
   readonly transport?: TransportName;
@@ -93,15 +94,7 @@ export async function runDatapathBench(opts: DatapathBenchOptions = {}): Promise
     await c.setIrqEventfds(IrqIndex.Msix, 0, 4);
     await c.dmaMap(mem);
     uarMap = await c.mmapSparseArea(2);
-    const access: DeviceAccess = {
-      readReg: (off) => c.barRead32(0, off),
-      writeReg: (off, v) => c.barWrite32(0, off, v),
-      memRead: (addr, length) => mem.read(addr, length),
-      memWrite: (addr, data) => mem.write(addr, data),
-      uar: uarMap.buffer,
-      waitIrq: async (v) => void (await c.waitIrq(IrqIndex.Msix, v)),
-      irqCount: () => 0,
-    };
+    const access = clientAccess(c, mem, uarMap.buffer);
     const drv = new TestDriver(access, new GuestHeap(GUEST_BASE, BigInt(GUEST_SIZE)));
     if ((await drv.bringUp()) !== 1) throw new Error('the device did not become READY');
     // The child serves one device: the first (and only) port on its fabric, LID 1.

@@ -15,12 +15,13 @@ import { createInterface, type Interface } from 'node:readline';
 import pino from 'pino';
 import { createNic, type Nic } from '../emulator/nic';
 import { closeQuietly, eventfd, eventfdConsume, poll, POLLIN } from '../ffi/libc';
-import { GuestMemory, IrqIndex, VfioUserClient, type Mapping } from '../src/client/index';
-import { Command, IrqSetFlag } from '../src/protocol/constants';
-import { encodeIrqSet } from '../src/protocol/messages';
+import { GuestMemory, IrqIndex, VfioUserClient, type Mapping } from '../src/vfio-user/client/index';
+import { Command, IrqSetFlag } from '../src/vfio-user/protocol/constants';
+import { encodeIrqSet } from '../src/vfio-user/protocol/messages';
 import { Daemon } from '../src/daemon';
-import { resolveTransport, type TransportName } from '../src/transports/index';
-import { GuestHeap, TestDriver, type CqHandle, type DeviceAccess, type QpHandle } from '../test/nic-support';
+import { resolveTransport, type TransportName } from '../src/vfio-user/transports/index';
+import { GuestHeap, TestDriver, type CqHandle, type QpHandle } from '../src/testing/nic-driver';
+import { clientAccess, enableMsix } from '../src/testing/client-access';
 
 export interface DoorbellBenchOptions {
   readonly transport?: TransportName;
@@ -174,15 +175,7 @@ export async function runDoorbellBench(opts: DoorbellBenchOptions = {}): Promise
     await c.setIrqEventfds(IrqIndex.Msix, 0, 4);
     await c.dmaMap(mem);
     uarMap = await c.mmapSparseArea(2);
-    const access: DeviceAccess = {
-      readReg: (off) => c.barRead32(0, off),
-      writeReg: (off, v) => c.barWrite32(0, off, v),
-      memRead: (addr, length) => mem.read(addr, length),
-      memWrite: (addr, data) => mem.write(addr, data),
-      uar: uarMap.buffer,
-      waitIrq: async (v) => void (await c.waitIrq(IrqIndex.Msix, v)),
-      irqCount: () => 0,
-    };
+    const access = clientAccess(c, mem, uarMap.buffer);
     const drv = new TestDriver(access, new GuestHeap(GUEST_BASE, BigInt(GUEST_SIZE)));
     if ((await drv.bringUp()) !== 1) throw new Error('the device did not become READY');
     const uar = await drv.allocUar();
@@ -319,19 +312,6 @@ async function measure(r: Round, first: number, warmup: number, iterations: numb
     mean: r2(samples.reduce((a, b) => a + b, 0) / samples.length),
     cqeP50: r2(quantile(cqeSamples, 0.5)),
   };
-}
-
-/** Sets MSI-X Enable in the capability's message control (found by walking the capability list). */
-export async function enableMsix(c: VfioUserClient): Promise<void> {
-  let ptr = (await c.configRead(0x34, 1)) & 0xfc;
-  for (let hops = 0; ptr !== 0 && hops < 48; hops++) {
-    if ((await c.configRead(ptr, 1)) === 0x11) {
-      await c.configWrite(ptr + 2, 0x8000, 2);
-      return;
-    }
-    ptr = (await c.configRead(ptr + 1, 1)) & 0xfc;
-  }
-  throw new Error('the device has no MSI-X capability');
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { createNic } from '../emulator/nic';
 import { Daemon } from '../src/daemon';
-import type { TransportChoice } from '../src/transports/index';
+import type { TransportChoice } from '../src/vfio-user/transports/index';
 
 async function main(): Promise<number> {
   const { values } = parseArgs({

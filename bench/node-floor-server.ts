@@ -5,11 +5,15 @@
 // Node pays and what vrnic's design adds on top:
 // - default: Node's net module (libuv epoll on the main thread, a JS callback, a socket write);
 // - --blocking: accept/read/write through koffi, blocking, in a plain loop on the main thread,
-//   the way the C server runs libvfio-user (one thread, one wake-up per message).
+//   the way the C server runs libvfio-user (one thread, one wake-up per message);
+// - --worker: the same loop in a worker thread, answering from a register shared with the main
+//   thread (a SharedArrayBuffer the main thread updates on a timer), while the main thread keeps
+//   its event loop: the floor of a transport with a worker per device that blocks in recvmsg.
 //
-// Usage: node dist/bench/node-floor-server.js SOCKET [--blocking]
+// Usage: node dist/bench/node-floor-server.js SOCKET [--blocking | --worker]
 import fs from 'node:fs';
 import net from 'node:net';
+import { isMainThread, Worker, workerData } from 'node:worker_threads';
 import koffi from 'koffi';
 import { BENCH_VERSION_VALUE } from './common';
 
@@ -29,6 +33,9 @@ function reply(msgId: number, command: number, payload: Buffer): Buffer {
   return out;
 }
 
+/** The register file answered from: a plain constant, or in --worker mode a word the main thread keeps current. */
+let registerValue: () => number = () => BENCH_VERSION_VALUE;
+
 function answer(msg: Buffer): Buffer {
   const msgId = msg.readUInt16LE(0);
   const command = msg.readUInt16LE(2);
@@ -43,7 +50,7 @@ function answer(msg: Buffer): Buffer {
   if (command === REGION_READ) {
     const payload = Buffer.alloc(16 + 4);
     msg.copy(payload, 0, HEADER_SIZE, HEADER_SIZE + 16);
-    payload.writeUInt32LE(msg.readBigUInt64LE(HEADER_SIZE) === 0n ? BENCH_VERSION_VALUE : 0, 16);
+    payload.writeUInt32LE(msg.readBigUInt64LE(HEADER_SIZE) === 0n ? registerValue() : 0, 16);
     return reply(msgId, command, payload);
   }
   if (command === REGION_WRITE) return reply(msgId, command, msg.subarray(HEADER_SIZE, HEADER_SIZE + 16));
@@ -95,9 +102,31 @@ function serveBlocking(socketPath: string): void {
 }
 
 function main(): void {
+  if (!isMainThread) {
+    const shared = new Int32Array((workerData as { registers: SharedArrayBuffer }).registers);
+    registerValue = () => Atomics.load(shared, 0) >>> 0;
+    serveBlocking((workerData as { socketPath: string }).socketPath);
+    return;
+  }
   const socketPath = process.argv[2];
   if (!socketPath) throw new Error('usage: node-floor-server SOCKET [--blocking]');
   fs.rmSync(socketPath, { force: true });
+  if (process.argv[3] === '--worker') {
+    const registers = new SharedArrayBuffer(4);
+    const shared = new Int32Array(registers);
+    // the main thread owns the device state and keeps it current, as a device model would
+    setInterval(() => Atomics.store(shared, 0, BENCH_VERSION_VALUE), 10);
+    Atomics.store(shared, 0, BENCH_VERSION_VALUE);
+    const worker = new Worker(__filename, { workerData: { socketPath, registers } });
+    worker.stdout?.pipe(process.stdout);
+    const stop = () => {
+      fs.rmSync(socketPath, { force: true });
+      process.exit(0);
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+    return;
+  }
   if (process.argv[3] === '--blocking') {
     // Blocking in a system call keeps the event loop from running a JS signal handler; the default action (exit) is wanted.
     serveBlocking(socketPath);

@@ -37,7 +37,7 @@ export interface StartupRow {
   readonly rssManyProcessesMB: { readonly devices: number; readonly total: number; readonly perDevice: number } | null;
   /**
    * One process serving N devices on N sockets (bench/launch-server.js, N Daemons): its VmRSS.
-   * All devices share the process-wide reactor (src/transports/reactor.ts): libuv's default pool.
+   * All devices share the process-wide reactor (src/vfio-user/transports/reactor.ts): libuv's default pool.
    */
   readonly rssOneProcessMB: { readonly devices: number; readonly total: number; readonly perDevice: number; readonly marginalPerDevice: number; readonly device: string } | null;
 }

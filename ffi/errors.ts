@@ -1,8 +1,18 @@
 // Typed errors for failed C calls: what a -1 plus errno becomes once it leaves ffi/.
 import { constants } from 'node:os';
 
+/**
+ * errno values under their C names, from Node's own table (os.constants.errno): the one errno
+ * table of the project. vrnic runs on Linux, and vfio-user replies carry Linux's values.
+ */
+export const Errno = Object.freeze({
+  ...constants.errno,
+  /** Missing from Node's table (libuv has no name for it); libvfio-user reports a gone client with it. */
+  ESHUTDOWN: 108,
+});
+
 const errnoNames = new Map<number, string>(
-  Object.entries(constants.errno).map(([name, value]) => [value as number, name]),
+  Object.entries(Errno).map(([name, value]) => [value as number, name]),
 );
 
 export function errnoName(errno: number): string {

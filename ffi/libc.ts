@@ -1,54 +1,43 @@
 // libc bindings through koffi: the one place where vrnic calls libc, so every C signature lives here.
 //
 // Why koffi and not ffi-napi for libc: these calls sit on the hot path of the built-in transport
-// (one recvmsg and one sendmsg per guest register access) and koffi's per-call cost is about
-// 0.2 µs against ffi-napi's 3-30 µs on these machines (see docs/architecture.md and bench/).
-// libvfio-user itself is bound with ffi-napi, as the design card asks (ffi/libvfio-user.ts).
-// The two never exchange pointers, only file descriptors and numbers.
+// (one recvmsg and one sendmsg per guest register access) and koffi's per-call cost is
+// a fraction of ffi-napi's (figures in docs/performance.md). libvfio-user itself is bound with
+// ffi-napi (ffi/libvfio-user.ts; docs/architecture.md, "Two FFI libraries"). The two never
+// exchange pointers, only file descriptors and numbers.
 import koffi from 'koffi';
 import { constants as bufferConstants } from 'node:buffer';
-import { SysError } from './errors';
+import { Errno, SysError } from './errors';
 
 const libc = koffi.load('libc.so.6');
 
-// ---- constants (x86_64 Linux, under their C names) ----
-export const O_RDONLY = 0;
-export const O_RDWR = 2;
-export const O_NONBLOCK = 0o4000;
-export const O_CLOEXEC = 0o2000000;
-export const F_GETFL = 3;
-export const F_SETFL = 4;
-export const PROT_NONE = 0;
-export const PROT_READ = 1;
-export const PROT_WRITE = 2;
-export const MAP_SHARED = 0x01;
-export const MAP_PRIVATE = 0x02;
-export const MAP_FIXED = 0x10;
-export const MAP_ANONYMOUS = 0x20;
-export const MAP_NORESERVE = 0x4000;
+// ---- constants (x86_64 Linux, under their C names; errno values come from ./errors) ----
+const O_NONBLOCK = 0o4000;
+const F_GETFL = 3;
+const F_SETFL = 4;
+const PROT_READ = 1;
+const PROT_WRITE = 2;
+const MAP_SHARED = 0x01;
+const MAP_PRIVATE = 0x02;
+const MAP_FIXED = 0x10;
+const MAP_ANONYMOUS = 0x20;
+const MAP_NORESERVE = 0x4000;
 export const MFD_CLOEXEC = 0x0001;
-export const MFD_ALLOW_SEALING = 0x0002;
-export const EFD_CLOEXEC = 0o2000000;
-export const EFD_NONBLOCK = 0o4000;
+const EFD_CLOEXEC = 0o2000000;
+const EFD_NONBLOCK = 0o4000;
 export const POLLIN = 0x001;
 export const POLLOUT = 0x004;
-export const POLLERR = 0x008;
-export const POLLHUP = 0x010;
 export const POLLNVAL = 0x020;
-export const EINTR = 4;
-export const EAGAIN = 11;
+const { EAGAIN, EBADF, EINTR, EINVAL, ENAMETOOLONG, ENOMEM } = Errno;
 
-export const pollfd = koffi.struct('pollfd', { fd: 'int', events: 'short', revents: 'short' });
+const pollfd = koffi.struct('pollfd', { fd: 'int', events: 'short', revents: 'short' });
 
 // ---- raw signatures ----
 const c = {
   close: libc.func('int close(int fd)'),
   read: libc.func('long read(int fd, _Out_ uint8_t *buf, size_t count)'),
   write: libc.func('long write(int fd, const uint8_t *buf, size_t count)'),
-  pread: libc.func('long pread(int fd, _Out_ uint8_t *buf, size_t count, int64_t offset)'),
-  pwrite: libc.func('long pwrite(int fd, const uint8_t *buf, size_t count, int64_t offset)'),
   fcntl: libc.func('int fcntl(int fd, int cmd, int arg)'),
-  dup: libc.func('int dup(int fd)'),
   memfd_create: libc.func('int memfd_create(const char *name, unsigned int flags)'),
   ftruncate: libc.func('int ftruncate(int fd, int64_t length)'),
   eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
@@ -56,10 +45,6 @@ const c = {
   munmap: libc.func('int munmap(void *addr, size_t length)'),
   poll: libc.func('int poll(_Inout_ pollfd *fds, unsigned long nfds, int timeout)'),
 };
-
-export function errno(): number {
-  return koffi.errno();
-}
 
 function check(ret: number | bigint, call: string): number {
   const n = Number(ret);
@@ -85,18 +70,6 @@ export function write(fd: number, buf: Buffer): number {
   return check(c.write(fd, buf, buf.length), 'write');
 }
 
-export function pread(fd: number, buf: Buffer, offset: number): number {
-  return check(c.pread(fd, buf, buf.length, offset), 'pread');
-}
-
-export function pwrite(fd: number, buf: Buffer, offset: number): number {
-  return check(c.pwrite(fd, buf, buf.length, offset), 'pwrite');
-}
-
-export function dup(fd: number): number {
-  return check(c.dup(fd), 'dup');
-}
-
 export function setNonBlocking(fd: number, on: boolean): void {
   const flags = check(c.fcntl(fd, F_GETFL, 0), 'fcntl(F_GETFL)');
   check(c.fcntl(fd, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK), 'fcntl(F_SETFL)');
@@ -114,11 +87,20 @@ export function eventfd(initval = 0, flags = EFD_CLOEXEC | EFD_NONBLOCK): number
   return check(c.eventfd(initval, flags), 'eventfd');
 }
 
+/** The 8-byte counter increment an eventfd takes: one, allocated once. */
+const ONE = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
+
 /** Adds one to an eventfd's counter: how an interrupt or a wake-up is signalled. */
 export function eventfdSignal(fd: number): void {
-  const one = Buffer.alloc(8);
-  one.writeBigUInt64LE(1n);
-  check(c.write(fd, one, 8), 'write(eventfd)');
+  check(c.write(fd, ONE, 8), 'write(eventfd)');
+}
+
+/**
+ * Adds one to a non-blocking eventfd without throwing: true when signalled, also when the counter
+ * is saturated (EAGAIN, which already means "signalled"); false on any other failure.
+ */
+export function eventfdTrySignal(fd: number): boolean {
+  return Number(c.write(fd, ONE, 8)) === 8 || koffi.errno() === EAGAIN;
 }
 
 /** Reads and clears an eventfd's counter; 0n when it was not signalled (non-blocking fd). */
@@ -194,10 +176,10 @@ export class Mapping {
 
   /** mmap(2) of fd at offset. Throws SysError on failure (bad fd, offset past the file, ...). */
   static map(fd: number, offset: number, length: number, writable = true): Mapping {
-    if (!Number.isSafeInteger(length) || length <= 0) throw new SysError('mmap', 22);
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset % 4096 !== 0) throw new SysError('mmap', 22);
+    if (!Number.isSafeInteger(length) || length <= 0) throw new SysError('mmap', EINVAL);
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset % 4096 !== 0) throw new SysError('mmap', EINVAL);
     // A Buffer cannot view more than this; V8 aborts the process when asked to, so refuse before mmap.
-    if (length > MAX_VIEW_LENGTH) throw new SysError('mmap', 12 /* ENOMEM */);
+    if (length > MAX_VIEW_LENGTH) throw new SysError('mmap', ENOMEM);
     const prot = writable ? PROT_READ | PROT_WRITE : PROT_READ;
     const addr = c.mmap(null, length, prot, MAP_SHARED, fd, offset);
     if (koffi.address(addr) === 0xffffffffffffffffn) throw new SysError('mmap', koffi.errno());
@@ -255,28 +237,58 @@ export class SharedMemory {
   }
 }
 
-// ==== Unix sockets with fd passing (added for the built-in vfio-user transport and client) ====
+// ==== Unix sockets with fd passing ====
 //
 // vfio-user passes file descriptors (DMA memory, eventfds, BAR memory) as SCM_RIGHTS ancillary
 // data, which Node's net module cannot send or receive. The msghdr, iovec and cmsghdr live in
 // native memory allocated once per socket so no JS object is marshalled per message.
 
-export const AF_UNIX = 1;
-export const SOCK_STREAM = 1;
+const AF_UNIX = 1;
+const SOCK_STREAM = 1;
 export const SOCK_NONBLOCK = 0o4000;
 export const SOCK_CLOEXEC = 0o2000000;
-export const SOL_SOCKET = 1;
-export const SCM_RIGHTS = 1;
+const SOL_SOCKET = 1;
+const SCM_RIGHTS = 1;
 export const SO_RCVTIMEO = 20;
 export const SO_SNDTIMEO = 21;
-export const SO_PEERCRED = 17;
-export const SO_SNDBUF = 7;
-export const MSG_CTRUNC = 0x8;
-export const MSG_DONTWAIT = 0x40;
-export const MSG_NOSIGNAL = 0x4000;
-export const MSG_CMSG_CLOEXEC = 0x40000000;
-export const ECONNRESET = 104;
-export const EPIPE = 32;
+const SHUT_RDWR = 2;
+const MSG_CTRUNC = 0x8;
+const MSG_DONTWAIT = 0x40;
+const MSG_NOSIGNAL = 0x4000;
+const MSG_CMSG_CLOEXEC = 0x40000000;
+
+/** struct iovec, struct msghdr and struct cmsghdr (<sys/socket.h>, x86_64). */
+const iovec = koffi.struct('iovec', { iov_base: 'void *', iov_len: 'size_t' });
+const msghdr = koffi.struct('msghdr', {
+  msg_name: 'void *',
+  msg_namelen: 'uint32_t',
+  msg_iov: 'void *',
+  msg_iovlen: 'size_t',
+  msg_control: 'void *',
+  msg_controllen: 'size_t',
+  msg_flags: 'int',
+});
+const cmsghdr = koffi.struct('cmsghdr', { cmsg_len: 'size_t', cmsg_level: 'int', cmsg_type: 'int' });
+
+// The send and receive paths write these structs in place through Buffer views, at the offsets
+// koffi computed from the declarations above, instead of marshalling an object per call.
+const IOVEC_SIZE = koffi.sizeof(iovec);
+const IOV_LEN = koffi.offsetof(iovec, 'iov_len');
+const MSGHDR_SIZE = koffi.sizeof(msghdr);
+const MSG_IOV = koffi.offsetof(msghdr, 'msg_iov');
+const MSG_IOVLEN = koffi.offsetof(msghdr, 'msg_iovlen');
+const MSG_CONTROL = koffi.offsetof(msghdr, 'msg_control');
+const MSG_CONTROLLEN = koffi.offsetof(msghdr, 'msg_controllen');
+const MSG_FLAGS = koffi.offsetof(msghdr, 'msg_flags');
+/** CMSG_LEN(0): where a control message's data starts (CMSG_DATA). */
+const CMSG_HDR = koffi.sizeof(cmsghdr);
+const CMSG_LEVEL = koffi.offsetof(cmsghdr, 'cmsg_level');
+const CMSG_TYPE = koffi.offsetof(cmsghdr, 'cmsg_type');
+
+/** CMSG_ALIGN: control messages are padded to the size of a size_t. */
+function cmsgAlign(n: number): number {
+  return Math.ceil(n / 8) * 8;
+}
 
 const s = {
   socket: libc.func('int socket(int domain, int type, int protocol)'),
@@ -285,7 +297,6 @@ const s = {
   accept4: libc.func('int accept4(int fd, void *addr, void *addrlen, int flags)'),
   connect: libc.func('int connect(int fd, const uint8_t *addr, uint32_t addrlen)'),
   setsockopt: libc.func('int setsockopt(int fd, int level, int name, const uint8_t *val, uint32_t len)'),
-  getsockopt: libc.func('int getsockopt(int fd, int level, int name, _Out_ uint8_t *val, _Inout_ uint32_t *len)'),
   sendmsg: libc.func('long sendmsg(int fd, void *msg, int flags)'),
   recvmsg: libc.func('long recvmsg(int fd, void *msg, int flags)'),
   shutdown: libc.func('int shutdown(int fd, int how)'),
@@ -293,7 +304,7 @@ const s = {
 
 function sockaddrUn(path: string): Buffer {
   const p = Buffer.from(path, 'utf8');
-  if (p.length >= 108) throw new SysError('sockaddr_un', 36 /* ENAMETOOLONG */);
+  if (p.length >= 108) throw new SysError('sockaddr_un', ENAMETOOLONG);
   const sa = Buffer.alloc(110);
   sa.writeUInt16LE(AF_UNIX, 0);
   p.copy(sa, 2);
@@ -329,7 +340,7 @@ export function connectUnix(fd: number, path: string): void {
 }
 
 export function shutdownSocket(fd: number): void {
-  s.shutdown(fd, 2 /* SHUT_RDWR */);
+  s.shutdown(fd, SHUT_RDWR);
 }
 
 /**
@@ -341,7 +352,7 @@ export function shutdownSocket(fd: number): void {
  */
 export function closeConnection(fd: number): void {
   if (fd < 0) return;
-  s.shutdown(fd, 2 /* SHUT_RDWR */);
+  s.shutdown(fd, SHUT_RDWR);
   const scratch = Buffer.allocUnsafe(65536);
   for (let i = 0; i < 1024; i++) {
     if (Number(c.read(fd, scratch, scratch.length)) <= 0) break;
@@ -357,20 +368,6 @@ export function setSocketTimeout(fd: number, which: typeof SO_SNDTIMEO | typeof 
   check(s.setsockopt(fd, SOL_SOCKET, which, tv, 16), 'setsockopt');
 }
 
-export function setSocketIntOption(fd: number, name: number, value: number): void {
-  const v = Buffer.alloc(4);
-  v.writeInt32LE(value);
-  check(s.setsockopt(fd, SOL_SOCKET, name, v, 4), 'setsockopt');
-}
-
-/** SO_PEERCRED: the pid, uid and gid of the connected peer. */
-export function peerCredentials(fd: number): { pid: number; uid: number; gid: number } {
-  const out = Buffer.alloc(12);
-  const len = [12];
-  check(s.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, out, len), 'getsockopt(SO_PEERCRED)');
-  return { pid: out.readInt32LE(0), uid: out.readUInt32LE(4), gid: out.readUInt32LE(8) };
-}
-
 /** What one recvmsg returned: bytes (a copy), the fds that came with them, and whether some were cut off. */
 export interface Received {
   readonly data: Buffer;
@@ -378,10 +375,6 @@ export interface Received {
   /** MSG_CTRUNC: more fds were sent than fit; the kernel closed the rest. */
   readonly fdsTruncated: boolean;
 }
-
-const MSGHDR_SIZE = 56;
-const IOVEC_SIZE = 16;
-const CMSG_HDR = 16;
 
 /**
  * sendmsg/recvmsg with SCM_RIGHTS on one connected socket, through native buffers allocated once.
@@ -404,7 +397,7 @@ export class FdSocket {
   /**
    * recv's own msghdr and iovec, pointing at recvPtr and ctlPtr since the constructor (send
    * rewrites hdrPtr/iovPtr for each call): a recv writes only iov_len, msg_controllen and
-   * msg_flags, as 32-bit numbers rather than through BigInt, which took ~0.5 µs of a ~1.5 µs call.
+   * msg_flags, as 32-bit numbers rather than through BigInt, which cost a third of the call.
    */
   private readonly recvHdrPtr: unknown;
   private readonly recvHdr: Buffer;
@@ -424,7 +417,7 @@ export class FdSocket {
     this.recvView = Buffer.from(koffi.view(this.recvPtr, recvChunk) as ArrayBuffer);
     this.sendPtr = koffi.alloc('uint8_t', 4096);
     this.sendView = Buffer.from(koffi.view(this.sendPtr, 4096) as ArrayBuffer);
-    this.ctlCap = CMSG_HDR + Math.ceil((maxRecvFds * 4) / 8) * 8;
+    this.ctlCap = CMSG_HDR + cmsgAlign(maxRecvFds * 4);
     this.ctlPtr = koffi.alloc('uint8_t', this.ctlCap);
     this.ctlView = Buffer.from(koffi.view(this.ctlPtr, this.ctlCap) as ArrayBuffer);
     this.hdrPtr = koffi.alloc('uint8_t', MSGHDR_SIZE);
@@ -434,22 +427,22 @@ export class FdSocket {
     this.recvIovPtr = koffi.alloc('uint8_t', IOVEC_SIZE);
     this.recvIov = Buffer.from(koffi.view(this.recvIovPtr, IOVEC_SIZE) as ArrayBuffer);
     this.recvIov.writeBigUInt64LE(koffi.address(this.recvPtr), 0);
-    this.recvIov.writeBigUInt64LE(BigInt(recvChunk), 8);
+    this.recvIov.writeBigUInt64LE(BigInt(recvChunk), IOV_LEN);
     this.recvHdrPtr = koffi.alloc('uint8_t', MSGHDR_SIZE);
     this.recvHdr = Buffer.from(koffi.view(this.recvHdrPtr, MSGHDR_SIZE) as ArrayBuffer);
     this.recvHdr.fill(0);
-    this.recvHdr.writeBigUInt64LE(koffi.address(this.recvIovPtr), 16);
-    this.recvHdr.writeBigUInt64LE(1n, 24);
-    this.recvHdr.writeBigUInt64LE(koffi.address(this.ctlPtr), 32);
+    this.recvHdr.writeBigUInt64LE(koffi.address(this.recvIovPtr), MSG_IOV);
+    this.recvHdr.writeBigUInt64LE(1n, MSG_IOVLEN);
+    this.recvHdr.writeBigUInt64LE(koffi.address(this.ctlPtr), MSG_CONTROL);
     this.someIovPtr = koffi.alloc('uint8_t', IOVEC_SIZE);
     this.someIov = Buffer.from(koffi.view(this.someIovPtr, IOVEC_SIZE) as ArrayBuffer);
     this.someIov.writeBigUInt64LE(koffi.address(this.sendPtr), 0);
     this.someHdrPtr = koffi.alloc('uint8_t', MSGHDR_SIZE);
     this.someHdr = Buffer.from(koffi.view(this.someHdrPtr, MSGHDR_SIZE) as ArrayBuffer);
     this.someHdr.fill(0);
-    this.someHdr.writeBigUInt64LE(koffi.address(this.someIovPtr), 16);
-    this.someHdr.writeBigUInt64LE(1n, 24);
-    this.someHdr.writeBigUInt64LE(koffi.address(this.ctlPtr), 32);
+    this.someHdr.writeBigUInt64LE(koffi.address(this.someIovPtr), MSG_IOV);
+    this.someHdr.writeBigUInt64LE(1n, MSG_IOVLEN);
+    this.someHdr.writeBigUInt64LE(koffi.address(this.ctlPtr), MSG_CONTROL);
   }
 
   /** Makes the send buffer hold at least len bytes. */
@@ -462,6 +455,22 @@ export class FdSocket {
     this.someIov.writeBigUInt64LE(koffi.address(this.sendPtr), 0);
   }
 
+  /**
+   * Builds the one SCM_RIGHTS control message carrying fds in the control buffer; returns its
+   * padded length (msg_controllen). Throws EINVAL when more fds are given than the buffer holds.
+   */
+  private writeRights(fds: readonly number[]): number {
+    const len = CMSG_HDR + fds.length * 4;
+    if (len > this.ctlCap) throw new SysError('sendmsg', EINVAL);
+    const ctlLen = cmsgAlign(len);
+    this.ctlView.fill(0, 0, ctlLen);
+    this.ctlView.writeBigUInt64LE(BigInt(len), 0);
+    this.ctlView.writeInt32LE(SOL_SOCKET, CMSG_LEVEL);
+    this.ctlView.writeInt32LE(SCM_RIGHTS, CMSG_TYPE);
+    fds.forEach((f, i) => this.ctlView.writeInt32LE(f, CMSG_HDR + i * 4));
+    return ctlLen;
+  }
+
   /** The most one recv can return. */
   get recvCapacity(): number {
     return this.recvView.length;
@@ -472,13 +481,13 @@ export class FdSocket {
    * data buffer on end of stream. Throws SysError on other failures (ECONNRESET, ...).
    */
   recv(maxLen = this.recvView.length): Received | null {
-    if (this.freed) throw new SysError('recvmsg', 9 /* EBADF */);
+    if (this.freed) throw new SysError('recvmsg', EBADF);
     // the kernel rewrites msg_controllen and msg_flags; lengths here fit in 32 bits
     const hdr = this.recvHdr;
-    this.recvIov.writeUInt32LE(Math.min(maxLen, this.recvView.length), 8);
-    hdr.writeUInt32LE(this.ctlCap, 40);
-    hdr.writeUInt32LE(0, 44);
-    hdr.writeInt32LE(0, 48);
+    this.recvIov.writeUInt32LE(Math.min(maxLen, this.recvView.length), IOV_LEN);
+    hdr.writeUInt32LE(this.ctlCap, MSG_CONTROLLEN);
+    hdr.writeUInt32LE(0, MSG_CONTROLLEN + 4);
+    hdr.writeInt32LE(0, MSG_FLAGS);
     const n = Number(s.recvmsg(this.fd, this.recvHdrPtr, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
     if (n < 0) {
       const e = koffi.errno();
@@ -486,50 +495,41 @@ export class FdSocket {
       throw new SysError('recvmsg', e);
     }
     const fds: number[] = [];
-    const ctlLen = hdr.readUInt32LE(40);
-    const flags = hdr.readInt32LE(48);
+    const ctlLen = hdr.readUInt32LE(MSG_CONTROLLEN);
+    const flags = hdr.readInt32LE(MSG_FLAGS);
     let off = 0;
     while (off + CMSG_HDR <= ctlLen) {
       const len = this.ctlView.readUInt32LE(off);
       if (len < CMSG_HDR || off + len > ctlLen) break;
-      const level = this.ctlView.readInt32LE(off + 8);
-      const type = this.ctlView.readInt32LE(off + 12);
+      const level = this.ctlView.readInt32LE(off + CMSG_LEVEL);
+      const type = this.ctlView.readInt32LE(off + CMSG_TYPE);
       if (level === SOL_SOCKET && type === SCM_RIGHTS) {
         for (let p = off + CMSG_HDR; p + 4 <= off + len; p += 4) fds.push(this.ctlView.readInt32LE(p));
       }
-      off += Math.ceil(len / 8) * 8;
+      off += cmsgAlign(len);
     }
     return { data: Buffer.from(this.recvView.subarray(0, n)), fds, fdsTruncated: (flags & MSG_CTRUNC) !== 0 };
   }
 
   /** sendmsg of the whole buffer with fds attached to its first byte; loops over short writes. */
   send(data: Buffer, fds: readonly number[] = []): void {
-    if (this.freed) throw new SysError('sendmsg', 9 /* EBADF */);
+    if (this.freed) throw new SysError('sendmsg', EBADF);
     this.growSend(data.length);
     data.copy(this.sendView, 0);
     let sent = 0;
     let withFds = fds.length > 0;
     while (sent < data.length || withFds) {
       const remaining = data.length - sent;
-      let ctlLen = 0;
-      if (withFds) {
-        if (CMSG_HDR + fds.length * 4 > this.ctlCap) throw new SysError('sendmsg', 22 /* EINVAL */);
-        ctlLen = CMSG_HDR + Math.ceil((fds.length * 4) / 8) * 8;
-        this.ctlView.fill(0, 0, ctlLen);
-        this.ctlView.writeBigUInt64LE(BigInt(CMSG_HDR + fds.length * 4), 0);
-        this.ctlView.writeInt32LE(SOL_SOCKET, 8);
-        this.ctlView.writeInt32LE(SCM_RIGHTS, 12);
-        fds.forEach((f, i) => this.ctlView.writeInt32LE(f, CMSG_HDR + i * 4));
-      }
+      const ctlLen = withFds ? this.writeRights(fds) : 0;
       const base = koffi.address(this.sendPtr) + BigInt(sent);
       this.iovView.writeBigUInt64LE(base, 0);
-      this.iovView.writeBigUInt64LE(BigInt(remaining), 8);
+      this.iovView.writeBigUInt64LE(BigInt(remaining), IOV_LEN);
       this.hdrView.fill(0);
-      this.hdrView.writeBigUInt64LE(koffi.address(this.iovPtr), 16);
-      this.hdrView.writeBigUInt64LE(1n, 24);
+      this.hdrView.writeBigUInt64LE(koffi.address(this.iovPtr), MSG_IOV);
+      this.hdrView.writeBigUInt64LE(1n, MSG_IOVLEN);
       if (ctlLen > 0) {
-        this.hdrView.writeBigUInt64LE(koffi.address(this.ctlPtr), 32);
-        this.hdrView.writeBigUInt64LE(BigInt(ctlLen), 40);
+        this.hdrView.writeBigUInt64LE(koffi.address(this.ctlPtr), MSG_CONTROL);
+        this.hdrView.writeBigUInt64LE(BigInt(ctlLen), MSG_CONTROLLEN);
       }
       const n = Number(s.sendmsg(this.fd, this.hdrPtr, MSG_NOSIGNAL));
       if (n < 0) {
@@ -547,25 +547,16 @@ export class FdSocket {
    * or -1 when the socket buffer is full (EAGAIN). Throws SysError on other failures (EPIPE, ...).
    */
   sendSome(data: Buffer, offset: number, fds: readonly number[] = []): number {
-    if (this.freed) throw new SysError('sendmsg', 9 /* EBADF */);
+    if (this.freed) throw new SysError('sendmsg', EBADF);
     const len = data.length - offset;
     this.growSend(len);
     data.copy(this.sendView, 0, offset);
-    let ctlLen = 0;
-    if (fds.length > 0) {
-      if (CMSG_HDR + fds.length * 4 > this.ctlCap) throw new SysError('sendmsg', 22 /* EINVAL */);
-      ctlLen = CMSG_HDR + Math.ceil((fds.length * 4) / 8) * 8;
-      this.ctlView.fill(0, 0, ctlLen);
-      this.ctlView.writeBigUInt64LE(BigInt(CMSG_HDR + fds.length * 4), 0);
-      this.ctlView.writeInt32LE(SOL_SOCKET, 8);
-      this.ctlView.writeInt32LE(SCM_RIGHTS, 12);
-      fds.forEach((f, i) => this.ctlView.writeInt32LE(f, CMSG_HDR + i * 4));
-    }
+    const ctlLen = fds.length > 0 ? this.writeRights(fds) : 0;
     // only the lengths change per call (a msg_controllen of 0 sends no ancillary data)
-    this.someIov.writeUInt32LE(len, 8);
-    this.someIov.writeUInt32LE(0, 12);
-    this.someHdr.writeUInt32LE(ctlLen, 40);
-    this.someHdr.writeUInt32LE(0, 44);
+    this.someIov.writeUInt32LE(len, IOV_LEN);
+    this.someIov.writeUInt32LE(0, IOV_LEN + 4);
+    this.someHdr.writeUInt32LE(ctlLen, MSG_CONTROLLEN);
+    this.someHdr.writeUInt32LE(0, MSG_CONTROLLEN + 4);
     for (;;) {
       const n = Number(s.sendmsg(this.fd, this.someHdrPtr, MSG_NOSIGNAL | MSG_DONTWAIT));
       if (n >= 0) return n;

@@ -8,7 +8,7 @@
 import ffi from '@2060.io/ffi-napi';
 import ref from '@2060.io/ref-napi';
 import { constants as bufferConstants } from 'node:buffer';
-import { LibraryMissingError, SysError } from './errors';
+import { Errno, LibraryMissingError, SysError } from './errors';
 
 // ---- constants, under their C names (include/libvfio-user.h, include/pci_defs.h, linux/pci_regs.h) ----
 
@@ -80,20 +80,7 @@ export const LOG_DEBUG = 7;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 
-// errno values the transport reacts to (x86_64 Linux)
-export const EPERM = 1;
-export const ENOENT = 2;
-export const EINTR = 4;
-export const EIO = 5;
-export const EAGAIN = 11;
-export const EWOULDBLOCK = EAGAIN;
-export const EACCES = 13;
-export const EBUSY = 16;
-export const EINVAL = 22;
-export const ENOTSUP = 95;
-export const ENOTCONN = 107;
-export const ESHUTDOWN = 108;
-export const ECONNRESET = 104;
+const { EAGAIN, EINTR, EINVAL, EIO } = Errno;
 
 // ---- struct layouts (x86_64) ----
 
@@ -206,8 +193,8 @@ let hot: HotFunctions | null = null;
 // ---- the per-request calls, without ffi-napi's per-call marshalling ----
 //
 // ffi-napi's ForeignFunction proxy allocates a result buffer, an argument array and one buffer per
-// argument, then derefs the result, on every call: ~6 µs for int(int) and 10-20 µs with a pointer
-// on these machines. vfu_run_ctx runs once per client request and vfu_irq_trigger once per
+// argument, then derefs the result, on every call (its cost: docs/performance.md, section 2).
+// vfu_run_ctx runs once per client request and vfu_irq_trigger once per
 // interrupt, always with the same context pointer, so for those two the argument storage is
 // prepared once per context and each call is ffi-napi's own ffi_call binding alone (the call
 // the proxy makes itself, with the same libffi cif).

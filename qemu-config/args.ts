@@ -8,6 +8,16 @@ export type SerialTarget =
   | { readonly kind: 'unix'; readonly path: string }
   | { readonly kind: 'none' };
 
+/** QEMU's id for the device when none is given: what `vanish` asks QMP device_del to remove. */
+export const DEFAULT_DEVICE_ID = 'nic0';
+/** QEMU's id for the hot-pluggable root port the device sits on. */
+export const DEFAULT_ROOT_PORT_ID = 'rp1';
+
+/** The hot-pluggable PCIe root port the device is plugged into. */
+export function rootPortArg(id = DEFAULT_ROOT_PORT_ID, slot = 1): string {
+  return `pcie-root-port,id=${id},slot=${slot}`;
+}
+
 export interface QemuOptions {
   readonly kernel: string;
   readonly initrd: string;
@@ -15,7 +25,7 @@ export interface QemuOptions {
   readonly append: string;
   /** vfio-user socket of `vrnic serve`; without it the guest has no vrnic device. */
   readonly socket?: string;
-  /** QEMU id of the device (what QMP device_del names). Default nic0. */
+  /** QEMU id of the device (what QMP device_del names). Default DEFAULT_DEVICE_ID. */
   readonly deviceId?: string;
   /** Extra vfio-user-pci properties (e.g. {"x-msix-relocation": "bar5"}). */
   readonly deviceProperties?: Readonly<Record<string, string | number | boolean>>;
@@ -24,7 +34,7 @@ export interface QemuOptions {
    * the vfio-user device at function 1, as vmw_pvrdma's probe requires (docs/pvrdma.md).
    */
   readonly pairedVmxnet3?: boolean;
-  /** QEMU id of the root port carrying it. Default rp1. */
+  /** QEMU id of the root port carrying it. Default DEFAULT_ROOT_PORT_ID. */
   readonly rootPortId?: string;
   /** PCIe slot number of the root port. Default 1. */
   readonly slot?: number;
@@ -77,8 +87,8 @@ export function qemuArgs(opts: QemuOptions): string[] {
   const mem = positiveInt('memoryMiB', opts.memoryMiB ?? 512);
   const smp = positiveInt('smp', opts.smp ?? 1);
   const slot = positiveInt('slot', opts.slot ?? 1);
-  const deviceId = opts.deviceId ?? 'nic0';
-  const rootPortId = opts.rootPortId ?? 'rp1';
+  const deviceId = opts.deviceId ?? DEFAULT_DEVICE_ID;
+  const rootPortId = opts.rootPortId ?? DEFAULT_ROOT_PORT_ID;
   for (const [k, v] of [['deviceId', deviceId], ['rootPortId', rootPortId]] as const) {
     if (!/^[A-Za-z][A-Za-z0-9_.-]*$/.test(v)) throw new Error(`${k} '${v}' is not a QEMU id`);
   }
@@ -101,7 +111,7 @@ export function qemuArgs(opts: QemuOptions): string[] {
   if (opts.serial2) args.push(...serialArg(opts.serial2, 'serial1'));
   if (opts.qmp) args.push('-qmp', `unix:${chardevPath(opts.qmp)},server=on,wait=off`);
   if (opts.nativeHotplug) args.push('-global', 'ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off');
-  args.push('-device', `pcie-root-port,id=${rootPortId},slot=${slot}`);
+  args.push('-device', rootPortArg(rootPortId, slot));
   if (opts.pairedVmxnet3) args.push('-device', pairedVmxnet3Arg(deviceId, rootPortId));
   const properties = opts.pairedVmxnet3 ? { ...PVRDMA_DEVICE_PROPERTIES, ...opts.deviceProperties } : opts.deviceProperties;
   if (opts.socket) args.push('-device', vfioUserDeviceJson(opts.socket, { deviceId, rootPortId, properties }));
@@ -120,7 +130,7 @@ export function qemuArgs(opts: QemuOptions): string[] {
 export const PVRDMA_DEVICE_PROPERTIES: Readonly<Record<string, string | boolean>> = Object.freeze({ addr: '0.1', 'x-no-posted-writes': true });
 
 /** QEMU's vmxnet3 at function 0 of the root port's slot, the pvrdma function's paired NIC (no netdev: it carries no traffic). */
-export function pairedVmxnet3Arg(deviceId = 'nic0', rootPortId = 'rp1'): string {
+export function pairedVmxnet3Arg(deviceId = DEFAULT_DEVICE_ID, rootPortId = DEFAULT_ROOT_PORT_ID): string {
   return `vmxnet3,id=${deviceId}-net,bus=${rootPortId},addr=0.0,multifunction=on`;
 }
 
@@ -132,7 +142,7 @@ export function vfioUserDeviceJson(
   socket: string,
   opts: { deviceId?: string; rootPortId?: string; properties?: Readonly<Record<string, string | number | boolean>> } = {},
 ): string {
-  return JSON.stringify({ driver: 'vfio-user-pci', id: opts.deviceId ?? 'nic0', bus: opts.rootPortId ?? 'rp1', socket: { type: 'unix', path: socket }, ...opts.properties });
+  return JSON.stringify({ driver: 'vfio-user-pci', id: opts.deviceId ?? DEFAULT_DEVICE_ID, bus: opts.rootPortId ?? DEFAULT_ROOT_PORT_ID, socket: { type: 'unix', path: socket }, ...opts.properties });
 }
 
 /** How `vrnic qemu-args` prints a command line. */

@@ -9,6 +9,7 @@
 import { execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { LineSplitter } from '../src/lines';
 import { cacheDir } from './cache';
 import { probeQemu, QEMU_BINARY, QemuError } from './probe';
 
@@ -296,20 +297,15 @@ function runStreaming(cmd: string, args: readonly string[], line: (l: string) =>
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
     const tail: string[] = [];
     const take = (stream: NodeJS.ReadableStream) => {
-      let buf = '';
-      stream.setEncoding('utf8');
-      stream.on('data', (d: string) => {
-        buf += d;
-        let nl: number;
-        while ((nl = buf.indexOf('\n')) >= 0) {
-          const l = buf.slice(0, nl).trimEnd();
-          buf = buf.slice(nl + 1);
-          if (!l) continue;
-          tail.push(l);
-          if (tail.length > 20) tail.shift();
-          line(l);
-        }
+      const lines = new LineSplitter((raw) => {
+        const l = raw.trimEnd();
+        if (!l) return;
+        tail.push(l);
+        if (tail.length > 20) tail.shift();
+        line(l);
       });
+      stream.setEncoding('utf8');
+      stream.on('data', (d: string) => lines.push(d));
     };
     take(child.stdout!);
     take(child.stderr!);

@@ -3,9 +3,9 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { PciDevice } from '../emulator/framework/device';
 import { moduleLogger } from './log';
-import { pairedVmxnet3Arg, PVRDMA_DEVICE_PROPERTIES, shellQuote, vfioUserDeviceJson } from '../qemu-config/args';
+import { DEFAULT_DEVICE_ID, DEFAULT_ROOT_PORT_ID, pairedVmxnet3Arg, PVRDMA_DEVICE_PROPERTIES, rootPortArg, shellQuote, vfioUserDeviceJson } from '../qemu-config/args';
 import { claimSocketPath, defaultSocketPath } from './socket-path';
-import { createTransport, resolveTransport, type Transport, type TransportChoice, type TransportName, type TransportStats } from './transports/index';
+import { createTransport, resolveTransport, type Transport, type TransportChoice, type TransportName, type TransportStats } from './vfio-user/transports/index';
 
 export interface DaemonOptions {
   /** vfio-user socket path; defaults to defaultSocketPath(). */
@@ -29,7 +29,7 @@ export interface DaemonStatus {
 }
 
 /** The QEMU -device argument (its value, JSON) that attaches a vfio-user server listening on socketPath. */
-export function qemuDeviceArg(socketPath: string, id = 'nic0', bus = 'rp1'): string {
+export function qemuDeviceArg(socketPath: string, id = DEFAULT_DEVICE_ID, bus = DEFAULT_ROOT_PORT_ID): string {
   return vfioUserDeviceJson(socketPath, { deviceId: id, rootPortId: bus });
 }
 
@@ -40,10 +40,10 @@ export function qemuDeviceArg(socketPath: string, id = 'nic0', bus = 'rp1'): str
 export function qemuAttachLine(socketPath: string, model: 'vrnic' | 'pvrdma' = 'vrnic'): string {
   if (model === 'pvrdma') {
     // vmw_pvrdma wants QEMU's vmxnet3 at function 0 of its slot; the device is function 1
-    const dev = vfioUserDeviceJson(socketPath, { deviceId: 'nic0', rootPortId: 'rp1', properties: PVRDMA_DEVICE_PROPERTIES });
-    return ['-device', 'pcie-root-port,id=rp1,slot=1', '-device', pairedVmxnet3Arg(), '-device', dev].map(shellQuote).join(' ');
+    const dev = vfioUserDeviceJson(socketPath, { properties: PVRDMA_DEVICE_PROPERTIES });
+    return ['-device', rootPortArg(), '-device', pairedVmxnet3Arg(), '-device', dev].map(shellQuote).join(' ');
   }
-  return ['-device', 'pcie-root-port,id=rp1,slot=1', '-device', qemuDeviceArg(socketPath)].map(shellQuote).join(' ');
+  return ['-device', rootPortArg(), '-device', qemuDeviceArg(socketPath)].map(shellQuote).join(' ');
 }
 
 /**

@@ -3,21 +3,21 @@
 // The emulator and how to serve it.
 export { Daemon, qemuDeviceArg, qemuAttachLine, type DaemonOptions, type DaemonStatus } from './daemon';
 export { defaultSocketPath, claimSocketPath, SocketPathError } from './socket-path';
-export { availableTransports, resolveTransport, libvfioUserUnavailable, type TransportChoice, type TransportName } from './transports/index';
+export { availableTransports, resolveTransport, libvfioUserUnavailable, type TransportChoice, type TransportName } from './vfio-user/transports/index';
 export { configureLogging, rootLogger, type LogLevel, type LogOptions } from './log';
 export { loadDeviceConfig } from './device-config';
 export { createNic, validateNicConfig, NIC_DEFAULTS, NicConfigError, TraceFile, type Nic, type NicConfig, type NicConfigInput, type NicStatus, type TraceRecord } from '../emulator/nic/index';
 export type { PciDevice, DeviceContext, DmaAccess, InterruptSink, BarDecl } from '../emulator/framework/device';
 
 // Playing QEMU's part without QEMU: a vfio-user client and guest memory it owns.
-export * from './client/index';
+export * from './vfio-user/client/index';
 
 // Making the device vanish, and asking QEMU to remove it.
 export * from './control/index';
 export { QmpClient, QmpCommandError, QmpClosedError, QmpTimeoutError, type QmpEvent } from './qmp/client';
 
 // The guest and QEMU.
-export { buildGuestImage, latestGuestImage, guestAppend, GUEST_SCENARIOS, type GuestImage, type GuestBuildOptions, type GuestScenario } from '../qemu-config/image';
+export { buildGuestImage, latestGuestImage, guestAppend, GUEST_SCENARIOS, type GuestImage, type GuestBuildOptions, type GuestScenario } from '../guest/kit/image';
 export { qemuArgs, formatCommandLine, shellQuote, vfioUserDeviceJson, COMMAND_LINE_FORMATS, type CommandLineFormat, type QemuOptions } from '../qemu-config/args';
 export { findQemu, probeQemu, requireVfioUserQemu, QemuError, type FoundQemu, type QemuSource } from '../qemu-config/qemu';
 export { provisionQemu, provisionedQemu, type ProvisionedQemu } from '../qemu-config/provision';

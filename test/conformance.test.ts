@@ -1,7 +1,7 @@
 // One suite run on every transport present: the same device must look and behave the same through each.
 import test from 'ava';
-import { availableTransports, libvfioUserUnavailable } from '../src/transports/index';
-import { GuestMemory, IrqIndex, RegionIndex, VfioUserError } from '../src/client/index';
+import { availableTransports, libvfioUserUnavailable } from '../src/vfio-user/transports/index';
+import { GuestMemory, IrqIndex, RegionIndex, VfioUserError } from '../src/vfio-user/client/index';
 import { DMA_STATUS, REG, TEST_DEVICE_ID } from './helpers/test-device';
 import { serve, type Served } from './helpers/served';
 import { skipping } from './helpers/skip';

@@ -1,6 +1,6 @@
 // The guest-side NIC fuzzer, bounded for CI: a hostile guest never crashes the daemon or pushes the device into an undocumented state.
 import test from 'ava';
-import { availableTransports, libvfioUserUnavailable } from '../src/transports/index';
+import { availableTransports, libvfioUserUnavailable } from '../src/vfio-user/transports/index';
 import { fuzzDevice } from './fuzz/device-fuzz';
 import { skipping } from './helpers/skip';
 

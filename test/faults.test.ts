@@ -3,9 +3,9 @@ import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { GuestMemory, VfioUserClient, IrqIndex } from '../src/client/index';
+import { GuestMemory, VfioUserClient, IrqIndex } from '../src/vfio-user/client/index';
 import { ControlClient } from '../src/control/client';
-import { availableTransports, libvfioUserUnavailable } from '../src/transports/index';
+import { availableTransports, libvfioUserUnavailable } from '../src/vfio-user/transports/index';
 import { fdTargets, procStats, ServeProcess, sleep } from './fuzz/daemon-process';
 import { skipping } from './helpers/skip';
 

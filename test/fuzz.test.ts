@@ -1,6 +1,6 @@
 // The vfio-user fuzzer, bounded for CI: each transport present survives mutated messages from a seeded run.
 import test from 'ava';
-import { availableTransports, libvfioUserUnavailable } from '../src/transports/index';
+import { availableTransports, libvfioUserUnavailable } from '../src/vfio-user/transports/index';
 import { fuzzTransport, type FuzzResult } from './fuzz/vfio-user-fuzz';
 import { skipping } from './helpers/skip';
 

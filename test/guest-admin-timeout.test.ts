@@ -9,9 +9,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { bootGuest, type BootResult } from '../qemu-config/boot';
-import { kernelProblems } from '../qemu-config/guest-log';
-import { buildGuestImage, guestAppend } from '../qemu-config/image';
+import { bootGuest, type BootResult } from './helpers/boot';
+import { kernelProblems } from '../guest/kit/guest-log';
+import { buildGuestImage, guestAppend } from '../guest/kit/image';
 import { requireVfioUserQemu } from '../qemu-config/qemu';
 import { e2eTest } from './helpers/e2e';
 

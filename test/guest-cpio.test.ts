@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CpioWriter } from '../qemu-config/cpio';
+import { CpioWriter } from '../guest/kit/cpio';
 import { skipping } from './helpers/skip';
 
 /** One newc header, built field by field from the format description (not from the writer). */

@@ -3,15 +3,14 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { bootGuest, startGuest, type BootResult } from '../qemu-config/boot';
-import { guestEvents, kernelProblems, type GuestEvent } from '../qemu-config/guest-log';
-import { buildGuestImage, guestAppend } from '../qemu-config/image';
+import { bootGuest, startGuest, type BootResult } from './helpers/boot';
+import { guestEvents, kernelProblems, type GuestEvent } from '../guest/kit/guest-log';
+import { buildGuestImage, guestAppend } from '../guest/kit/image';
 import { requireVfioUserQemu } from '../qemu-config/qemu';
 import { parseReportLine } from '../src/unplug/guest-report';
 import { e2eTest } from './helpers/e2e';
+import { startServe } from './helpers/serve-process';
 
-const CLI = path.resolve(__dirname, '..', 'src', 'cli.js');
 const maybe = e2eTest('guest-datapath');
 /** Round trips of the in-guest ping-pong: enough for a mean under TCG, few enough for a 2-core host. */
 const ITERS = 200;
@@ -20,23 +19,6 @@ const SIZE = 1024;
 interface Run {
   readonly boot: BootResult;
   readonly events: GuestEvent[];
-}
-
-/** Starts `vrnic serve` and resolves once it says it is serving. */
-async function startServe(sockets: readonly string[]): Promise<{ child: ChildProcess; log: () => string }> {
-  const child = spawn(process.execPath, [CLI, 'serve', ...sockets.flatMap((s) => ['--socket', s]), '--log-level', 'info'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
-  const deadline = Date.now() + 30_000;
-  while (!(sockets.every((s) => fs.existsSync(s)) && (log.match(/"msg":"serving/g) ?? []).length === sockets.length)) {
-    if (child.exitCode !== null) throw new Error(`vrnic serve exited ${child.exitCode}: ${log}`);
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`vrnic serve did not start serving on ${sockets.join(', ')}: ${log}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { child, log: () => log };
 }
 
 let shared: Promise<Run> | undefined;

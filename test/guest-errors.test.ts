@@ -2,7 +2,7 @@
 import test from 'ava';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { availableTransports } from '../src/transports/index';
+import { availableTransports } from '../src/vfio-user/transports/index';
 import { serve } from './helpers/served';
 
 const READS = 20_000;

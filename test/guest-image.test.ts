@@ -4,9 +4,9 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { bootGuest, type BootResult } from '../qemu-config/boot';
-import { guestEvents, kernelProblems } from '../qemu-config/guest-log';
-import { buildGuestImage, defaultKernelRelease, guestAppend, type GuestImage } from '../qemu-config/image';
+import { bootGuest, type BootResult } from './helpers/boot';
+import { guestEvents, kernelProblems } from '../guest/kit/guest-log';
+import { buildGuestImage, defaultKernelRelease, guestAppend, type GuestImage } from '../guest/kit/image';
 import { cacheDir } from '../qemu-config/cache';
 import { skipping } from './helpers/skip';
 

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { defaultKernelRelease } from '../qemu-config/image';
+import { defaultKernelRelease } from '../guest/kit/image';
 import { skipping } from './helpers/skip';
 
 const run = promisify(execFile);

@@ -15,13 +15,13 @@ import { ConfigSpace } from '../emulator/framework/config-space';
 import {
   DmaError, type DeviceContext, type MemoryBar, type PciDevice, type TrappedBar,
 } from '../emulator/framework/device';
-import { VfioUserClient } from '../src/client/index';
-import { GuestMemory } from '../src/client/guest-memory';
-import { IrqIndex } from '../src/protocol/constants';
-import { SysError } from '../ffi/errors';
+import { VfioUserClient } from '../src/vfio-user/client/index';
+import { GuestMemory } from '../src/vfio-user/client/guest-memory';
+import { IrqIndex } from '../src/vfio-user/protocol/constants';
+import { Errno, SysError } from '../ffi/errors';
 import { pollAsync, POLLIN, SharedMemory } from '../ffi/libc';
 import * as vfu from '../ffi/libvfio-user';
-import { LibvfioUserTransport } from '../src/transports/libvfio-user/index';
+import { LibvfioUserTransport } from '../src/vfio-user/transports/libvfio-user/index';
 import { skipping } from './helpers/skip';
 
 const unavailable = vfu.libvfioUserUnavailable();
@@ -318,7 +318,7 @@ function contextWithClosures(path: string, seen: { reads: number; logs: number }
     if (!isWrite) for (let i = 0; i < buf.length; i++) buf[i] = (offset + i) & 0xff;
     return buf.length;
   }, vfu.VFU_REGION_FLAG_RW | vfu.VFU_REGION_FLAG_MEM);
-  ctx.setupRegion(1, 4096, () => { throw new SysError('test handler', vfu.EPERM); }, vfu.VFU_REGION_FLAG_RW | vfu.VFU_REGION_FLAG_MEM);
+  ctx.setupRegion(1, 4096, () => { throw new SysError('test handler', Errno.EPERM); }, vfu.VFU_REGION_FLAG_RW | vfu.VFU_REGION_FLAG_MEM);
   ctx.setupDeviceDma(16, () => {}, () => {});
   ctx.setupDeviceResetCb(() => {});
   ctx.realize();
@@ -385,7 +385,7 @@ withLib('a region callback that throws reaches the client as its errno, and the 
   try {
     const work = (async () => {
       await client.connect(path);
-      t.is(await client.readErrno(1, 0, 4), vfu.EPERM);
+      t.is(await client.readErrno(1, 0, 4), Errno.EPERM);
       t.deepEqual([...(await client.read(0, 0, 2))], [0, 1]);
     })();
     await serve(ctx, work);
@@ -465,8 +465,8 @@ withLib('a BAR0 write reaches the device and a read returns what the device hold
 withLib('a REGION_READ past the end of BAR0 gets EINVAL and the connection goes on', async (t) => {
   await withTransport(async (transport, _device, client, path) => {
     await client.connectEnabled(path);
-    t.is(await client.readErrno(0, 4094, 4), vfu.EINVAL);
-    t.is(await client.readErrno(0, 2 ** 40, 4), vfu.EINVAL);
+    t.is(await client.readErrno(0, 4094, 4), Errno.EINVAL);
+    t.is(await client.readErrno(0, 2 ** 40, 4), Errno.EINVAL);
     t.is((await client.read(0, 0, 4)).length, 4);
     t.true(transport.stats().clientConnected);
   });

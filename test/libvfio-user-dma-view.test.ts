@@ -5,11 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { DmaError, type DeviceContext, type MemoryBar, type PciDevice, type TrappedBar } from '../emulator/framework/device';
-import { VfioUserClient } from '../src/client/index';
-import { GuestMemory } from '../src/client/guest-memory';
+import { VfioUserClient } from '../src/vfio-user/client/index';
+import { GuestMemory } from '../src/vfio-user/client/guest-memory';
 import { SharedMemory } from '../ffi/libc';
 import { libvfioUserUnavailable } from '../ffi/libvfio-user';
-import { LibvfioUserTransport } from '../src/transports/libvfio-user/index';
+import { LibvfioUserTransport } from '../src/vfio-user/transports/libvfio-user/index';
 import { skipping } from './helpers/skip';
 
 const unavailable = libvfioUserUnavailable();

@@ -2,10 +2,10 @@
 // disconnect, the server keeps serving, and no fd is left behind (counted in /proc/self/fd).
 import test from 'ava';
 import { closeQuietly, eventfd, memfdCreate } from '../ffi/libc';
-import { Command, Errno, GuestMemory, VfioUserClient, type Reply } from '../src/client/index';
+import { Command, Errno, GuestMemory, VfioUserClient, type Reply } from '../src/vfio-user/client/index';
 import { errnoName } from '../ffi/errors';
-import { encodeMessage, encodeVersion } from '../src/protocol/messages';
-import { HeaderFlag } from '../src/protocol/constants';
+import { encodeMessage, encodeVersion } from '../src/vfio-user/protocol/messages';
+import { HeaderFlag } from '../src/vfio-user/protocol/constants';
 import { REG, TEST_DEVICE_ID } from './helpers/test-device';
 import { openFdCount, serve, type Served } from './helpers/served';
 

@@ -1,4 +1,4 @@
-// The native transport's one-recvmsg request reader (src/transports/native/reader.ts): framing and which message gets which fds.
+// The native transport's one-recvmsg request reader (src/vfio-user/protocol/framing.ts): framing and which message gets which fds.
 import test from 'ava';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import {
   accept4, bindUnix, closeQuietly, connectUnix, eventfd, eventfdConsume, eventfdSignal, FdSocket, listen, shutdownSocket, unixSocket,
 } from '../ffi/libc';
-import { FramingError } from '../src/protocol/stream';
-import { RequestReader } from '../src/transports/native/reader';
+import { FramingError } from '../src/vfio-user/protocol/stream';
+import { RequestReader } from '../src/vfio-user/protocol/framing';
 import { openFdCount } from './helpers/served';
 
 /** A vfio-user message built by hand: msg id, command, size, flags 0, error 0, then the payload. */
@@ -173,7 +173,7 @@ test('a request larger than one read, its header split over two sends, comes out
     const m = message(1, 2, body);
     p.tx.send(m.subarray(0, 10), [e]);
     t.deepEqual(p.reader.readAvailable().messages, []);
-    const out: import('../src/protocol/stream').RawMessage[] = [];
+    const out: import('../src/vfio-user/protocol/stream').RawMessage[] = [];
     // as much as the socket takes at a time, the rest as the reader drains it
     let sent = 10 + Math.max(0, p.tx.sendSome(m, 10));
     for (let round = 0; round < 1000 && out.length === 0; round++) {

@@ -6,11 +6,12 @@ import pino from 'pino';
 import type { Fabric } from '../emulator/datapath/fabric';
 import { createNic } from '../emulator/nic';
 import type { Nic } from '../emulator/nic/device';
-import { GuestMemory, IrqIndex, VfioUserClient, type Mapping } from '../src/client/index';
+import { GuestMemory, IrqIndex, VfioUserClient, type Mapping } from '../src/vfio-user/client/index';
 import { Daemon } from '../src/daemon';
-import { createTransport, type Transport, type TransportName } from '../src/transports/index';
+import { createTransport, type Transport, type TransportName } from '../src/vfio-user/transports/index';
 import type { NicEnv } from './nic-suite';
-import { type DeviceAccess, GuestHeap, TestDriver } from './nic-support';
+import { GuestHeap, TestDriver } from '../src/testing/nic-driver';
+import { clientAccess, enableMsix } from '../src/testing/client-access';
 
 export const GUEST_BASE = 0x10_0000n;
 export const GUEST_SIZE = 4 << 20;
@@ -19,17 +20,6 @@ export interface ClientEnv extends NicEnv {
   readonly client: VfioUserClient;
   readonly mem: GuestMemory;
   close(): Promise<void>;
-}
-
-/** Offset of the MSI-X capability in config space, found by walking the capability list. */
-async function msixCapability(client: VfioUserClient): Promise<number> {
-  let ptr = (await client.configRead(0x34, 1)) & 0xfc;
-  for (let hops = 0; ptr !== 0 && hops < 48; hops++) {
-    const id = await client.configRead(ptr, 1);
-    if (id === 0x11) return ptr;
-    ptr = (await client.configRead(ptr + 1, 1)) & 0xfc;
-  }
-  throw new Error('no MSI-X capability');
 }
 
 export interface OpenOptions {
@@ -72,26 +62,12 @@ export async function open(name: TransportName, opts: OpenOptions = {}): Promise
     }
     client = await VfioUserClient.connect(socketPath);
     await client.enableDevice();
-    const msix = await msixCapability(client);
-    await client.configWrite(msix + 2, 0x8000, 2);
+    await enableMsix(client);
     await client.setIrqEventfds(IrqIndex.Msix, 0, nic.config.msixVectors);
     await client.dmaMap(mem, { withFd });
     uarMap = await client.mmapSparseArea(2);
     const c = client;
-    const tally = new Map<number, number>();
-    const add = (v: number, n: bigint): void => void tally.set(v, (tally.get(v) ?? 0) + Number(n));
-    const access: DeviceAccess = {
-      readReg: (off) => c.barRead32(0, off),
-      writeReg: (off, v) => c.barWrite32(0, off, v),
-      memRead: (addr, length) => mem.read(addr, length),
-      memWrite: (addr, data) => mem.write(addr, data),
-      uar: uarMap.buffer,
-      waitIrq: (v) => c.waitIrq(IrqIndex.Msix, v).then((n) => add(v, n)),
-      irqCount: (v) => {
-        add(v, c.takeIrq(IrqIndex.Msix, v));
-        return tally.get(v) ?? 0;
-      },
-    };
+    const access = clientAccess(c, mem, uarMap.buffer);
     const heap = new GuestHeap(GUEST_BASE, BigInt(GUEST_SIZE));
     return {
       nic,

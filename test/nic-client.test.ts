@@ -1,10 +1,10 @@
 // The NIC driven through vfio-user by the TypeScript client, on every transport present: registers by REGION_READ/WRITE, guest memory a memfd, doorbells through the mmapped BAR2, MSI-X through eventfds.
 import test from 'ava';
 import { Reg } from '../emulator/nic/regs';
-import { availableTransports, libvfioUserUnavailable, type TransportName } from '../src/transports/index';
+import { availableTransports, libvfioUserUnavailable, type TransportName } from '../src/vfio-user/transports/index';
 import { GUEST_BASE, GUEST_SIZE, open } from './nic-client-env';
 import { NIC_CASES } from './nic-suite';
-import { command, OP, ST, until } from './nic-support';
+import { command, OP, ST, until } from '../src/testing/nic-driver';
 import { skipping } from './helpers/skip';
 
 const present = availableTransports();
@@ -25,7 +25,7 @@ for (const name of all) {
     });
   }
 
-  // Only the native transport serves DMA_READ/DMA_WRITE: the libvfio-user one refuses fd-less regions by design (src/transports/libvfio-user/dma.ts).
+  // Only the native transport serves DMA_READ/DMA_WRITE: the libvfio-user one refuses fd-less regions by design (src/vfio-user/transports/libvfio-user/dma.ts).
   (name === 'native' ? reg : test.serial.skip)(`${name}: guest memory mapped without an fd is reached through DMA messages for commands and completions`, async (t) => {
     const env = await open(name, { withFd: false });
     try {

@@ -1,7 +1,7 @@
 // The NIC's data path (docs/device.md 7) as test bodies over two sides, so every case runs on every transport, in loopback and between two devices.
 import type { ExecutionContext } from 'ava';
 import type { Fabric } from '../emulator/datapath/fabric';
-import { ACC, connect, CS, type DpQp, pattern, QPS, QPT, readyUd, type Side, WF, WOP } from './nic-data-support';
+import { ACC, connect, CS, type DpQp, pattern, QPS, QPT, readyUd, type Side, WF, WOP } from '../src/testing/nic-data';
 
 export interface DataEnv {
   /** The requester's side and the responder's side (one device in loopback, two devices otherwise). */

@@ -1,10 +1,10 @@
 // The NIC's data path through vfio-user on every transport present: every WQE type and every error class, in loopback on one device and between two devices on one fabric.
 import test from 'ava';
 import { Fabric } from '../emulator/datapath/fabric';
-import { availableTransports, libvfioUserUnavailable, type TransportName } from '../src/transports/index';
+import { availableTransports, libvfioUserUnavailable, type TransportName } from '../src/vfio-user/transports/index';
 import { type ClientEnv, open } from './nic-client-env';
 import { skipping } from './helpers/skip';
-import { Side } from './nic-data-support';
+import { Side } from '../src/testing/nic-data';
 import { DATA_CASES, type DataEnv } from './nic-datapath-suite';
 
 type Topology = 'loopback' | 'two devices';

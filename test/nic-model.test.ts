@@ -1,8 +1,10 @@
 // The NIC model driven in-process (no transport): register rules, config validation, queue index checks, the data path.
 import test from 'ava';
+import pino from 'pino';
+import { DmaError } from '../emulator/framework/device';
 import { createNic, NicConfigError, validateNicConfig } from '../emulator/nic';
 import { Reg } from '../emulator/nic/regs';
-import { command, localAccess, OP, ST, TestDriver, until } from './nic-support';
+import { command, localAccess, OP, ST, TestDriver, until } from '../src/testing/nic-driver';
 import { NIC_CASES } from './nic-suite';
 
 function setup(config: Record<string, unknown> = {}) {
@@ -11,6 +13,39 @@ function setup(config: Record<string, unknown> = {}) {
   const drv = new TestDriver(local.access, local.heap);
   return { nic, drv, ...local };
 }
+
+/** A pino logger whose lines land in `lines`, parsed. */
+function capture(lines: Array<Record<string, unknown>>): pino.Logger {
+  return pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+}
+
+test('once attached, the NIC logs through the logger of its device context, not the one it was created with', (t) => {
+  const early: Array<Record<string, unknown>> = [];
+  const fromContext: Array<Record<string, unknown>> = [];
+  const nic = createNic({}, { log: capture(early) });
+  t.teardown(() => nic.close());
+  nic.attach({
+    dma: {
+      read: (addr, length) => Promise.reject(new DmaError(addr, length, 'no guest memory in this test')),
+      write: (addr, data) => Promise.reject(new DmaError(addr, data.length, 'no guest memory in this test')),
+      isMapped: () => false,
+    },
+    irq: { trigger: () => false, setLevel: () => false },
+    log: capture(fromContext).child({ device: 'vrnic' }),
+  });
+  const bar0 = nic.bars.find((b) => b.index === 0);
+  if (bar0?.kind !== 'trapped') return t.fail('no trapped BAR0');
+  // An offset outside the register map: a guest error, logged at warn.
+  bar0.read(0x3f0, Buffer.alloc(4));
+  t.deepEqual(early, []);
+  t.deepEqual(
+    fromContext.map((l) => [l.msg, l.device]),
+    [
+      ['NIC attached', 'vrnic'],
+      ['read of an undefined BAR0 offset (reads 0)', 'vrnic'],
+    ],
+  );
+});
 
 test('a bad config file names every bad field', (t) => {
   const err = t.throws(() => validateNicConfig({ numUars: 12, maxQp: 70000, poll: { spin: 1 }, colour: 'red' }, 'nic.json'), { instanceOf: NicConfigError });

@@ -2,7 +2,7 @@
 import type { ExecutionContext } from 'ava';
 import type { Nic } from '../emulator/nic/device';
 import { Reg } from '../emulator/nic/regs';
-import { command, type DeviceAccess, type GuestHeap, OP, ST, TestDriver, until } from './nic-support';
+import { command, type DeviceAccess, type GuestHeap, OP, ST, TestDriver, until } from '../src/testing/nic-driver';
 
 export interface NicEnv {
   readonly nic: Nic;

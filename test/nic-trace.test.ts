@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import test from 'ava';
 import { createNic, TraceFile } from '../emulator/nic';
-import { localAccess, TestDriver, until } from './nic-support';
+import { localAccess, TestDriver, until } from '../src/testing/nic-driver';
 
 test('the trace file holds one ndjson record per register access, command, doorbell and interrupt', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vrnic-trace-'));

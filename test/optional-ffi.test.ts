@@ -17,7 +17,7 @@ const dist = path.join(repo, 'dist');
 function installWithoutFfi(t: { teardown(fn: () => void): void }): string {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'vrnic-noffi-'));
   t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
-  for (const dir of ['src', 'emulator', 'ffi', 'qemu-config']) fs.cpSync(path.join(dist, dir), path.join(root, 'dist', dir), { recursive: true });
+  for (const dir of ['src', 'emulator', 'ffi', 'qemu-config', 'guest']) fs.cpSync(path.join(dist, dir), path.join(root, 'dist', dir), { recursive: true });
   fs.copyFileSync(path.join(repo, 'package.json'), path.join(root, 'package.json'));
   fs.mkdirSync(path.join(root, 'node_modules'));
   for (const e of fs.readdirSync(path.join(repo, 'node_modules'))) {

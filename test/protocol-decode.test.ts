@@ -11,8 +11,8 @@ import {
   decodeRegionWriteMulti,
   decodeVersion,
   parseCapabilities,
-} from '../src/protocol/messages';
-import { ShortMessageError } from '../src/protocol/reader';
+} from '../src/vfio-user/protocol/messages';
+import { ShortMessageError } from '../src/vfio-user/protocol/reader';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 

@@ -13,7 +13,7 @@ import {
   encodeRegionInfo,
   encodeRegionWriteMulti,
   encodeVersion,
-} from '../src/protocol/messages';
+} from '../src/vfio-user/protocol/messages';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 

@@ -3,8 +3,8 @@ import test from 'ava';
 import { execFileSync, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { formatCommandLine, qemuArgs, shellQuote } from '../qemu-config/args';
-import { guestAppend } from '../qemu-config/image';
-import { kernelProblems } from '../qemu-config/guest-log';
+import { guestAppend } from '../guest/kit/image';
+import { kernelProblems } from '../guest/kit/guest-log';
 import { skipping } from './helpers/skip';
 
 const base = { kernel: '/k/vmlinuz', initrd: '/k/initrd.img', append: 'console=ttyS0' };

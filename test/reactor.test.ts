@@ -1,4 +1,4 @@
-// The process-wide readiness reactor (src/transports/reactor.ts): many devices in one process with libuv's default thread pool.
+// The process-wide readiness reactor (src/vfio-user/transports/reactor.ts): many devices in one process with libuv's default thread pool.
 import test from 'ava';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { closeQuietly, eventfd, eventfdSignal, POLLIN, POLLNVAL } from '../ffi/libc';
-import { VfioUserClient } from '../src/client/index';
-import { reactor } from '../src/transports/reactor';
-import { createTransport, type Transport } from '../src/transports/index';
+import { VfioUserClient } from '../src/vfio-user/client/index';
+import { reactor } from '../src/vfio-user/transports/reactor';
+import { createTransport, type Transport } from '../src/vfio-user/transports/index';
 import { TestDevice } from './helpers/test-device';
 import { skipping } from './helpers/skip';
 

@@ -1,8 +1,8 @@
 // Socket security of a running daemon: no IP listener of any kind, and private socket modes.
 import test from 'ava';
 import fs from 'node:fs';
-import { VfioUserClient } from '../src/client/index';
-import { availableTransports, libvfioUserUnavailable } from '../src/transports/index';
+import { VfioUserClient } from '../src/vfio-user/client/index';
+import { availableTransports, libvfioUserUnavailable } from '../src/vfio-user/transports/index';
 import { ipSocketInodes, ServeProcess, socketInodes } from './fuzz/daemon-process';
 import { skipping } from './helpers/skip';
 

@@ -8,7 +8,7 @@ import { ControlClient, ControlError, startControlServer } from '../src/control/
 import { Daemon } from '../src/daemon';
 import { createNic } from '../emulator/nic';
 import { TraceVanishArmer, type FiredEvent } from '../src/control/armer';
-import { localAccess, TestDriver, until } from './nic-support';
+import { localAccess, TestDriver, until } from '../src/testing/nic-driver';
 
 function setup() {
   const nic = createNic({});

@@ -4,7 +4,7 @@ import { computeChecks, kernelTrouble, parseInvalidMem, verdictOf, type Check, t
 import type { MappingEvidence, UnplugEvidence } from '../src/unplug/evidence';
 import { checksFor } from '../src/unplug/runner';
 import { scenarioByName } from '../src/unplug/scenarios';
-import { KERNEL_PROBLEM_PATTERNS } from '../qemu-config/guest-log';
+import { KERNEL_PROBLEM_PATTERNS } from '../guest/kit/guest-log';
 
 const BAR0 = { name: 'BAR0', start: 0xfe000000n, end: 0xfe004000n };
 const BAR2 = { name: 'BAR2', start: 0xfe800000n, end: 0xfe810000n };

@@ -114,6 +114,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
  */
 export class Fabric {
   private readonly ports = new Map<number, Endpoint>();
+  /** Network addresses (a RoCE device's GIDs) that name a port, for devices that address peers by them instead of by LID. */
+  private readonly addresses = new Map<string, number>();
   private plan: FaultPlan | null = null;
   private rand: () => number = Math.random;
   private budget = Infinity;
@@ -128,6 +130,22 @@ export class Fabric {
 
   detach(lid: number): void {
     this.ports.delete(lid);
+    for (const [addr, owner] of this.addresses) if (owner === lid) this.addresses.delete(addr);
+  }
+
+  /** `address` (e.g. a GID in hex) now names port `lid`; the newest binding of an address wins. */
+  bindAddress(lid: number, address: string): void {
+    if (this.ports.has(lid)) this.addresses.set(address, lid);
+  }
+
+  /** Drops `address` if port `lid` holds it. */
+  unbindAddress(lid: number, address: string): void {
+    if (this.addresses.get(address) === lid) this.addresses.delete(address);
+  }
+
+  /** The port an address names, or undefined. */
+  resolve(address: string): number | undefined {
+    return this.addresses.get(address);
   }
 
   /** Starts (or with null, stops) injecting faults; the PRNG restarts from the plan's seed. */

@@ -1,8 +1,8 @@
 // The device framework's contract: what a PCI device declares, and what a transport gives it back.
 //
 // A device (emulator/nic/) declares its identity, capabilities, BARs, MSI-X vectors and reset
-// handler as plain data plus handlers. A transport (src/transports/native or
-// src/transports/libvfio-user) realizes that declaration towards a vfio-user client and hands
+// handler as plain data plus handlers. A transport (src/vfio-user/transports/native or
+// src/vfio-user/transports/libvfio-user) realizes that declaration towards a vfio-user client and hands
 // the device a DeviceContext: DMA access to guest memory and a way to raise interrupts.
 // Nothing here knows which transport is in use.
 import type { Logger } from 'pino';

@@ -5,9 +5,8 @@
 // names exactly one mapped region. Regions passed with an fd are mmapped here; regions without
 // one are reached through DMA_READ/DMA_WRITE messages by the transport.
 import { fstatSync } from 'node:fs';
-import { Errno } from '../../src/protocol/constants';
 import { Mapping } from '../../ffi/libc';
-import { SysError } from '../../ffi/errors';
+import { Errno, SysError } from '../../ffi/errors';
 
 const U64_END = 1n << 64n;
 

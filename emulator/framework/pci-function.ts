@@ -1,6 +1,6 @@
 // One PCI function: the rules every transport must apply the same way, in one place.
 //
-// A transport (src/transports/native, src/transports/libvfio-user) only speaks the wire: it hands
+// A transport (src/vfio-user/transports/native, src/vfio-user/transports/libvfio-user) only speaks the wire: it hands
 // each config or BAR access to this object, tells it about SET_IRQS masks and eventfds and about
 // clients coming and going, and gives it one way out: "signal the client's eventfd for
 // (index, sub-index)". Everything PCI decides lives here:
@@ -21,7 +21,8 @@
 // the client unmasks it (QEMU does, with SET_IRQS ACTION_UNMASK, after the guest's end of
 // interrupt); if the device's condition is still asserted then, the line is signalled again.
 import type { Logger } from 'pino';
-import { Errno, IrqIndex, RegionIndex } from '../../src/protocol/constants';
+import { Errno } from '../../ffi/errors';
+import { IrqIndex, RegionIndex } from './vfio-indexes';
 import { busMasterGated, type BarDecl, type DeviceContext, type DmaAccess, type InterruptSink, type PciDevice } from './device';
 import { CONFIG_SPACE_SIZE, ConfigSpace } from './config-space';
 import { GuestErrorLog } from './guest-errors';

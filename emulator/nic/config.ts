@@ -1,7 +1,7 @@
 // The NIC's configuration: typed fields, documented defaults (docs/device.md section 8), and a validator for JSON files.
 
 export interface NicPollConfig {
-  /** How long the doorbell poller spins (setImmediate) after the last activity, in µs. */
+  /** How long the doorbell poller keeps scanning every few µs after the last activity (emulator/nic/doorbells.ts), in µs. */
   readonly busyWindowUs: number;
   /** Upper bound of the poller's sleep between polls once idle, in ms. */
   readonly maxSleepMs: number;

@@ -3,9 +3,11 @@ import { DmaError } from '../framework/device';
 import { DataPathEngine, type DataPathHost } from '../datapath/engine';
 import type { Fabric } from '../datapath/fabric';
 import { WcStatus, WrOpcode, type DpMr, type DpQp, type RecvCompletion, type RecvWr, type SendWr, type Sge } from '../datapath/model';
-import type { Nic } from './device';
-import type { Cq, Qp } from './objects';
+import type { NicCore } from './core';
+import type { EventQueue } from './event-queue';
+import type { Cq, NicObjects, Qp } from './objects';
 import {
+  CQE,
   CQE_SIZE,
   CqErrorReason,
   CqeStatus,
@@ -20,6 +22,8 @@ import {
   QpFatalReason,
   QpState,
   QpType,
+  RECV_WQE,
+  RECV_WQE_SGES,
   RecvOpcode,
   WQE_SIZE,
   WqeFlags,
@@ -34,6 +38,9 @@ export function cqVector(cq: Cq): number {
 }
 
 const U16 = 0xffff;
+
+/** The CQE's flags word (with the phase) is its last field: written after the rest. */
+const FLAGS_AT = CQE.spec.flags.at;
 
 /** The engine's ib_wc_status as this device's CQE status (docs/device.md 7.3). */
 const CQE_STATUS: Readonly<Record<number, CqeStatus>> = {
@@ -64,23 +71,28 @@ export class DataPath {
   readonly engine: DataPathEngine;
 
   constructor(
-    private readonly nic: Nic,
+    private readonly core: NicCore,
+    private readonly objects: NicObjects,
+    /** Where QP_FATAL and CQ_ERROR go. */
+    private readonly events: Pick<EventQueue, 'post'>,
     fabric: Fabric,
   ) {
     const host: DataPathHost = {
       get dma() {
-        return nic.dma;
+        return core.dma;
       },
-      log: nic.obs.log,
-      epoch: () => nic.epoch,
-      qp: (qpn) => nic.objects.qps.get(qpn),
-      mrByLkey: (key) => nic.objects.mrByKey(key),
-      mrByRkey: (key) => nic.objects.mrByKey(key),
+      get log() {
+        return core.obs.log;
+      },
+      epoch: () => core.epoch,
+      qp: (qpn) => objects.qps.get(qpn),
+      mrByLkey: (key) => objects.mrByKey(key),
+      mrByRkey: (key) => objects.mrByKey(key),
       peekRecv: (qp) => this.peekRecv(qp as Qp),
       completeRecv: (qp, wr, c) => this.completeRecv(qp as Qp, wr, c),
       qpError: (qp, why) => this.toError(qp as Qp, why),
       recvUnreadable: (qp, err) => {
-        nic.obs.guestError({ qpn: qp.qpn, err: err.message }, 'receive WQE not readable (RQ memory unmapped); QP to ERR');
+        core.obs.guestError({ qpn: qp.qpn, err: err.message }, 'receive WQE not readable (RQ memory unmapped); QP to ERR');
         this.qpFatal(qp as Qp, QpFatalReason.WqeUnreadable);
       },
     };
@@ -103,7 +115,7 @@ export class DataPath {
   /** SQ doorbell value already matched to `qp`: records the producer index and schedules the work. */
   sqDoorbell(qp: Qp, pi: number): void {
     if (((pi - qp.sq.ci) & U16) > qp.sq.entries) {
-      this.nic.obs.guestError({ qpn: qp.qpn, pi, ci: qp.sq.ci, entries: qp.sq.entries }, 'SQ doorbell claims more WQEs than the SQ holds; QP to ERR');
+      this.core.obs.guestError({ qpn: qp.qpn, pi, ci: qp.sq.ci, entries: qp.sq.entries }, 'SQ doorbell claims more WQEs than the SQ holds; QP to ERR');
       this.qpFatal(qp, QpFatalReason.DoorbellIndex);
       return;
     }
@@ -116,7 +128,7 @@ export class DataPath {
     const rq = qp.rq;
     if (rq === null) return;
     if (((pi - rq.ci) & U16) > rq.entries) {
-      this.nic.obs.guestError({ qpn: qp.qpn, pi, ci: rq.ci, entries: rq.entries }, 'RQ doorbell claims more WQEs than the RQ holds; QP to ERR');
+      this.core.obs.guestError({ qpn: qp.qpn, pi, ci: rq.ci, entries: rq.entries }, 'RQ doorbell claims more WQEs than the RQ holds; QP to ERR');
       this.qpFatal(qp, QpFatalReason.DoorbellIndex);
       return;
     }
@@ -127,7 +139,7 @@ export class DataPath {
   cqDoorbell(cq: Cq, ci: number): void {
     const outstanding = (cq.pi - cq.ci) & U16;
     if (((ci - cq.ci) & U16) > outstanding) {
-      this.nic.obs.guestError({ cqn: cq.cqn, ci, deviceCi: cq.ci, pi: cq.pi }, 'CQ doorbell consumer index beyond the completions produced; ignored');
+      this.core.obs.guestError({ cqn: cq.cqn, ci, deviceCi: cq.ci, pi: cq.pi }, 'CQ doorbell consumer index beyond the completions produced; ignored');
       return;
     }
     cq.ci = ci;
@@ -138,7 +150,7 @@ export class DataPath {
     if (((cq.pi - ci) & U16) !== 0) {
       // Completions arrived before the arm took effect: tell the driver now, or it would sleep on them.
       cq.armed = false;
-      this.nic.raise(cqVector(cq), 'cq-armed-with-completions', { cqn: cq.cqn });
+      this.core.raise(cqVector(cq), 'cq-armed-with-completions', { cqn: cq.cqn });
       return;
     }
     cq.armed = true;
@@ -147,13 +159,13 @@ export class DataPath {
   /** Called when a QP reaches RTS or ERR, so WQEs rung earlier run (or flush). */
   schedule(qp: Qp): void {
     if (qp.running) return;
-    void this.drainSq(qp, this.nic.epoch);
+    void this.drainSq(qp, this.core.epoch);
   }
 
   /** The QP enters ERR (MODIFY_QP, an error completion, a responder error): both queues flush. */
   toError(qp: Qp, why: string): void {
     if (qp.state === QpState.Err) return;
-    this.nic.obs.log.debug({ qpn: qp.qpn, why }, 'QP to ERR');
+    this.core.obs.log.debug({ qpn: qp.qpn, why }, 'QP to ERR');
     qp.state = QpState.Err;
     this.schedule(qp);
     void this.flushRq(qp);
@@ -161,11 +173,11 @@ export class DataPath {
 
   private qpFatal(qp: Qp, reason: QpFatalReason): void {
     this.toError(qp, `QP_FATAL reason ${reason}`);
-    this.nic.events.post({ type: EventType.QpFatal, data0: qp.qpn, data1: reason });
+    this.events.post({ type: EventType.QpFatal, data0: qp.qpn, data1: reason });
   }
 
   private live(qp: Qp, epoch: number): boolean {
-    return epoch === this.nic.epoch && this.nic.objects.qps.get(qp.qpn) === qp;
+    return epoch === this.core.epoch && this.objects.qps.get(qp.qpn) === qp;
   }
 
   /** Executes (or flushes) this QP's WQEs in order, one at a time; QPs run concurrently. */
@@ -178,11 +190,11 @@ export class DataPath {
         const addr = sq.addr + BigInt(WQE_SIZE * (index & (sq.entries - 1)));
         let raw: Buffer;
         try {
-          raw = this.readNow(addr, WQE_SIZE) ?? (await this.nic.dma.read(addr, WQE_SIZE));
+          raw = this.readNow(addr, WQE_SIZE) ?? (await this.core.dma.read(addr, WQE_SIZE));
         } catch (err) {
           if (!this.live(qp, epoch)) return;
           if (!(err instanceof DmaError)) throw err;
-          this.nic.obs.guestError({ qpn: qp.qpn, wqeIndex: index, addr: `0x${addr.toString(16)}` }, 'WQE not readable (SQ memory unmapped); QP to ERR');
+          this.core.obs.guestError({ qpn: qp.qpn, wqeIndex: index, addr: `0x${addr.toString(16)}` }, 'WQE not readable (SQ memory unmapped); QP to ERR');
           this.qpFatal(qp, QpFatalReason.WqeUnreadable);
           return;
         }
@@ -213,13 +225,13 @@ export class DataPath {
       }
     } catch (err) {
       // Only a bug gets here (guest mistakes are handled where they happen); the device must survive it.
-      this.nic.obs.log.error({ err, qpn: qp.qpn }, 'data path failed');
+      this.core.obs.log.error({ err, qpn: qp.qpn }, 'data path failed');
     } finally {
       qp.running = false;
     }
     // A doorbell or state change under a newer epoch, or while this loop was finishing.
     const sq = qp.sq;
-    if (this.nic.objects.qps.get(qp.qpn) === qp && sq.ci !== sq.pi && (qp.state === QpState.Rts || qp.state === QpState.Err) && epoch !== this.nic.epoch) {
+    if (this.objects.qps.get(qp.qpn) === qp && sq.ci !== sq.pi && (qp.state === QpState.Rts || qp.state === QpState.Err) && epoch !== this.core.epoch) {
       this.schedule(qp);
     }
   }
@@ -245,7 +257,7 @@ export class DataPath {
     }
     let ud: SendWr['ud'] = null;
     if (qp.type === QpType.Ud) {
-      const ah = this.nic.objects.ahs.get(w.ah);
+      const ah = this.objects.ahs.get(w.ah);
       if (ah === undefined || ah.pd !== qp.pd) return CqeStatus.BadOpcode;
       ud = { dlid: ah.dlid, remoteQpn: w.remoteQpn, qkey: w.remoteQkey };
     }
@@ -266,7 +278,7 @@ export class DataPath {
 
   /** A copy of guest bytes read through a live view, without a DMA round trip; undefined when there is none. Throws DmaError. */
   private readNow(addr: bigint, length: number): Buffer | undefined {
-    return this.nic.dma.withView?.(addr, length, false, (view) => Buffer.from(view));
+    return this.core.dma.withView?.(addr, length, false, (view) => Buffer.from(view));
   }
 
   private recvAddr(qp: Qp, index: number): bigint {
@@ -278,11 +290,10 @@ export class DataPath {
     const rq = qp.rq;
     if (rq === null || rq.ci === rq.pi) return null;
     const addr = this.recvAddr(qp, rq.ci);
-    const raw = this.readNow(addr, WQE_SIZE) ?? (await this.nic.dma.read(addr, WQE_SIZE));
-    const numSge = raw[2];
-    const wrId = raw.readBigUInt64LE(8);
+    const raw = this.readNow(addr, WQE_SIZE) ?? (await this.core.dma.read(addr, WQE_SIZE));
+    const { numSge, wrId } = RECV_WQE.decode(raw);
     if (numSge > MAX_RECV_SGE) return { wrId, sges: [], valid: false };
-    return { wrId, sges: decodeSges(raw, 0x10, numSge), valid: true };
+    return { wrId, sges: decodeSges(raw, RECV_WQE_SGES, numSge), valid: true };
   }
 
   private async completeRecv(qp: Qp, wr: RecvWr, c: RecvCompletion): Promise<void> {
@@ -306,20 +317,21 @@ export class DataPath {
         solicited: c.solicited,
         slid: c.slid,
       },
-      this.nic.epoch,
+      this.core.epoch,
     );
   }
 
   /** Every posted receive WQE completes FLUSHED, in order. */
   private async flushRq(qp: Qp): Promise<void> {
     const rq = qp.rq;
-    const epoch = this.nic.epoch;
+    const epoch = this.core.epoch;
     if (rq === null) return;
     while (this.live(qp, epoch) && qp.state === QpState.Err && rq.ci !== rq.pi) {
       const index = rq.ci;
       let wrId = 0n;
       try {
-        wrId = (await this.nic.dma.read(this.recvAddr(qp, index) + 8n, 8)).readBigUInt64LE(0);
+        const wrIdField = RECV_WQE.spec.wrId;
+        wrId = (await this.core.dma.read(this.recvAddr(qp, index) + BigInt(wrIdField.at), wrIdField.length)).readBigUInt64LE(0);
       } catch (err) {
         if (!(err instanceof DmaError)) throw err;
         // The CQE still tells the driver which WQE ended; only wr_id is unknown.
@@ -332,7 +344,7 @@ export class DataPath {
 
   /** Writes one CQE (flags word last), then raises the CQ's vector if it was armed. */
   async complete(cq: Cq, cqe: Cqe, epoch: number): Promise<void> {
-    const obs = this.nic.obs;
+    const obs = this.core.obs;
     if (cq.error) {
       obs.guestError({ cqn: cq.cqn, qpn: cqe.qpn }, 'completion dropped: CQ is in error');
       return;
@@ -340,7 +352,7 @@ export class DataPath {
     if (((cq.pi - cq.ci) & U16) >= cq.entries) {
       cq.error = true;
       obs.guestError({ cqn: cq.cqn, pi: cq.pi, ci: cq.ci }, 'CQ overflow: completion dropped, CQ in error');
-      this.nic.events.post({ type: EventType.CqError, data0: cq.cqn, data1: CqErrorReason.Overflow });
+      this.events.post({ type: EventType.CqError, data0: cq.cqn, data1: CqErrorReason.Overflow });
       return;
     }
     const index = cq.pi;
@@ -350,32 +362,32 @@ export class DataPath {
     cq.pi = (cq.pi + 1) & U16;
     try {
       // Through a live view both stores happen in this tick, the flags word (with the phase) last.
-      const done = this.nic.dma.withView?.(addr, CQE_SIZE, true, (view) => {
-        entry.copy(view, 0, 0, CQE_SIZE - 4);
-        entry.copy(view, CQE_SIZE - 4, CQE_SIZE - 4);
+      const done = this.core.dma.withView?.(addr, CQE_SIZE, true, (view) => {
+        entry.copy(view, 0, 0, FLAGS_AT);
+        entry.copy(view, FLAGS_AT, FLAGS_AT);
         return true;
       });
       if (done !== true) {
-        await this.nic.dma.write(addr, entry.subarray(0, CQE_SIZE - 4));
-        if (epoch !== this.nic.epoch) return;
-        await this.nic.dma.write(addr + BigInt(CQE_SIZE - 4), entry.subarray(CQE_SIZE - 4));
+        await this.core.dma.write(addr, entry.subarray(0, FLAGS_AT));
+        if (epoch !== this.core.epoch) return;
+        await this.core.dma.write(addr + BigInt(FLAGS_AT), entry.subarray(FLAGS_AT));
       }
     } catch (err) {
-      if (epoch !== this.nic.epoch) return;
+      if (epoch !== this.core.epoch) return;
       if (!(err instanceof DmaError)) throw err;
       cq.error = true;
       obs.guestError({ cqn: cq.cqn, addr: `0x${addr.toString(16)}` }, 'CQ buffer not writable (unmapped); CQ in error');
-      this.nic.events.post({ type: EventType.CqError, data0: cq.cqn, data1: CqErrorReason.BufferUnmapped });
+      this.events.post({ type: EventType.CqError, data0: cq.cqn, data1: CqErrorReason.BufferUnmapped });
       return;
     }
-    if (epoch !== this.nic.epoch) return;
+    if (epoch !== this.core.epoch) return;
     obs.counters.completions++;
     if (obs.verbose) {
       obs.emit('event', { event: 'CQE', cqn: cq.cqn, qpn: cqe.qpn, index, status: cqe.status, wqeIndex: cqe.wqeIndex }, 'completion written');
     }
     if (cq.armed) {
       cq.armed = false;
-      this.nic.raise(cqVector(cq), 'completion', { cqn: cq.cqn });
+      this.core.raise(cqVector(cq), 'completion', { cqn: cq.cqn });
     }
   }
 }

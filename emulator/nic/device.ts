@@ -1,17 +1,18 @@
 // The vrnic RDMA NIC as a PciDevice: identity, BARs, its interrupt mode, and the device state the register, admin, event and doorbell parts share.
-import type { Logger } from 'pino';
+import pino, { type Logger } from 'pino';
 import { SharedMemory } from '../../ffi/libc';
-import { moduleLogger } from '../../src/log';
 import type { BarDecl, CapabilityDecl, DeviceContext, DmaAccess, PciDevice, PciIdentity } from '../framework/device';
 import { DmaError } from '../framework/device';
+import { AdminCommands } from './admin-commands';
 import { AdminQueue } from './admin-queue';
+import type { NicCore } from './core';
 import { nicConfigToJson, validateNicConfig, type IrqMode, type NicConfig, type NicConfigInput } from './config';
 import { sharedFabric, type Fabric } from '../datapath/fabric';
 import { DataPath } from './datapath';
 import { dispatchDoorbell, DoorbellPoller, type PollerStats } from './doorbells';
 import { EventQueue } from './event-queue';
 import { NicObjects, UAR_PAGE_SIZE } from './objects';
-import { BAR0_SIZE, barRead, barWrite, INT_CAUSE_COMPLETION, RegisterFile } from './regs';
+import { BAR0_SIZE, barRead, barWrite, INT_CAUSE_COMPLETION, RegisterFile, type RegisterHost } from './regs';
 import { hex, Observer, type NicCounters, type NicTrace } from './trace';
 import { ACQ_ENTRY_SIZE, ADMIN_QUEUE_MAX, ASQ_ENTRY_SIZE, EQ_ENTRY_SIZE, EventType, FATAL_NAMES, FatalCode, isPowerOfTwo, QUEUE_ALIGN } from './wire';
 
@@ -59,7 +60,10 @@ export interface NicStatus {
 }
 
 export interface CreateNicOptions {
-  /** Parent logger; default: the root logger's `nic` module child. */
+  /**
+   * Where the device logs until a transport attaches it (a model driven directly, as in tests);
+   * default: nowhere. From attach on it logs through the logger of its device context.
+   */
   readonly log?: Logger;
   /** Trace sinks to attach from the start (e.g. a TraceFile). */
   readonly trace?: NicTrace;
@@ -67,7 +71,7 @@ export interface CreateNicOptions {
   readonly fabric?: Fabric;
 }
 
-export class Nic implements PciDevice {
+export class Nic implements PciDevice, NicCore, RegisterHost {
   readonly name = 'vrnic';
   readonly identity: PciIdentity;
   readonly capabilities: CapabilityDecl;
@@ -95,7 +99,7 @@ export class Nic implements PciDevice {
 
   constructor(config: NicConfig, opts: CreateNicOptions = {}) {
     this.config = config;
-    this.obs = new Observer(opts.log ?? moduleLogger('nic'));
+    this.obs = new Observer(opts.log ?? pino({ level: 'silent' }));
     if (opts.trace !== undefined) this.obs.addTrace(opts.trace);
     this.identity = {
       vendorId: config.vendorId,
@@ -121,9 +125,9 @@ export class Nic implements PciDevice {
       { kind: 'memory', index: UAR_BAR, size: this.uarMemory.size, memory: this.uarMemory },
     ];
     this.objects = new NicObjects(config);
-    this.admin = new AdminQueue(this);
     this.events = new EventQueue(this);
-    this.datapath = new DataPath(this, opts.fabric ?? sharedFabric());
+    this.datapath = new DataPath(this, this.objects, this.events, opts.fabric ?? sharedFabric());
+    this.admin = new AdminQueue(this, new AdminCommands(this, this.objects, this.datapath).handlers);
     this.poller = new DoorbellPoller(
       this.uarView,
       config.numUars,
@@ -148,6 +152,7 @@ export class Nic implements PciDevice {
 
   attach(ctx: DeviceContext): void {
     this.ctx = ctx;
+    this.obs.useLogger(ctx.log);
     this.obs.log.info({ config: nicConfigToJson(this.config) }, 'NIC attached');
   }
 
@@ -288,14 +293,15 @@ export class Nic implements PciDevice {
     this.ctx?.irq.setLevel(this.regs.intCause !== 0);
   }
 
-  /**
-   * Fills UAR pages without the poller mistaking that for doorbells: zeros when ALLOC_UAR hands
-   * them out, all-ones when FREE_UAR takes them back (a page nobody owns reads all-ones).
-   */
+  /** A page nobody owns reads all-ones; the poller is told so it takes the fill for no doorbell. */
   fillUarPages(first: number, count: number, value: 0 | 0xff): void {
     if (this.closed) return;
     this.uarView.fill(value, first * UAR_PAGE_SIZE, (first + count) * UAR_PAGE_SIZE);
     this.poller.resync();
+  }
+
+  expectDoorbells(): void {
+    this.poller.poke();
   }
 
   /**

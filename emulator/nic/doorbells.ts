@@ -1,8 +1,9 @@
 // The doorbell poller over the UAR BAR memory (docs/device.md section 7): busy after activity, backing off to a bound when idle.
+import { LoopWaiter, loopWaitAvailable, tightenTimerSlack } from '../../ffi/event-loop';
 import type { NicPollConfig } from './config';
-import type { Nic } from './device';
-import { hex } from './trace';
-import { UAR_DOORBELL_AREA, UAR_PAGE_SIZE } from './objects';
+import type { DataPath } from './datapath';
+import { UAR_DOORBELL_AREA, UAR_PAGE_SIZE, type NicObjects } from './objects';
+import { hex, type Observer } from './trace';
 
 /** A doorbell word that changed: page, byte offset in the page (a multiple of 4), new and old value. */
 export type DoorbellHandler = (page: number, offset: number, value: number, old: number) => void;
@@ -16,6 +17,30 @@ export interface PollerStats {
 }
 
 const FIRST_SLEEP_MS = 1;
+/**
+ * Inside the busy window the poller sleeps this long between scans, blocked in the kernel beside
+ * the event loop (ffi/event-loop.ts), instead of spinning through loop turns: a doorbell waits at
+ * most this long (plus a wake-up) to be seen, and the core is free for the guest meanwhile.
+ */
+const BUSY_SLICE_US = 20;
+/**
+ * Right after a change the poller scans back to back, without sleeping, for this long: a guest
+ * that rings again as soon as it sees its completion does so within tens of µs, and a sleeping
+ * thread woken by a timer on a loaded machine can wait longer than that for a core. The scans
+ * still check the event loop between them (a ppoll with no timeout), so its work is not held up.
+ */
+const SPIN_AFTER_CHANGE_US = 200;
+/** How long one tick may scan and sleep before the loop gets a turn anyway (microtasks, a timer due this millisecond). */
+const MAX_TICK_MS = 0.5;
+/**
+ * After the busy window, for this long since the last activity, the poller keeps sleeping in
+ * blocking slices that grow with the idle time (an eighth of it, up to WARM_SLICE_MAX_US) before
+ * it falls back to timers (1 ms and up, libuv's granularity). A guest that pauses a few ms between
+ * bursts (descheduled on a loaded host, or a driver doing other work) then finds its next doorbell
+ * seen within a fraction of that pause instead of after a millisecond timer.
+ */
+const WARM_MS = 100;
+const WARM_SLICE_MAX_US = 1000;
 
 /**
  * Compares the doorbell half of every UAR page with a shadow copy. Guest stores reach the memory
@@ -33,6 +58,8 @@ export class DoorbellPoller {
   private wakeups = 0;
   private changes = 0;
   private readonly busyWindowMs: number;
+  /** Sleeps between busy scans without leaving the loop's work undone; null: spin through loop turns. */
+  private readonly slice: LoopWaiter | null;
 
   constructor(
     /** The live UAR memory (BAR2). Read with 32-bit loads so a concurrent guest store is never torn. */
@@ -45,6 +72,8 @@ export class DoorbellPoller {
     this.shadow = Buffer.alloc(numUars * UAR_PAGE_SIZE);
     this.shadowWords = new Uint32Array(this.shadow.buffer, this.shadow.byteOffset, this.shadow.length / 4);
     this.busyWindowMs = poll.busyWindowUs / 1000;
+    this.slice = process.env.VRNIC_WAIT !== 'spin' && loopWaitAvailable() ? new LoopWaiter([]) : null;
+    if (this.slice !== null) tightenTimerSlack();
   }
 
   private get words(): Uint32Array {
@@ -96,9 +125,18 @@ export class DoorbellPoller {
     this.timer = null;
   }
 
+  /** How long to sleep blocked before the next scan (0: just check the loop); null: too long idle, back off with timers. */
+  private sliceUs(): number | null {
+    const idleMs = performance.now() - this.lastActivity;
+    if (idleMs * 1000 < SPIN_AFTER_CHANGE_US) return 0;
+    if (idleMs < this.busyWindowMs) return BUSY_SLICE_US;
+    if (idleMs < WARM_MS) return Math.min(WARM_SLICE_MAX_US, Math.max(BUSY_SLICE_US, (idleMs * 1000) / 8));
+    return null;
+  }
+
   private schedule(): void {
     if (!this.running) return;
-    if (performance.now() - this.lastActivity < this.busyWindowMs) {
+    if (performance.now() - this.lastActivity < (this.slice !== null ? WARM_MS : this.busyWindowMs)) {
       // Not unref'd: an unref'd immediate does not stop libuv from blocking in its poll phase,
       // so the "busy" poll would only run when some other event woke the loop.
       this.immediate = setImmediate(this.tick);
@@ -115,9 +153,18 @@ export class DoorbellPoller {
     if (!this.running) return;
     this.wakeups++;
     try {
-      if (this.scan()) {
-        this.lastActivity = performance.now();
-        this.sleepMs = FIRST_SLEEP_MS;
+      const tickEnd = performance.now() + MAX_TICK_MS;
+      for (;;) {
+        if (this.scan()) {
+          // handlers' continuations (promises) run once this tick returns
+          this.lastActivity = performance.now();
+          this.sleepMs = FIRST_SLEEP_MS;
+          break;
+        }
+        if (this.slice === null || performance.now() >= tickEnd || !this.running || this.immediate !== null || this.timer !== null) break;
+        const sliceUs = this.sliceUs();
+        if (sliceUs === null) break;
+        if (this.slice.wait(sliceUs).loopWork) break;
       }
     } catch (err) {
       // A handler bug must not stop the poller: doorbells would be lost silently.
@@ -156,7 +203,13 @@ export class DoorbellPoller {
  * What a changed doorbell word means (docs/device.md section 7). Every change counts as a
  * doorbell; one that no live QP/CQ owns is also a guest error and otherwise ignored.
  */
-export function dispatchDoorbell(nic: Nic, page: number, offset: number, value: number, old: number): void {
+export function dispatchDoorbell(
+  nic: { readonly obs: Observer; readonly objects: NicObjects; readonly datapath: Pick<DataPath, 'sqDoorbell' | 'rqDoorbell' | 'cqDoorbell' | 'cqArm'> },
+  page: number,
+  offset: number,
+  value: number,
+  old: number,
+): void {
   const obs = nic.obs;
   obs.counters.doorbells++;
   const handle = value >>> 16;

@@ -1,16 +1,12 @@
 // The event queue (docs/device.md section 6): asynchronous events written by DMA into a guest ring, then MSI-X vector 1.
 import { DmaError } from '../framework/device';
-import type { Nic } from './device';
-import { EQ_ENTRY_SIZE, encodeEvent, EventType, FatalCode, phaseOf, type NicEvent } from './wire';
+import type { NicCore } from './core';
+import { EQ_ENTRY_SIZE, encodeEvent, EVENT_ENTRY, EVENT_NAMES, FatalCode, phaseOf, type NicEvent } from './wire';
 
 export const EQ_VECTOR = 1;
 
-const EVENT_NAMES: Readonly<Record<number, string>> = {
-  [EventType.PortStateChange]: 'PORT_STATE_CHANGE',
-  [EventType.FatalError]: 'FATAL_ERROR',
-  [EventType.CqError]: 'CQ_ERROR',
-  [EventType.QpFatal]: 'QP_FATAL',
-};
+/** The entry's flags field, which carries the phase: written last. */
+const PHASE = EVENT_ENTRY.spec.flags;
 
 export class EventQueue {
   private base = 0n;
@@ -25,7 +21,7 @@ export class EventQueue {
   /** Posts are written in order; each waits for the previous one. */
   private chain: Promise<void> = Promise.resolve();
 
-  constructor(private readonly nic: Nic) {}
+  constructor(private readonly core: NicCore) {}
 
   get exists(): boolean {
     return this.active && this.size > 0;
@@ -56,7 +52,7 @@ export class EventQueue {
 
   /** Reserves the slot now (so order is the call order) and writes it by DMA; never throws. */
   post(ev: NicEvent): void {
-    const obs = this.nic.obs;
+    const obs = this.core.obs;
     const name = EVENT_NAMES[ev.type] ?? String(ev.type);
     if (!this.exists || ((this.tail - this.head) >>> 0) >= this.size) {
       obs.counters.eventsDropped++;
@@ -75,22 +71,22 @@ export class EventQueue {
       const entry = encodeEvent(ev, phase);
       try {
         // Everything but the phase first, so the driver never sees a valid phase on a torn entry.
-        await this.nic.dma.write(addr, Buffer.concat([entry.subarray(0, 2), Buffer.from([phase ^ 1, 0]), entry.subarray(4)]));
+        await this.core.dma.write(addr, encodeEvent(ev, phase ^ 1));
         if (gen !== this.generation) return;
-        await this.nic.dma.write(addr + 2n, entry.subarray(2, 4));
+        await this.core.dma.write(addr + BigInt(PHASE.at), entry.subarray(PHASE.at, PHASE.at + PHASE.length));
       } catch (err) {
         if (gen !== this.generation) return;
         if (err instanceof DmaError) {
-          this.nic.fatal(FatalCode.EventQueueAddress, `event queue write failed: ${err.message}`);
+          this.core.fatal(FatalCode.EventQueueAddress, `event queue write failed: ${err.message}`);
           return;
         }
-        this.nic.obs.log.error({ err }, 'event queue write failed');
+        this.core.obs.log.error({ err }, 'event queue write failed');
         return;
       }
-      if (gen === this.generation) this.nic.raise(EQ_VECTOR, 'event');
+      if (gen === this.generation) this.core.raise(EQ_VECTOR, 'event');
     }).catch((err: unknown) => {
       // A rejected link would skip every later post: log the bug and keep the chain usable.
-      this.nic.obs.log.error({ err }, 'event post failed');
+      this.core.obs.log.error({ err }, 'event post failed');
     });
   }
 }

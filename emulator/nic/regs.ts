@@ -1,11 +1,12 @@
 // BAR0, the control registers (docs/device.md section 3): the register map as named offsets, the access rules, one read switch and one write switch.
-import type { Nic } from './device';
-import { hex } from './trace';
-import { FatalCode, IF_VERSION, MAGIC } from './wire';
+import type { NicConfig } from './config';
+import { hex, type Observer } from './trace';
+import { datasheetNames, FatalCode, IF_VERSION, MAGIC } from './wire';
 
 export const BAR0_SIZE = 4096;
 
-export const enum Reg {
+/** The register map: offsets in BAR0, named as in the datasheet (AsqBaseLo is ASQ_BASE_LO). */
+export enum Reg {
   Version = 0x000,
   Magic = 0x004,
   NumUars = 0x008,
@@ -43,43 +44,7 @@ export const enum Reg {
   CntEventsDropped = 0x110,
 }
 
-export const REG_NAMES: Readonly<Record<number, string>> = {
-  0x000: 'VERSION',
-  0x004: 'MAGIC',
-  0x008: 'NUM_UARS',
-  0x00c: 'NUM_PORTS',
-  0x010: 'MAX_PD',
-  0x014: 'MAX_CQ',
-  0x018: 'MAX_QP',
-  0x01c: 'MAX_MR',
-  0x020: 'MAX_CQE',
-  0x024: 'MAX_QP_WR',
-  0x028: 'NUM_VECTORS',
-  0x040: 'CTRL',
-  0x044: 'STATUS',
-  0x048: 'FATAL_CODE',
-  0x04c: 'INT_CAUSE',
-  0x080: 'ASQ_BASE_LO',
-  0x084: 'ASQ_BASE_HI',
-  0x088: 'ASQ_SIZE',
-  0x08c: 'ASQ_TAIL',
-  0x090: 'ASQ_HEAD',
-  0x0a0: 'ACQ_BASE_LO',
-  0x0a4: 'ACQ_BASE_HI',
-  0x0a8: 'ACQ_SIZE',
-  0x0ac: 'ACQ_HEAD',
-  0x0b0: 'ACQ_TAIL',
-  0x0c0: 'EQ_BASE_LO',
-  0x0c4: 'EQ_BASE_HI',
-  0x0c8: 'EQ_SIZE',
-  0x0cc: 'EQ_HEAD',
-  0x0d0: 'EQ_TAIL',
-  0x100: 'CNT_ADMIN_CMDS',
-  0x104: 'CNT_DOORBELLS',
-  0x108: 'CNT_INTERRUPTS',
-  0x10c: 'CNT_GUEST_ERRORS',
-  0x110: 'CNT_EVENTS_DROPPED',
-};
+export const REG_NAMES: Readonly<Record<number, string>> = datasheetNames(Reg);
 
 export const CTRL_ENABLE = 1;
 export const CTRL_RESET = 2;
@@ -127,8 +92,31 @@ function setHi(v: bigint, hi: number): bigint {
 const lo32 = (v: bigint): number => Number(v & 0xffffffffn);
 const hi32 = (v: bigint): number => Number(v >> 32n);
 
+/**
+ * The device as its registers see it: the state they show and the transitions a write starts
+ * (docs/device.md section 3). The device implements it; the switches below know nothing else.
+ */
+export interface RegisterHost {
+  readonly config: NicConfig;
+  readonly regs: RegisterFile;
+  readonly obs: Observer;
+  readonly ready: boolean;
+  readonly fatalCode: FatalCode;
+  /** ASQ_HEAD and ACQ_TAIL are the admin queue's indexes. */
+  readonly admin: { readonly head: number; readonly acqTail: number };
+  /** EQ_TAIL is the event queue's. */
+  readonly events: { readonly tail: number };
+  reset(reason: string): void;
+  enable(): void;
+  disable(): void;
+  ackCause(bits: number): void;
+  asqDoorbell(tail: number): void;
+  acqHeadWritten(head: number): void;
+  eqHeadWritten(head: number): void;
+}
+
 /** One 32-bit register read; offsets not in the map read 0 (a guest error). */
-export function readRegister(nic: Nic, off: number): number {
+export function readRegister(nic: RegisterHost, off: number): number {
   const cfg = nic.config;
   const r = nic.regs;
   const c = nic.obs.counters;
@@ -175,7 +163,7 @@ export function readRegister(nic: Nic, off: number): number {
 }
 
 /** One 32-bit register write; read-only and undefined offsets ignore it (a guest error). */
-export function writeRegister(nic: Nic, off: number, value: number): void {
+export function writeRegister(nic: RegisterHost, off: number, value: number): void {
   const r = nic.regs;
   const queueRegsLocked = (): boolean => {
     if (!r.enable) return false;
@@ -231,7 +219,7 @@ export function writeRegister(nic: Nic, off: number, value: number): void {
  * The access rules: aligned 32-bit accesses, and aligned 64-bit ones as two 32-bit halves (low
  * first); anything else reads all-ones and drops writes, as a guest error.
  */
-export function barRead(nic: Nic, offset: number, data: Buffer): void {
+export function barRead(nic: RegisterHost, offset: number, data: Buffer): void {
   if (data.length === 4 && offset % 4 === 0) {
     data.writeUInt32LE(traceRead(nic, offset), 0);
   } else if (data.length === 8 && offset % 8 === 0) {
@@ -244,7 +232,7 @@ export function barRead(nic: Nic, offset: number, data: Buffer): void {
   }
 }
 
-export function barWrite(nic: Nic, offset: number, data: Buffer): void {
+export function barWrite(nic: RegisterHost, offset: number, data: Buffer): void {
   if (data.length === 4 && offset % 4 === 0) {
     traceWrite(nic, offset, data.readUInt32LE(0));
   } else if (data.length === 8 && offset % 8 === 0) {
@@ -256,14 +244,14 @@ export function barWrite(nic: Nic, offset: number, data: Buffer): void {
   }
 }
 
-function traceRead(nic: Nic, offset: number): number {
+function traceRead(nic: RegisterHost, offset: number): number {
   const value = readRegister(nic, offset) >>> 0;
   nic.obs.counters.regReads++;
   if (nic.obs.verbose) nic.obs.emit('reg', { op: 'read', offset: hex(offset), reg: REG_NAMES[offset] ?? null, value: hex(value) }, 'register read');
   return value;
 }
 
-function traceWrite(nic: Nic, offset: number, value: number): void {
+function traceWrite(nic: RegisterHost, offset: number, value: number): void {
   nic.obs.counters.regWrites++;
   if (nic.obs.verbose) nic.obs.emit('reg', { op: 'write', offset: hex(offset), reg: REG_NAMES[offset] ?? null, value: hex(value) }, 'register write');
   writeRegister(nic, offset, value >>> 0);

@@ -60,9 +60,22 @@ export class Observer {
   readonly counters: NicCounters = zeroCounters();
   private sinks: NicTrace[] = [];
   /** Guest errors reach the log at most once a second per kind; the counter and the trace get every one. */
-  private readonly guestErrors: GuestErrorLog;
+  private guestErrors: GuestErrorLog;
+  private logger: Logger;
 
-  constructor(readonly log: Logger) {
+  constructor(log: Logger) {
+    this.logger = log;
+    this.guestErrors = new GuestErrorLog(log);
+  }
+
+  get log(): Logger {
+    return this.logger;
+  }
+
+  /** Logs to `log` from now on (the device context's, once a transport attaches); what the old one held back is written first. */
+  useLogger(log: Logger): void {
+    this.guestErrors.flush();
+    this.logger = log;
     this.guestErrors = new GuestErrorLog(log);
   }
 

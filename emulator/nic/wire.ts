@@ -1,7 +1,20 @@
-// The NIC's binary layouts in guest memory (docs/device.md sections 5-7): wire values, a cursor reader, a chained writer.
+// The NIC's binary layouts in guest memory (docs/device.md sections 5-7): wire values, and one named layout per structure the device reads or writes.
+import { Access } from '../datapath/model';
+
+/**
+ * The datasheet's names of an enum's values, by value: QueryDevice -> QUERY_DEVICE. The enum is
+ * the one list of a concept's values; logs, traces and `vrnic when` show these names.
+ */
+export function datasheetNames(values: Readonly<Record<string, string | number>>): Readonly<Record<number, string>> {
+  const out: Record<number, string> = {};
+  for (const [key, value] of Object.entries(values)) {
+    if (typeof value === 'number') out[value] = key.replace(/(?<=[a-z0-9])(?=[A-Z])/g, '_').toUpperCase();
+  }
+  return out;
+}
 
 /** Admin opcodes (submission entry byte 0). */
-export const enum Opcode {
+export enum Opcode {
   QueryDevice = 0x01,
   QueryPort = 0x02,
   AllocUar = 0x03,
@@ -19,26 +32,10 @@ export const enum Opcode {
   DestroyAh = 0x0f,
 }
 
-export const OPCODE_NAMES: Readonly<Record<number, string>> = {
-  0x01: 'QUERY_DEVICE',
-  0x02: 'QUERY_PORT',
-  0x03: 'ALLOC_UAR',
-  0x04: 'FREE_UAR',
-  0x05: 'CREATE_PD',
-  0x06: 'DESTROY_PD',
-  0x07: 'CREATE_CQ',
-  0x08: 'DESTROY_CQ',
-  0x09: 'CREATE_QP',
-  0x0a: 'MODIFY_QP',
-  0x0b: 'DESTROY_QP',
-  0x0c: 'REG_MR',
-  0x0d: 'DEREG_MR',
-  0x0e: 'CREATE_AH',
-  0x0f: 'DESTROY_AH',
-};
+export const OPCODE_NAMES: Readonly<Record<number, string>> = datasheetNames(Opcode);
 
 /** Admin completion status. */
-export const enum Status {
+export enum Status {
   Ok = 0,
   BadOpcode = 1,
   BadParam = 2,
@@ -49,18 +46,9 @@ export const enum Status {
   BadState = 7,
 }
 
-export const STATUS_NAMES: readonly string[] = [
-  'OK',
-  'BAD_OPCODE',
-  'BAD_PARAM',
-  'BAD_ADDRESS',
-  'NO_RESOURCES',
-  'BAD_HANDLE',
-  'IN_USE',
-  'BAD_STATE',
-];
+export const STATUS_NAMES: Readonly<Record<number, string>> = datasheetNames(Status);
 
-export const enum FatalCode {
+export enum FatalCode {
   None = 0,
   AdminQueueAddress = 1,
   EventQueueAddress = 2,
@@ -68,20 +56,16 @@ export const enum FatalCode {
   EventQueueIndex = 4,
 }
 
-export const FATAL_NAMES: readonly string[] = [
-  'NONE',
-  'ADMIN_QUEUE_ADDRESS',
-  'EVENT_QUEUE_ADDRESS',
-  'ADMIN_QUEUE_INDEX',
-  'EVENT_QUEUE_INDEX',
-];
+export const FATAL_NAMES: Readonly<Record<number, string>> = datasheetNames(FatalCode);
 
-export const enum EventType {
+export enum EventType {
   PortStateChange = 1,
   FatalError = 2,
   CqError = 3,
   QpFatal = 4,
 }
+
+export const EVENT_NAMES: Readonly<Record<number, string>> = datasheetNames(EventType);
 
 export const enum CqErrorReason {
   Overflow = 1,
@@ -93,8 +77,8 @@ export const enum QpFatalReason {
   DoorbellIndex = 2,
 }
 
-// The QP states and types are Linux's, shared with the device-independent data path.
-export { QpState, QpType } from '../datapath/model';
+// The QP states and types and the access bits are Linux's, shared with the device-independent data path.
+export { Access, QpState, QpType } from '../datapath/model';
 
 export const QP_STATE_NAMES: Readonly<Record<number, string>> = { 0: 'RESET', 1: 'INIT', 2: 'RTR', 3: 'RTS', 6: 'ERR' };
 
@@ -165,13 +149,8 @@ export const enum QpAttrMask {
 }
 export const QP_ATTR_KNOWN = 0x13bff9;
 
-export const enum MrAccess {
-  LocalWrite = 1,
-  RemoteWrite = 2,
-  RemoteRead = 4,
-  RemoteAtomic = 8,
-  All = 15,
-}
+/** Every IB_ACCESS_* bit an MR (REG_MR access) or a QP (MODIFY_QP access_flags) may carry; others are BAD_PARAM. */
+export const ACCESS_KNOWN = Access.LocalWrite | Access.RemoteWrite | Access.RemoteRead | Access.RemoteAtomic;
 
 /** REG_MR flags byte, bit0. */
 export const REG_MR_PAGE_LIST = 1;
@@ -191,90 +170,105 @@ export const ADMIN_QUEUE_MAX = 4096;
 export const IF_VERSION = 0x00010000;
 export const MAGIC = 0x43494e56;
 
-/** Reads little-endian fields at a moving cursor; every read is bounds-checked by Buffer. */
-export class Reader {
-  private pos = 0;
-  constructor(private readonly buf: Buffer) {}
-  at(offset: number): this {
-    this.pos = offset;
-    return this;
+// ---- layouts ----
+//
+// Every structure the device reads or writes in guest memory is a Layout: named fields at the
+// offsets of docs/device.md's tables, which the Layout alone decodes and encodes. A field's
+// name, offset and width are written once, next to its siblings, where a reader can hold them
+// against the datasheet.
+
+type FieldKind = 'u8' | 'u16' | 'u32' | 'u64' | 'bytes';
+
+/** One field of a layout: its byte offset, its width, and for `bytes` its length. */
+interface Field<K extends FieldKind = FieldKind> {
+  readonly at: number;
+  readonly kind: K;
+  readonly length: number;
+}
+
+const u8 = (at: number): Field<'u8'> => ({ at, kind: 'u8', length: 1 });
+const u16 = (at: number): Field<'u16'> => ({ at, kind: 'u16', length: 2 });
+const u32 = (at: number): Field<'u32'> => ({ at, kind: 'u32', length: 4 });
+const u64 = (at: number): Field<'u64'> => ({ at, kind: 'u64', length: 8 });
+const bytes = (at: number, length: number): Field<'bytes'> => ({ at, kind: 'bytes', length });
+
+type FieldValue<F> = F extends Field<'u64'> ? bigint : F extends Field<'bytes'> ? Buffer : number;
+
+/** The values of a layout's fields, by name: what a decoder returns and an encoder takes. */
+export type Fields<S extends Readonly<Record<string, Field>>> = { readonly [K in keyof S]: FieldValue<S[K]> };
+
+const READ: Readonly<Record<FieldKind, string>> = { u8: 'readUInt8', u16: 'readUInt16LE', u32: 'readUInt32LE', u64: 'readBigUInt64LE', bytes: 'subarray' };
+
+/** A little-endian record of `size` bytes; bytes no field covers are reserved and encode as 0. */
+export class Layout<S extends Readonly<Record<string, Field>>> {
+  private readonly decodeAt: (buf: Buffer, base: number) => Fields<S>;
+  private readonly encodeNew: (values: Fields<S>) => Buffer;
+
+  constructor(
+    readonly size: number,
+    /** The fields by name; `typeof X.spec` names a layout's decoded type. */
+    readonly spec: S,
+  ) {
+    const fields = Object.entries(spec);
+    for (const [name, f] of fields) {
+      if (!/^[a-z][A-Za-z0-9]*$/.test(name)) throw new SyntaxError(`layout field name ${JSON.stringify(name)} is not a plain identifier`);
+      if (!Number.isInteger(f.at) || !Number.isInteger(f.length) || f.at < 0 || f.at + f.length > size) {
+        throw new RangeError(`layout field ${name} at ${f.at}+${f.length} outside ${size} bytes`);
+      }
+    }
+    // The decoder and encoder are written out as straight-line code, one statement per field, as
+    // one would write them by hand: a loop over the fields costs about twice as much per record,
+    // and a send WQE and a CQE are decoded and encoded once per work request. The source text is
+    // made only of the checked names and integer offsets above (constants of this file), never
+    // of anything a guest wrote.
+    const reads = fields.map(([name, f]) =>
+      f.kind === 'bytes' ? `${name}: b.subarray(o + ${f.at}, o + ${f.at + f.length})` : `${name}: b.${READ[f.kind]}(o + ${f.at})`,
+    );
+    const writes = fields.map(([name, f]) => {
+      switch (f.kind) {
+        case 'u8': return `b.writeUInt8(v.${name}, ${f.at});`;
+        case 'u16': return `b.writeUInt16LE(v.${name}, ${f.at});`;
+        case 'u32': return `b.writeUInt32LE(v.${name} >>> 0, ${f.at});`;
+        case 'u64': return `b.writeBigUInt64LE(BigInt.asUintN(64, v.${name}), ${f.at});`;
+        case 'bytes': return `v.${name}.copy(b, ${f.at}, 0, ${f.length});`;
+      }
+    });
+    this.decodeAt = new Function('b', 'o', `return { ${reads.join(', ')} };`) as (buf: Buffer, base: number) => Fields<S>;
+    this.encodeNew = new Function('v', `const b = Buffer.alloc(${size}); ${writes.join(' ')} return b;`) as (values: Fields<S>) => Buffer;
   }
-  u8(): number {
-    const v = this.buf.readUInt8(this.pos);
-    this.pos += 1;
-    return v;
+
+  /** The fields of the record at `base` in `buf`; `bytes` fields are views of `buf`, not copies. Throws RangeError when `buf` is short. */
+  decode(buf: Buffer, base = 0): Fields<S> {
+    if (!Number.isInteger(base) || base < 0 || base + this.size > buf.length) throw new RangeError(`${buf.length} bytes hold no ${this.size}-byte record at ${base}`);
+    return this.decodeAt(buf, base);
   }
-  u16(): number {
-    const v = this.buf.readUInt16LE(this.pos);
-    this.pos += 2;
-    return v;
-  }
-  u32(): number {
-    const v = this.buf.readUInt32LE(this.pos);
-    this.pos += 4;
-    return v;
-  }
-  u64(): bigint {
-    const v = this.buf.readBigUInt64LE(this.pos);
-    this.pos += 8;
-    return v;
+
+  /**
+   * A fresh record. u32 and u64 values are taken modulo 2^32 and 2^64; a u8 or u16 value out of
+   * range throws (a bug in the caller, not a guest's doing); a short `bytes` value leaves zeros.
+   */
+  encode(values: Fields<S>): Buffer {
+    return this.encodeNew(values);
   }
 }
 
-/** Builds a fixed-size little-endian record; unset bytes stay 0. */
-export class Writer {
-  private pos = 0;
-  readonly buf: Buffer;
-  constructor(size: number) {
-    this.buf = Buffer.alloc(size);
-  }
-  at(offset: number): this {
-    this.pos = offset;
-    return this;
-  }
-  u8(v: number): this {
-    this.buf.writeUInt8(v, this.pos);
-    this.pos += 1;
-    return this;
-  }
-  u16(v: number): this {
-    this.buf.writeUInt16LE(v, this.pos);
-    this.pos += 2;
-    return this;
-  }
-  u32(v: number): this {
-    this.buf.writeUInt32LE(v >>> 0, this.pos);
-    this.pos += 4;
-    return this;
-  }
-  u64(v: bigint): this {
-    this.buf.writeBigUInt64LE(BigInt.asUintN(64, v), this.pos);
-    this.pos += 8;
-    return this;
-  }
-  bytes(b: Buffer): this {
-    b.copy(this.buf, this.pos);
-    this.pos += b.length;
-    return this;
-  }
-}
+// ---- admin queue (docs/device.md section 5) ----
+
+/** 5.1: the header every submission entry starts with; bytes 0x08..0x3F are the command's. */
+export const ADMIN_COMMAND = new Layout(ASQ_ENTRY_SIZE, { opcode: u8(0x00), flags: u8(0x01), cmdId: u32(0x04) });
 
 /** A decoded admin submission entry: the common header plus the raw command bytes. */
-export interface AdminCommand {
-  readonly opcode: number;
-  readonly flags: number;
-  readonly cmdId: number;
-  /** The whole 64-byte entry, for the per-opcode decoders. */
+export interface AdminCommand extends Fields<typeof ADMIN_COMMAND.spec> {
+  /** The whole 64-byte entry, for the per-command layouts below. */
   readonly raw: Buffer;
 }
 
 export function decodeAdminCommand(raw: Buffer): AdminCommand {
-  const r = new Reader(raw);
-  const opcode = r.u8();
-  const flags = r.u8();
-  const cmdId = r.at(4).u32();
-  return { opcode, flags, cmdId, raw };
+  return { ...ADMIN_COMMAND.decode(raw), raw };
 }
+
+/** 5.2: the completion entry; flags bit0 is the phase. */
+export const ADMIN_COMPLETION = new Layout(ACQ_ENTRY_SIZE, { cmdId: u32(0x00), status: u16(0x04), flags: u16(0x06), result0: u32(0x08), result1: u32(0x0c) });
 
 export interface AdminCompletion {
   readonly cmdId: number;
@@ -285,8 +279,110 @@ export interface AdminCompletion {
 
 /** The completion with its phase bit; the device writes bytes 6..7 (flags) last. */
 export function encodeAdminCompletion(c: AdminCompletion, phase: number): Buffer {
-  return new Writer(ACQ_ENTRY_SIZE).u32(c.cmdId).u16(c.status).u16(phase & 1).u32(c.result0).u32(c.result1).buf;
+  return ADMIN_COMPLETION.encode({ cmdId: c.cmdId, status: c.status, flags: phase & 1, result0: c.result0, result1: c.result1 });
 }
+
+/** 5.5: each command's fields, at their offsets in the 64-byte submission entry. */
+export const QUERY_DEVICE_CMD = new Layout(ASQ_ENTRY_SIZE, { outAddr: u64(0x08), outLen: u32(0x10) });
+export const QUERY_PORT_CMD = new Layout(ASQ_ENTRY_SIZE, { outAddr: u64(0x08), outLen: u32(0x10), port: u32(0x14) });
+export const ALLOC_UAR_CMD = new Layout(ASQ_ENTRY_SIZE, { count: u32(0x08) });
+export const FREE_UAR_CMD = new Layout(ASQ_ENTRY_SIZE, { index: u32(0x08) });
+export const DESTROY_PD_CMD = new Layout(ASQ_ENTRY_SIZE, { pdn: u32(0x08) });
+export const CREATE_CQ_CMD = new Layout(ASQ_ENTRY_SIZE, { bufAddr: u64(0x08), entries: u32(0x10), compVector: u32(0x14), uarIndex: u32(0x18) });
+export const DESTROY_CQ_CMD = new Layout(ASQ_ENTRY_SIZE, { cqn: u32(0x08) });
+export const CREATE_QP_CMD = new Layout(ASQ_ENTRY_SIZE, {
+  pdn: u32(0x08),
+  sendCqn: u32(0x0c),
+  recvCqn: u32(0x10),
+  uarIndex: u32(0x14),
+  sqAddr: u64(0x18),
+  rqAddr: u64(0x20),
+  sqEntries: u32(0x28),
+  rqEntries: u32(0x2c),
+  qpType: u32(0x30),
+});
+export const MODIFY_QP_CMD = new Layout(ASQ_ENTRY_SIZE, {
+  qpn: u32(0x08),
+  state: u32(0x0c),
+  attrMask: u32(0x10),
+  accessFlags: u32(0x14),
+  qkey: u32(0x18),
+  destQpn: u32(0x1c),
+  rqPsn: u32(0x20),
+  sqPsn: u32(0x24),
+  dlid: u16(0x28),
+  portNum: u8(0x2a),
+  pathMtu: u8(0x2b),
+  timeout: u8(0x2c),
+  retryCnt: u8(0x2d),
+  rnrRetry: u8(0x2e),
+  minRnrTimer: u8(0x2f),
+  pkeyIndex: u16(0x30),
+});
+export const DESTROY_QP_CMD = new Layout(ASQ_ENTRY_SIZE, { qpn: u32(0x08) });
+/** `addr` is the first byte's dma_addr (contiguous) or the page list's list_addr (flags bit0, REG_MR_PAGE_LIST). */
+export const REG_MR_CMD = new Layout(ASQ_ENTRY_SIZE, {
+  pdn: u32(0x08),
+  access: u32(0x0c),
+  iova: u64(0x10),
+  length: u64(0x18),
+  addr: u64(0x20),
+  pageCount: u32(0x28),
+  pageShift: u32(0x2c),
+});
+export const DEREG_MR_CMD = new Layout(ASQ_ENTRY_SIZE, { lkey: u32(0x08) });
+export const CREATE_AH_CMD = new Layout(ASQ_ENTRY_SIZE, { pdn: u32(0x08), dlid: u16(0x0c), portNum: u8(0x0e), sl: u8(0x0f) });
+export const DESTROY_AH_CMD = new Layout(ASQ_ENTRY_SIZE, { ah: u32(0x08) });
+
+/** QUERY_DEVICE's output (Linux ib_device_attr's subset a driver needs). */
+export const QUERY_DEVICE_OUT = new Layout(QUERY_DEVICE_SIZE, {
+  ifVersion: u32(0x00),
+  vendorId: u32(0x04),
+  deviceId: u32(0x08),
+  hwRev: u32(0x0c),
+  nodeGuid: u64(0x10),
+  maxMrSize: u64(0x18),
+  pageSizeCap: u64(0x20),
+  numUars: u32(0x28),
+  numPorts: u32(0x2c),
+  maxPd: u32(0x30),
+  maxCq: u32(0x34),
+  maxQp: u32(0x38),
+  maxMr: u32(0x3c),
+  maxCqe: u32(0x40),
+  maxQpWr: u32(0x44),
+  maxSge: u32(0x48),
+  numCompVectors: u32(0x4c),
+  maxUarsPerAlloc: u32(0x50),
+  maxMrPages: u32(0x54),
+  maxRecvSge: u32(0x58),
+  maxInlineData: u32(0x5c),
+  maxAh: u32(0x60),
+  atomicCap: u32(0x64),
+  maxQpRdAtom: u32(0x68),
+});
+
+/** QUERY_PORT's output; the enum values are Linux's. gid0 is 16 bytes in network order. */
+export const QUERY_PORT_OUT = new Layout(QUERY_PORT_SIZE, {
+  state: u32(0x00),
+  physState: u32(0x04),
+  maxMtu: u32(0x08),
+  activeMtu: u32(0x0c),
+  lid: u32(0x10),
+  smLid: u32(0x14),
+  gidTblLen: u32(0x18),
+  pkeyTblLen: u32(0x1c),
+  activeWidth: u32(0x20),
+  activeSpeed: u32(0x24),
+  linkLayer: u32(0x28),
+  maxMsgSz: u32(0x2c),
+  gid0: bytes(0x30, 16),
+});
+
+// ---- event queue (docs/device.md section 6) ----
+
+/** flags bit0 is the phase; bytes 0x0C..0x0F are reserved. */
+export const EVENT_ENTRY = new Layout(EQ_ENTRY_SIZE, { type: u16(0x00), flags: u16(0x02), data0: u32(0x04), data1: u32(0x08) });
 
 export interface NicEvent {
   readonly type: EventType;
@@ -295,8 +391,23 @@ export interface NicEvent {
 }
 
 export function encodeEvent(e: NicEvent, phase: number): Buffer {
-  return new Writer(EQ_ENTRY_SIZE).u16(e.type).u16(phase & 1).u32(e.data0).u32(e.data1).u32(0).buf;
+  return EVENT_ENTRY.encode({ type: e.type, flags: phase & 1, data0: e.data0, data1: e.data1 });
 }
+
+// ---- work queues and completions (docs/device.md section 7) ----
+
+/** 7.3: flags bit0 phase, bit1 SEND, bit2 IMM, bit3 SOLICITED, bits 31..16 slid. */
+export const CQE = new Layout(CQE_SIZE, {
+  wrId: u64(0x00),
+  qpn: u32(0x08),
+  byteLen: u32(0x0c),
+  opcode: u8(0x10),
+  status: u8(0x11),
+  wqeIndex: u16(0x12),
+  imm: u32(0x14),
+  srcQpn: u32(0x18),
+  flags: u32(0x1c),
+});
 
 export interface Cqe {
   readonly wrId: bigint;
@@ -312,77 +423,62 @@ export interface Cqe {
   readonly slid?: number;
 }
 
-/** flags word at 0x1C: bit0 phase, bit1 SEND, bit2 IMM, bit3 SOLICITED, bits 31..16 slid. */
 export function encodeCqe(c: Cqe, phase: number): Buffer {
   const imm = c.imm ?? null;
   const flags = (phase & 1) | (c.send ? 2 : 0) | (imm !== null ? 4 : 0) | (c.solicited === true ? 8 : 0) | (((c.slid ?? 0) & 0xffff) << 16);
-  return new Writer(CQE_SIZE)
-    .u64(c.wrId)
-    .u32(c.qpn)
-    .u32(c.byteLen)
-    .u8(c.opcode)
-    .u8(c.status)
-    .u16(c.wqeIndex & 0xffff)
-    .u32(imm ?? 0)
-    .u32(c.srcQpn ?? 0)
-    .u32(flags).buf;
+  return CQE.encode({
+    wrId: c.wrId,
+    qpn: c.qpn,
+    byteLen: c.byteLen,
+    opcode: c.opcode,
+    status: c.status,
+    wqeIndex: c.wqeIndex & 0xffff,
+    imm: imm ?? 0,
+    srcQpn: c.srcQpn ?? 0,
+    flags,
+  });
 }
 
-export interface WqeSge {
-  readonly addr: bigint;
-  readonly length: number;
-  readonly lkey: number;
-}
+/** 7.1: a scatter/gather entry. */
+export const SGE = new Layout(16, { addr: u64(0x00), length: u32(0x08), lkey: u32(0x0c) });
+export type WqeSge = Fields<typeof SGE.spec>;
 
-/** A send WQE as laid out in docs/device.md 7.1; which fields mean something depends on the opcode. */
-export interface Wqe {
-  readonly opcode: number;
-  readonly flags: number;
-  readonly numSge: number;
-  readonly inlineLen: number;
-  /** The four bytes at 0x04 as a little-endian u32: written back to the CQE unchanged. */
-  readonly imm: number;
-  readonly wrId: bigint;
-  readonly remoteAddr: bigint;
-  readonly rkey: number;
-  /** UD: the fields at 0x10. */
-  readonly ah: number;
-  readonly remoteQpn: number;
-  readonly remoteQkey: number;
-  readonly compareAdd: bigint;
-  readonly swap: bigint;
-  /** The 32 bytes at 0x20 (SGEs or inline data). */
-  readonly body: Buffer;
-}
+/**
+ * 7.1: a send WQE. Which fields mean something depends on the opcode: 0x10..0x1F is
+ * remote_addr + rkey, or for a UD SEND ah + remote_qpn + remote_qkey; 0x20..0x3F holds the
+ * SGEs or the inline data (`body`), and for atomics compare_add and swap. `imm` is the four bytes
+ * at 0x04 as a little-endian u32: written back to the CQE unchanged.
+ */
+export const SEND_WQE = new Layout(WQE_SIZE, {
+  opcode: u8(0x00),
+  flags: u8(0x01),
+  numSge: u8(0x02),
+  inlineLen: u8(0x03),
+  imm: u32(0x04),
+  wrId: u64(0x08),
+  remoteAddr: u64(0x10),
+  rkey: u32(0x18),
+  ah: u32(0x10),
+  remoteQpn: u32(0x14),
+  remoteQkey: u32(0x18),
+  compareAdd: u64(0x20),
+  swap: u64(0x28),
+  body: bytes(0x20, 32),
+});
+export type Wqe = Fields<typeof SEND_WQE.spec>;
 
 export function decodeWqe(raw: Buffer): Wqe {
-  const r = new Reader(raw);
-  return {
-    opcode: r.u8(),
-    flags: r.u8(),
-    numSge: r.u8(),
-    inlineLen: r.u8(),
-    imm: r.u32(),
-    wrId: r.u64(),
-    remoteAddr: r.at(0x10).u64(),
-    rkey: r.u32(),
-    ah: r.at(0x10).u32(),
-    remoteQpn: r.u32(),
-    remoteQkey: r.u32(),
-    compareAdd: r.at(0x20).u64(),
-    swap: r.u64(),
-    body: raw.subarray(0x20, 0x40),
-  };
+  return SEND_WQE.decode(raw);
 }
+
+/** 7.2: a receive WQE's header; its SGEs follow at RECV_WQE_SGES. */
+export const RECV_WQE = new Layout(WQE_SIZE, { numSge: u8(0x02), wrId: u64(0x08) });
+export const RECV_WQE_SGES = 0x10;
 
 /** `count` SGEs of 16 bytes from `raw` at `offset`. */
 export function decodeSges(raw: Buffer, offset: number, count: number): WqeSge[] {
-  const r = new Reader(raw);
   const out: WqeSge[] = [];
-  for (let i = 0; i < count; i++) {
-    r.at(offset + 16 * i);
-    out.push({ addr: r.u64(), length: r.u32(), lkey: r.u32() });
-  }
+  for (let i = 0; i < count; i++) out.push(SGE.decode(raw, offset + SGE.size * i));
   return out;
 }
 

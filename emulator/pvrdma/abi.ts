@@ -155,7 +155,7 @@ export const MTU_4096 = 5;
 export const PHYS_STATE_LINK_UP = 5;
 
 /** Async event types (enum pvrdma_eqe_type) the device posts. */
-export const EventType = { DeviceFatal: 8, PortActive: 9, PortErr: 10, GidChange: 18 } as const;
+export const EventType = { CqErr: 0, QpFatal: 1, DeviceFatal: 8, PortActive: 9, PortErr: 10, GidChange: 18 } as const;
 
 /** Ring arithmetic exactly as pvrdma_ring.h does it (the driver's idea of valid, full and empty). */
 export function idxValid(idx: number, maxElems: number): boolean {
@@ -164,3 +164,101 @@ export function idxValid(idx: number, maxElems: number): boolean {
 export function ringInc(idx: number, maxElems: number): number {
   return (idx + 1) & ((maxElems << 1) - 1);
 }
+
+/** struct pvrdma_qp_attr (pvrdma_verbs.h), offsets inside it; the IB_QP_* mask bits name its fields. */
+export const QpAttr = {
+  qpState: 0,
+  pathMtu: 8,
+  qkey: 16,
+  rqPsn: 20,
+  sqPsn: 24,
+  destQpNum: 28,
+  accessFlags: 32,
+  minRnrTimer: 44,
+  timeout: 46,
+  retryCnt: 47,
+  rnrRetry: 48,
+  /** struct pvrdma_ah_attr: grh.dgid is its first 16 bytes. */
+  ahAttr: 80,
+} as const;
+
+/** enum pvrdma_qp_attr_mask (= IB_QP_*): the bits MODIFY_QP's attr_mask may carry. */
+export const QpMask = {
+  State: 1 << 0,
+  AccessFlags: 1 << 3,
+  Qkey: 1 << 6,
+  Av: 1 << 7,
+  PathMtu: 1 << 8,
+  Timeout: 1 << 9,
+  RetryCnt: 1 << 10,
+  RnrRetry: 1 << 11,
+  RqPsn: 1 << 12,
+  MinRnrTimer: 1 << 15,
+  SqPsn: 1 << 16,
+  DestQpn: 1 << 20,
+} as const;
+
+/** enum pvrdma_qp_state: the IB values; SQD and SQE are not modelled. */
+export const QP_STATE_MAX = 6;
+
+/** The QP's ring state is page 0 of its page directory: struct pvrdma_ring_state, tx = send queue, rx = receive queue. */
+export const RING_TX_PROD = 0;
+export const RING_TX_CONS = 4;
+export const RING_RX_PROD = 8;
+export const RING_RX_CONS = 12;
+
+/** struct pvrdma_sq_wqe_hdr (vmw_pvrdma-abi.h), 80 bytes, followed by num_sge struct pvrdma_sge. */
+export const SqWqe = {
+  wrId: 0,
+  numSge: 8,
+  opcode: 16,
+  sendFlags: 20,
+  imm: 24,
+  /** wr.rdma and wr.atomic */
+  remoteAddr: 32,
+  rdmaRkey: 40,
+  compareAdd: 40,
+  swap: 48,
+  atomicRkey: 56,
+  /** wr.ud: remote_qpn, remote_qkey, then struct pvrdma_av whose dgid is at +8. */
+  udRemoteQpn: 32,
+  udRemoteQkey: 36,
+  udDgid: 48,
+  size: 80,
+} as const;
+/** struct pvrdma_rq_wqe_hdr: wr_id, num_sge, total_len; the SGEs follow. */
+export const RQ_WQE_HDR_SIZE = 16;
+/** struct pvrdma_sge: addr u64, length u32, lkey u32. */
+export const SGE_SIZE = 16;
+
+/** enum pvrdma_wr_opcode (the values of ibv_wr_opcode). */
+export const WrOp = { RdmaWrite: 0, RdmaWriteImm: 1, Send: 2, SendImm: 3, RdmaRead: 4, AtomicCmpSwp: 5, AtomicFetchAdd: 6 } as const;
+/** enum pvrdma_wr_flags (IB_SEND_*). */
+export const SEND_SIGNALED = 1 << 1;
+export const SEND_SOLICITED = 1 << 2;
+
+/** struct pvrdma_cqe (vmw_pvrdma-abi.h), 64 bytes. */
+export const Cqe = {
+  wrId: 0,
+  qp: 8,
+  opcode: 16,
+  status: 20,
+  byteLen: 24,
+  imm: 28,
+  srcQp: 32,
+  wcFlags: 36,
+  vendorErr: 40,
+  pkeyIndex: 44,
+  slid: 46,
+  portNum: 50,
+  networkHdrType: 57,
+  size: 64,
+} as const;
+/** enum pvrdma_wc_opcode */
+export const WcOp = { Send: 0, RdmaWrite: 1, RdmaRead: 2, CompSwap: 3, FetchAdd: 4, Recv: 1 << 7, RecvRdmaImm: (1 << 7) + 1 } as const;
+/** enum pvrdma_wc_flags */
+export const WC_GRH = 1 << 0;
+export const WC_WITH_IMM = 1 << 1;
+
+/** CREATE_MR flags: PVRDMA_MR_FLAG_DMA, a DMA MR addressing guest memory directly. */
+export const MR_FLAG_DMA = 1;

@@ -5,32 +5,58 @@
 // response (and its interrupt) only for commands whose answer it needs; for the *_RESP_NOOP
 // commands it returns at once (pvrdma_cmd_post with resp NULL), so the device does not interrupt
 // for those: an interrupt arriving later would complete the driver's next command too early.
-import { Cmd, CMD_HDR_SIZE, CMD_NAMES, CMD_RESP_BIT, CMD_RESP_SIZE, MTU_1024, MTU_4096, PAGE_DIR_MAX_PAGES, PHYS_STATE_LINK_UP, PORT_ACTIVE, QP_ATTR_SIZE } from './abi';
+import { DmaError, type DmaAccess } from '../framework/device';
+import { defaultQpAttrs, newQpProto, QpState, QpType, type DpMr, type DpQp, type QpAttrs } from '../datapath/model';
+import {
+  Cmd, CMD_HDR_SIZE, CMD_NAMES, CMD_RESP_BIT, CMD_RESP_SIZE, Cqe, MR_FLAG_DMA, MTU_1024, MTU_4096, PAGE_DIR_MAX_PAGES, PAGE_SIZE, PHYS_STATE_LINK_UP, PORT_ACTIVE, QP_ATTR_SIZE,
+  QP_STATE_MAX, QpAttr, QpMask, RQ_WQE_HDR_SIZE, SGE_SIZE, SqWqe,
+} from './abi';
 import type { PvrdmaConfig } from './config';
 import type { Pvrdma } from './device';
 
 export interface UContext { readonly handle: number; readonly uarPfn: bigint }
 export interface Pd { readonly handle: number; readonly ctx: number }
-export interface Mr { readonly handle: number; readonly pd: number; readonly start: bigint; readonly length: bigint; readonly pdirDma: bigint; readonly nchunks: number; readonly access: number; readonly dma: boolean }
-export interface Cq { readonly handle: number; readonly pdirDma: bigint; readonly nchunks: number; readonly cqe: number; readonly ctx: number; armed: boolean; armedSolicited: boolean }
-export interface Qp {
+/** An MR is the engine's DpMr (its pages resolved from the page directory at CREATE_MR) plus its handle. */
+export interface Mr extends DpMr { readonly handle: number; readonly key: number; readonly dma: boolean }
+export interface Cq {
   readonly handle: number;
-  readonly qpn: number;
-  readonly pd: number;
+  readonly cqe: number;
+  readonly ctx: number;
+  /** Page 0 holds the ring state (its rx half: the device produces), CQEs start at page 1. */
+  readonly pages: readonly bigint[];
+  armed: boolean;
+  armedSolicited: boolean;
+  /** Completions of several QPs land here: one CQE write at a time keeps prod_tail in order. */
+  tail: Promise<void>;
+  /** Overflowed or unwritable: completions are dropped until the CQ is destroyed. */
+  error: boolean;
+}
+/** One work queue inside the QP's pages: `count` WQEs of `wqeSize` bytes from page `firstPage`. */
+export interface WorkQueue { readonly firstPage: number; readonly count: number; readonly wqeSize: number; readonly maxSge: number }
+export interface Qp extends DpQp {
+  readonly handle: number;
   readonly sendCq: number;
   readonly recvCq: number;
-  readonly pdirDma: bigint;
-  readonly totalChunks: number;
-  readonly sendChunks: number;
   readonly qpType: number;
-  readonly maxSendWr: number;
-  readonly maxRecvWr: number;
-  readonly maxSendSge: number;
-  readonly maxRecvSge: number;
-  /** struct pvrdma_qp_attr as last modified (QUERY_QP returns it). */
-  attrs: Buffer;
+  readonly sqSigAll: boolean;
+  /** The QP's pages from its page directory: page 0 ring state, then the send pages, then the receive pages. */
+  readonly pages: readonly bigint[];
+  readonly sq: WorkQueue;
+  readonly rq: WorkQueue;
+  /** struct pvrdma_qp_attr as last modified (QUERY_QP returns it, with the current state). */
+  rawAttrs: Buffer;
+  /** The send queue is being worked on. */
+  running: boolean;
   sendDoorbells: number;
   recvDoorbells: number;
+}
+
+const pow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+
+/** The queue geometry the driver and libvmw_pvrdma compute (pvrdma_set_sq_size, pvrdma_create_qp): only powers of two reach the rings. */
+export function queueGeometry(firstPage: number, maxWr: number, maxSge: number, header: number): WorkQueue {
+  const sges = Math.max(1, maxSge);
+  return { firstPage, count: pow2(maxWr), wqeSize: pow2(header + SGE_SIZE * sges), maxSge: sges };
 }
 
 /** Allocates the lowest free handle in [1, max): the driver indexes its tables by handle % max. */
@@ -71,18 +97,19 @@ export class PvrdmaObjects {
     return { contexts: this.contexts.size, pds: this.pds.size, mrs: this.mrs.size, cqs: this.cqs.size, qps: this.qps.size };
   }
 
-  /** A QP doorbell on a UAR page; the work requests themselves are the data path's. */
-  qpDoorbell(_page: number, handle: number, send: boolean, recv: boolean): boolean {
-    const qp = this.qps.get(handle);
-    if (qp === undefined) return false;
-    if (send) qp.sendDoorbells++;
-    if (recv) qp.recvDoorbells++;
-    return true;
-  }
-
   nextKey(handle: number): number {
     this.mrKey = (this.mrKey + 1) & 0xff;
     return ((handle << 8) | this.mrKey) >>> 0;
+  }
+
+  /** The MR a key names: the key's upper bits are the handle, the low byte must match the current key. */
+  mrByKey(key: number): Mr | undefined {
+    const mr = this.mrs.get(key >>> 8);
+    return mr !== undefined && mr.key === key >>> 0 ? mr : undefined;
+  }
+
+  qpByQpn(qpn: number): Qp | undefined {
+    return this.qps.get(qpn - QPN_BASE);
   }
 }
 
@@ -107,7 +134,7 @@ class CommandError extends Error {
 }
 
 /** Runs one command from the command slot; always returns a response (err set on failure). */
-export function executeCommand(dev: Pvrdma, req: Buffer): CommandOutcome {
+export async function executeCommand(dev: Pvrdma, req: Buffer): Promise<CommandOutcome> {
   const response = Buffer.alloc(CMD_RESP_SIZE);
   const key = req.readBigUInt64LE(0);
   const cmd = req.readUInt32LE(8);
@@ -120,8 +147,9 @@ export function executeCommand(dev: Pvrdma, req: Buffer): CommandOutcome {
   }
   response.writeUInt32LE((CMD_RESP_BIT + cmd) >>> 0, 8);
   try {
-    run(dev, cmd, req, response);
+    await run(dev, cmd, req, response);
   } catch (err) {
+    if (err instanceof DmaError) err = new CommandError(ERR_INVALID, `page directory unreadable: ${err.message}`);
     if (!(err instanceof CommandError)) throw err;
     dev.guestErrors.report('command failed', { cmd: CMD_NAMES[cmd], reason: err.message });
     response.fill(0, CMD_HDR_SIZE);
@@ -140,7 +168,7 @@ function alloc(h: number | null, what: string): number {
   return h;
 }
 
-function run(dev: Pvrdma, cmd: number, req: Buffer, resp: Buffer): void {
+async function run(dev: Pvrdma, cmd: number, req: Buffer, resp: Buffer): Promise<void> {
   const o = dev.objects;
   const c = dev.config;
   switch (cmd) {
@@ -196,12 +224,21 @@ function run(dev: Pvrdma, cmd: number, req: Buffer, resp: Buffer): void {
       const flags = req.readUInt32LE(48);
       const nchunks = req.readUInt32LE(52);
       need(o.pds.get(pd), 'PD');
-      const dma = (flags & 1) !== 0;
-      if (!dma && (length === 0n || length > c.maxMrSize)) throw new CommandError(ERR_INVALID, `MR length ${length}`);
-      if (nchunks > PAGE_DIR_MAX_PAGES) throw new CommandError(ERR_INVALID, `MR of ${nchunks} pages`);
+      const dma = (flags & MR_FLAG_DMA) !== 0;
+      let pages: DpMr['pages'];
+      if (dma) {
+        // A DMA MR addresses guest memory directly (pvrdma_get_dma_mr): every address is its own IOVA.
+        pages = { kind: 'contiguous', dmaAddr: 0n };
+      } else {
+        if (length === 0n || length > c.maxMrSize) throw new CommandError(ERR_INVALID, `MR length ${length}`);
+        if (nchunks < 1 || nchunks > PAGE_DIR_MAX_PAGES) throw new CommandError(ERR_INVALID, `MR of ${nchunks} pages`);
+        // The pages must hold [start, start + length) from start's offset in the first page.
+        if ((start & BigInt(PAGE_SIZE - 1)) + length > BigInt(nchunks) * BigInt(PAGE_SIZE)) throw new CommandError(ERR_INVALID, `MR of ${length} bytes in ${nchunks} pages`);
+        pages = { kind: 'page-list', pageShift: 12, pages: await resolvePageDir(dev.dma, pdirDma, nchunks) };
+      }
       const h = alloc(o.mrs.alloc(), 'MR');
-      o.mrs.set(h, { handle: h, pd, start, length, pdirDma, nchunks, access, dma });
       const k = o.nextKey(h);
+      o.mrs.set(h, { handle: h, key: k, pdn: pd, iova: dma ? 0n : start, length: dma ? (1n << 64n) - 1n : length, pages, access, dma });
       resp.writeUInt32LE(h, 16);
       resp.writeUInt32LE(k, 20);
       resp.writeUInt32LE(k, 24);
@@ -217,9 +254,12 @@ function run(dev: Pvrdma, cmd: number, req: Buffer, resp: Buffer): void {
       const nchunks = req.readUInt32LE(32);
       if (ctx !== 0) need(o.contexts.get(ctx), 'context');
       if (cqe < 1 || cqe > c.maxCqe) throw new CommandError(ERR_INVALID, `${cqe} CQEs`);
-      if (nchunks < 1 || nchunks > PAGE_DIR_MAX_PAGES) throw new CommandError(ERR_INVALID, `CQ of ${nchunks} pages`);
+      if ((cqe & (cqe - 1)) !== 0) throw new CommandError(ERR_INVALID, `${cqe} CQEs is not a power of two`);
+      if (nchunks < 2 || nchunks > PAGE_DIR_MAX_PAGES) throw new CommandError(ERR_INVALID, `CQ of ${nchunks} pages`);
+      if ((nchunks - 1) * PAGE_SIZE < cqe * Cqe.size) throw new CommandError(ERR_INVALID, `${cqe} CQEs do not fit ${nchunks - 1} pages`);
+      const pages = await resolvePageDir(dev.dma, pdirDma, nchunks);
       const h = alloc(o.cqs.alloc(), 'CQ');
-      o.cqs.set(h, { handle: h, pdirDma, nchunks, cqe, ctx, armed: false, armedSolicited: false });
+      o.cqs.set(h, { handle: h, cqe, ctx, pages, armed: false, armedSolicited: false, tail: Promise.resolve(), error: false });
       resp.writeUInt32LE(h, 16);
       resp.writeUInt32LE(cqe, 20);
       return;
@@ -240,6 +280,7 @@ function run(dev: Pvrdma, cmd: number, req: Buffer, resp: Buffer): void {
       const maxRecvSge = req.readUInt32LE(52);
       const totalChunks = req.readUInt16LE(68);
       const sendChunks = req.readUInt16LE(70);
+      const sqSigAll = req.readUInt8(74) !== 0;
       const qpType = req.readUInt8(75);
       const isSrq = req.readUInt8(76);
       need(o.pds.get(pd), 'PD');
@@ -247,10 +288,23 @@ function run(dev: Pvrdma, cmd: number, req: Buffer, resp: Buffer): void {
       need(o.cqs.get(recvCq), 'receive CQ');
       if (isSrq) throw new CommandError(ERR_UNSUPPORTED, 'QP on an SRQ');
       if (maxSendWr > c.maxQpWr || maxRecvWr > c.maxQpWr || maxSendSge > c.maxSge || maxRecvSge > c.maxSge) throw new CommandError(ERR_INVALID, 'QP capacity above the device limits');
-      if (sendChunks > totalChunks) throw new CommandError(ERR_INVALID, 'send_chunks > total_chunks');
+      if (sendChunks + 1 > totalChunks) throw new CommandError(ERR_INVALID, 'send_chunks + the ring page > total_chunks');
+      // Page 0 is the ring state, then send_chunks send pages, then the receive pages (pvrdma_create_qp).
+      const sq = queueGeometry(1, maxSendWr, maxSendSge, SqWqe.size);
+      const rq = queueGeometry(1 + sendChunks, maxRecvWr, maxRecvSge, RQ_WQE_HDR_SIZE);
+      if (sq.count * sq.wqeSize > sendChunks * PAGE_SIZE) throw new CommandError(ERR_INVALID, `${sq.count} send WQEs of ${sq.wqeSize} bytes do not fit ${sendChunks} pages`);
+      const recvPages = totalChunks - 1 - sendChunks;
+      if (maxRecvWr > 0 && rq.count * rq.wqeSize > recvPages * PAGE_SIZE) throw new CommandError(ERR_INVALID, `${rq.count} receive WQEs of ${rq.wqeSize} bytes do not fit ${recvPages} pages`);
+      const pages = await resolvePageDir(dev.dma, pdirDma, totalChunks);
       const h = alloc(o.qps.alloc(), 'QP');
       const qpn = QPN_BASE + h;
-      o.qps.set(h, { handle: h, qpn, pd, sendCq, recvCq, pdirDma, totalChunks, sendChunks, qpType, maxSendWr, maxRecvWr, maxSendSge, maxRecvSge, attrs: Buffer.alloc(QP_ATTR_SIZE), sendDoorbells: 0, recvDoorbells: 0 });
+      // SMI and GSI QPs (the MAD layer's) carry no traffic here; they are datagram QPs to the engine.
+      const type = qpType === QpType.Rc || qpType === QpType.Uc ? (qpType as QpType) : QpType.Ud;
+      const attrs = defaultQpAttrs();
+      o.qps.set(h, {
+        handle: h, qpn, pdn: pd, type, hasRecvQueue: maxRecvWr > 0, state: QpState.Reset, attrs, proto: newQpProto(attrs),
+        sendCq, recvCq, qpType, sqSigAll, pages, sq, rq, rawAttrs: Buffer.alloc(QP_ATTR_SIZE), running: false, sendDoorbells: 0, recvDoorbells: 0,
+      });
       // struct pvrdma_cmd_create_qp_resp_v2 (device version >= PVRDMA_QPHANDLE_VERSION)
       resp.writeUInt32LE(qpn, 16);
       resp.writeUInt32LE(h, 20);
@@ -264,36 +318,72 @@ function run(dev: Pvrdma, cmd: number, req: Buffer, resp: Buffer): void {
     case Cmd.ModifyQp: {
       const qp = need(o.qps.get(req.readUInt32LE(16)), 'QP');
       const mask = req.readUInt32LE(20);
-      const attrs = req.subarray(24, 24 + QP_ATTR_SIZE);
-      // Keep the attributes the mask names (IB_QP_* bit order = pvrdma_qp_attr_mask); the state always.
-      const next = Buffer.from(qp.attrs);
-      if (mask & 1) next.writeUInt32LE(attrs.readUInt32LE(0), 0);
-      if (mask !== 0) attrs.copy(next, 4, 4);
-      qp.attrs = next;
+      const raw = req.subarray(24, 24 + QP_ATTR_SIZE);
+      const state = mask & QpMask.State ? raw.readUInt32LE(QpAttr.qpState) : qp.state;
+      if (state > QP_STATE_MAX || state === 4 || state === 5) throw new CommandError(ERR_UNSUPPORTED, `QP state ${state}`);
+      const next = Buffer.from(qp.rawAttrs);
+      if (mask !== 0) raw.copy(next, 4, 4);
+      qp.rawAttrs = next;
+      modifyQpAttrs(qp.attrs, mask, raw, (gid) => dev.gidToLid(gid));
+      dev.datapath.moveQp(qp, state as QpState);
       return;
     }
     case Cmd.QueryQp: {
       const qp = need(o.qps.get(req.readUInt32LE(16)), 'QP');
-      qp.attrs.copy(resp, 16);
+      qp.rawAttrs.copy(resp, 16);
+      // The state is the device's: an error completion may have moved the QP to ERR since.
+      resp.writeUInt32LE(qp.state, 16 + QpAttr.qpState);
+      resp.writeUInt32LE(qp.state, 16 + 4);
       return;
     }
     case Cmd.DestroyQp:
-      o.qps.delete(need(o.qps.get(req.readUInt32LE(16)), 'QP').handle);
+      dev.datapath.destroyQp(need(o.qps.get(req.readUInt32LE(16)), 'QP'));
       resp.writeUInt32LE(0, 16);
       return;
     case Cmd.CreateBind: {
       const index = req.readUInt32LE(24);
       if (index >= dev.gids.length) throw new CommandError(ERR_INVALID, `GID index ${index}`);
-      dev.gids[index] = Buffer.from(req.subarray(28, 44));
+      dev.bindGid(index, Buffer.from(req.subarray(28, 44)));
       return;
     }
     case Cmd.DestroyBind: {
       const index = req.readUInt32LE(16);
       if (index >= dev.gids.length) throw new CommandError(ERR_INVALID, `GID index ${index}`);
-      dev.gids[index] = null;
+      dev.bindGid(index, null);
       return;
     }
     default:
       throw new CommandError(ERR_UNSUPPORTED, `${CMD_NAMES[cmd]} is not emulated (the device offers no SRQ)`);
   }
+}
+
+/** Applies the attributes MODIFY_QP's mask names to the engine's view of the QP; `route` turns the AV's GID into a LID. */
+export function modifyQpAttrs(a: QpAttrs, mask: number, raw: Buffer, route: (gid: Buffer) => number | undefined): void {
+  if (mask & QpMask.AccessFlags) a.accessFlags = raw.readUInt32LE(QpAttr.accessFlags);
+  if (mask & QpMask.Qkey) a.qkey = raw.readUInt32LE(QpAttr.qkey);
+  if (mask & QpMask.DestQpn) a.destQpn = raw.readUInt32LE(QpAttr.destQpNum) & 0xffffff;
+  if (mask & QpMask.RqPsn) a.rqPsn = raw.readUInt32LE(QpAttr.rqPsn) & 0xffffff;
+  if (mask & QpMask.SqPsn) a.sqPsn = raw.readUInt32LE(QpAttr.sqPsn) & 0xffffff;
+  if (mask & QpMask.PathMtu) a.pathMtu = raw.readUInt32LE(QpAttr.pathMtu);
+  if (mask & QpMask.Timeout) a.timeout = raw.readUInt8(QpAttr.timeout) & 31;
+  if (mask & QpMask.RetryCnt) a.retryCnt = raw.readUInt8(QpAttr.retryCnt) & 7;
+  if (mask & QpMask.RnrRetry) a.rnrRetry = raw.readUInt8(QpAttr.rnrRetry) & 7;
+  if (mask & QpMask.MinRnrTimer) a.minRnrTimer = raw.readUInt8(QpAttr.minRnrTimer) & 31;
+  if (mask & QpMask.Av) {
+    // RoCE: the peer is named by its GID. An unknown GID routes nowhere (LID 0xffff): the requester's
+    // retries then end the WQE with RETRY_EXC, as on a wire with no such host.
+    a.dlid = route(raw.subarray(QpAttr.ahAttr, QpAttr.ahAttr + 16)) ?? 0xffff;
+  }
+}
+
+/** Resolves `count` pages of a page directory: dir[i >> 9] names a table, table[i & 511] the page (pvrdma_page_dir_get_dma). */
+export async function resolvePageDir(dma: DmaAccess, pdirDma: bigint, count: number): Promise<bigint[]> {
+  if (!Number.isInteger(count) || count < 1 || count > PAGE_DIR_MAX_PAGES) throw new CommandError(ERR_INVALID, `page directory of ${count} pages`);
+  const dir = await dma.read(pdirDma, PAGE_SIZE);
+  const pages: bigint[] = [];
+  for (let t = 0; t * 512 < count; t++) {
+    const table = await dma.read(dir.readBigUInt64LE(t * 8), PAGE_SIZE);
+    for (let i = 0; i < 512 && t * 512 + i < count; i++) pages.push(table.readBigUInt64LE(i * 8));
+  }
+  return pages;
 }

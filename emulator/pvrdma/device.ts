@@ -6,17 +6,18 @@
 // after its write. Commands go through one command slot and one response slot (pages the DSR names),
 // started by a write to REQUEST. Async events and CQ notifications are rings behind page
 // directories. What is and is not emulated: docs/pvrdma.md.
-import type { Logger } from 'pino';
-import { moduleLogger } from '../../src/log';
+import pino, { type Logger } from 'pino';
 import type { BarDecl, CapabilityDecl, DeviceContext, DmaAccess, PciDevice, PciIdentity } from '../framework/device';
 import { DmaError } from '../framework/device';
 import { GuestErrorLog } from '../framework/guest-errors';
 import {
-  BAR_MSIX, BAR_REG, BAR_UAR, Caps, Ctl, DEVICE_MODE_ROCE, Dsr, EventType, GID_TYPE_FLAG_ROCE_V1, idxValid, PAGE_DIR_MAX_PAGES, PAGE_SIZE, PCI_DEVICE_ID_VMWARE_PVRDMA,
-  PCI_VENDOR_ID_VMWARE, PDIR_SHIFT, PTABLE_SHIFT, PVRDMA_CLASS_CODE, PVRDMA_MAX_INTERRUPTS, PVRDMA_PPN64_VERSION, PVRDMA_VERSION, Reg, ringInc, UAR_CQ_ARM, UAR_CQ_ARM_SOL,
+  BAR_MSIX, BAR_REG, BAR_UAR, Caps, Ctl, DEVICE_MODE_ROCE, Dsr, EventType, GID_TYPE_FLAG_ROCE_V1, idxValid, PAGE_SIZE, PCI_DEVICE_ID_VMWARE_PVRDMA,
+  PCI_VENDOR_ID_VMWARE, PVRDMA_CLASS_CODE, PVRDMA_MAX_INTERRUPTS, PVRDMA_PPN64_VERSION, PVRDMA_VERSION, Reg, ringInc, UAR_CQ_ARM, UAR_CQ_ARM_SOL, UAR_CQ_POLL,
   UAR_CQ_OFFSET, UAR_HANDLE_MASK, UAR_QP_OFFSET, UAR_QP_RECV, UAR_QP_SEND, UAR_SRQ_OFFSET, Vector,
 } from './abi';
-import { executeCommand, PvrdmaObjects } from './commands';
+import { executeCommand, PvrdmaObjects, resolvePageDir } from './commands';
+import { PvrdmaDataPath } from './datapath';
+import { sharedFabric, type Fabric } from '../datapath/fabric';
 import { validatePvrdmaConfig, type PvrdmaConfig, type PvrdmaConfigInput } from './config';
 
 const BAR1_SIZE = 4096;
@@ -37,24 +38,6 @@ export interface PdirRing {
   readonly slots: number;
 }
 
-/** Resolves `count` pages of a page directory (pvrdma_page_dir_get_dma's layout) by DMA. */
-export async function resolvePageDir(dma: DmaAccess, pdirDma: bigint, count: number): Promise<bigint[]> {
-  if (!Number.isInteger(count) || count < 1 || count > PAGE_DIR_MAX_PAGES) throw new RangeError(`page directory of ${count} pages`);
-  const dir = await dma.read(pdirDma, PAGE_SIZE);
-  const tables = new Map<number, Buffer>();
-  const pages: bigint[] = [];
-  for (let i = 0; i < count; i++) {
-    const d = (i >> PDIR_SHIFT) & 1;
-    let table = tables.get(d);
-    if (table === undefined) {
-      table = await dma.read(dir.readBigUInt64LE(d * 8), PAGE_SIZE);
-      tables.set(d, table);
-    }
-    pages.push(table.readBigUInt64LE(((i >> PTABLE_SHIFT) & 0x1ff) * 8));
-  }
-  return pages;
-}
-
 export interface PvrdmaStatus {
   /** ACTIVATE done (what `vrnic status` shows as ready). */
   readonly ready: boolean;
@@ -68,6 +51,8 @@ export interface PvrdmaStatus {
 
 export interface CreatePvrdmaOptions {
   readonly log?: Logger;
+  /** The wire to other devices; the process's shared fabric by default. */
+  readonly fabric?: Fabric;
 }
 
 export class Pvrdma implements PciDevice {
@@ -84,9 +69,12 @@ export class Pvrdma implements PciDevice {
   readonly bars: readonly BarDecl[];
   readonly config: PvrdmaConfig;
   readonly objects: PvrdmaObjects;
-  readonly log: Logger;
-  readonly guestErrors: GuestErrorLog;
-  readonly counters = { commands: 0, commandErrors: 0, interrupts: 0, doorbells: 0, events: 0, cqNotifications: 0, resets: 0 };
+  /** The logger given at creation, else the device context's from attach() on (silent before). */
+  log: Logger;
+  guestErrors: GuestErrorLog;
+  private readonly ownLog: boolean;
+  readonly counters = { commands: 0, commandErrors: 0, interrupts: 0, doorbells: 0, sendDoorbells: 0, recvDoorbells: 0, cqPolls: 0, cqArms: 0, events: 0, cqNotifications: 0, completions: 0, resets: 0 };
+  readonly datapath: PvrdmaDataPath;
 
   /** GID table, written by CREATE_BIND (16 bytes per index). */
   readonly gids: (Buffer | null)[];
@@ -109,10 +97,12 @@ export class Pvrdma implements PciDevice {
 
   constructor(config: PvrdmaConfig, opts: CreatePvrdmaOptions = {}) {
     this.config = config;
-    this.log = opts.log ?? moduleLogger('pvrdma');
+    this.ownLog = opts.log !== undefined;
+    this.log = opts.log ?? pino({ level: 'silent' });
     this.guestErrors = new GuestErrorLog(this.log);
     this.objects = new PvrdmaObjects(config);
     this.gids = new Array<Buffer | null>(config.gidTableLength).fill(null);
+    this.datapath = new PvrdmaDataPath(this, opts.fabric ?? sharedFabric());
     this.mac = [config.mac & 0xffffffff, Math.floor(config.mac / 2 ** 32) & 0xffff];
     // The driver asks for up to three MSI-X vectors, else one MSI or INTx vector (pvrdma_alloc_intrs).
     this.capabilities =
@@ -137,15 +127,43 @@ export class Pvrdma implements PciDevice {
 
   attach(ctx: DeviceContext): void {
     this.ctx = ctx;
+    if (!this.ownLog) {
+      this.log = ctx.log;
+      this.guestErrors = new GuestErrorLog(ctx.log);
+    }
     this.log.info({ irq: this.config.irq, numUars: this.config.numUars }, 'PVRDMA attached');
   }
 
   clientChanged(connected: boolean): void {
+    // What the guest did with the device, for a run's log (an unplug's evidence: traffic up to the end).
+    if (!connected) this.log.info({ counters: this.counters, engine: this.datapath.engine.stats, guestErrors: this.guestErrors.count() }, 'client gone');
     if (!connected) this.reset();
   }
 
   close(): void {
     this.epoch++;
+    this.datapath.close();
+    this.log.info({ counters: this.counters, engine: this.datapath.engine.stats, guestErrors: this.guestErrors.count() }, 'PVRDMA closed');
+  }
+
+  /** Work begun under an older epoch (before a reset) writes nothing more. */
+  get epochNow(): number {
+    return this.epoch;
+  }
+
+  /** CREATE_BIND / DESTROY_BIND: the GID table, and the fabric's map from GIDs to this port. */
+  bindGid(index: number, gid: Buffer | null): void {
+    const old = this.gids[index];
+    const fabric = this.datapath.fabric;
+    if (old) fabric.unbindAddress(this.datapath.lid, old.toString('hex'));
+    this.gids[index] = gid;
+    if (gid !== null) fabric.bindAddress(this.datapath.lid, gid.toString('hex'));
+  }
+
+  /** The fabric LID a destination GID names: 0 (this port) for one of its own GIDs, undefined when nobody has it. */
+  gidToLid(gid: Buffer): number | undefined {
+    if (this.gids.some((g) => g !== null && g.equals(gid))) return 0;
+    return this.datapath.fabric.resolve(gid.toString('hex'));
   }
 
   reset(): void {
@@ -159,7 +177,7 @@ export class Pvrdma implements PciDevice {
     this.err = 0;
     this.icr = 0;
     this.imr = 0xffffffff;
-    this.gids.fill(null);
+    for (let i = 0; i < this.gids.length; i++) this.bindGid(i, null);
     this.objects.reset();
     this.ctx?.irq.setLevel(false);
     this.counters.resets++;
@@ -347,7 +365,7 @@ export class Pvrdma implements PciDevice {
         return;
       }
       if (epoch !== this.epoch) return;
-      const out = executeCommand(this, req);
+      const out = await executeCommand(this, req);
       this.counters.commands++;
       if (out.response.readUInt8(12) !== 0) this.counters.commandErrors++;
       try {
@@ -374,15 +392,30 @@ export class Pvrdma implements PciDevice {
     const handle = v & UAR_HANDLE_MASK;
     this.counters.doorbells++;
     if (at === UAR_QP_OFFSET) {
-      this.objects.qpDoorbell(page, handle, (v & UAR_QP_SEND) !== 0, (v & UAR_QP_RECV) >>> 0 !== 0);
+      const qp = this.objects.qps.get(handle);
+      if (qp === undefined) {
+        this.guestErrors.report('QP doorbell for an unknown QP', { page, handle });
+        return;
+      }
+      if (v & UAR_QP_SEND) {
+        this.counters.sendDoorbells++;
+        this.datapath.sendDoorbell(qp);
+      }
+      if (v & UAR_QP_RECV) {
+        this.counters.recvDoorbells++;
+        this.datapath.recvDoorbell(qp);
+      }
     } else if (at === UAR_CQ_OFFSET) {
       const cq = this.objects.cqs.get(handle);
       if (cq === undefined) {
         this.guestErrors.report('CQ doorbell for an unknown CQ', { page, handle });
         return;
       }
+      if (v & (UAR_CQ_ARM | UAR_CQ_ARM_SOL)) this.counters.cqArms++;
       if (v & UAR_CQ_ARM) cq.armed = true;
       if (v & UAR_CQ_ARM_SOL) cq.armedSolicited = true;
+      // POLL: libvmw_pvrdma writes it at every empty poll, for a device whose CQ lives elsewhere; here the ring is in guest memory.
+      if (v & UAR_CQ_POLL) this.counters.cqPolls++;
     } else if (at === UAR_SRQ_OFFSET) {
       this.guestErrors.report('SRQ doorbell, but the device offers no SRQ', { page, handle });
     } else {

@@ -77,4 +77,65 @@ struct vrnic_create_qp_resp {
 	__u32 reserved;
 };
 
+/* The PCI function user space looks for in sysfs (and the driver binds to). */
+#define VRNIC_PCI_VENDOR_ID	0x1234
+#define VRNIC_PCI_DEVICE_ID	0x7a01
+
+/*
+ * A UAR page as user space sees it through the mmap (docs/device.md section 7): 8-byte doorbell
+ * slots below VRNIC_UAR_DOORBELL_END, even slots for QPs and odd slots for CQs; the device
+ * ignores the rest of the page, so software may keep words of its own there.
+ */
+#define VRNIC_UAR_PAGE_SIZE	4096
+#define VRNIC_UAR_DOORBELL_END	0x800
+#define VRNIC_UAR_SCRATCH	0x800
+#define VRNIC_UAR_SLOT_BYTES	8
+
+/*
+ * Doorbell words: a QP slot holds the SQ doorbell at +0 and the RQ doorbell at +4, a CQ slot
+ * the CQ doorbell at +0 and the arm word at +4. Each doorbell is the object's number in the
+ * high half and a 16-bit free-running index in the low half.
+ */
+#define VRNIC_DB_RQ_OFFSET	4
+#define VRNIC_DB_ARM_OFFSET	4
+#define VRNIC_DB_HANDLE_SHIFT	16
+#define VRNIC_DB_INDEX_MASK	0xffffu
+/* The arm word: ARM, an arm sequence number from bit 16 up, the consumer index below. */
+#define VRNIC_DB_ARM		0x80000000u
+#define VRNIC_DB_ARM_SEQ_SHIFT	16
+#define VRNIC_DB(handle, index) \
+	(((__u32)(handle) << VRNIC_DB_HANDLE_SHIFT) | ((__u32)(index) & VRNIC_DB_INDEX_MASK))
+
+/* Send WQE (docs/device.md 7.1): the header, then RDMA's remote address and SGE 0. */
+#define VRNIC_WQE_BYTES		64
+#define VRNIC_WQE_OPCODE	0x00	/* u8 */
+#define VRNIC_WQE_NUM_SGE	0x02	/* u8 */
+#define VRNIC_WQE_WR_ID		0x08	/* u64 */
+#define VRNIC_WQE_REMOTE_ADDR	0x10	/* u64 */
+#define VRNIC_WQE_RKEY		0x18	/* u32 */
+#define VRNIC_WQE_SGE0		0x20	/* send WQE; a receive WQE's SGE 0 is at 0x10 */
+#define VRNIC_RECV_WQE_SGE0	0x10
+#define VRNIC_SGE_ADDR		0x00	/* u64, inside an SGE */
+#define VRNIC_SGE_LENGTH	0x08	/* u32 */
+#define VRNIC_SGE_LKEY		0x0c	/* u32 */
+
+enum vrnic_wqe_opcode {
+	VRNIC_WQE_OP_NOP = 0,
+	VRNIC_WQE_OP_SEND = 1,
+	VRNIC_WQE_OP_RDMA_WRITE = 3,
+	VRNIC_WQE_OP_RDMA_READ = 5,
+};
+
+/* Completion queue entry (docs/device.md 7.3); the device writes the flags word last. */
+#define VRNIC_CQE_BYTES		32
+#define VRNIC_CQE_WR_ID		0x00	/* u64 */
+#define VRNIC_CQE_QPN		0x08	/* u32 */
+#define VRNIC_CQE_BYTE_LEN	0x0c	/* u32 */
+#define VRNIC_CQE_OPCODE	0x10	/* u8 */
+#define VRNIC_CQE_STATUS	0x11	/* u8: 0 is OK */
+#define VRNIC_CQE_FLAGS_WORD	0x1c	/* u32 */
+/* Every completion entry the device writes (user, admin, event) has its phase in bit 0. */
+#define VRNIC_CQE_PHASE		0x1u
+#define VRNIC_CQE_SEND		0x2u	/* the entry completes a send queue WQE */
+
 #endif /* VRNIC_ABI_H */

@@ -8,12 +8,12 @@
 #include <linux/compiler_attributes.h>
 #include <linux/types.h>
 
-#define VRNIC_PCI_VENDOR_ID	0x1234
-#define VRNIC_PCI_DEVICE_ID	0x7a01
+#include "vrnic-abi.h"
+
+/* The PCI IDs, the UAR page layout and the user ring entries are in vrnic-abi.h. */
 
 #define VRNIC_BAR_REGS		0
 #define VRNIC_BAR_UAR		2
-#define VRNIC_UAR_PAGE_SIZE	4096
 
 /* BAR0 registers, 32-bit accesses. */
 #define VRNIC_REG_VERSION	0x000
@@ -176,11 +176,7 @@ struct vrnic_acqe {
 } __packed;
 static_assert(sizeof(struct vrnic_acqe) == 16);
 
-#define VRNIC_CQE_PHASE		BIT(0)
-
 #define VRNIC_REG_MR_FLAG_PAGE_LIST	BIT(0)
-#define VRNIC_CQE_BYTES		32
-#define VRNIC_WQE_BYTES		64
 #define VRNIC_MR_ACCESS_MASK	(BIT(0) | BIT(1) | BIT(2) | BIT(3))
 #define VRNIC_MAX_MR_PAGES	65536
 
@@ -243,9 +239,5 @@ struct vrnic_hw_port_attr {
 	u8 gid0[16];		/* network order */
 } __packed;
 static_assert(sizeof(struct vrnic_hw_port_attr) == 64);
-
-/* UAR page: 8-byte doorbell slots below 0x800 (even: QPs, odd: CQs), software scratch above. */
-#define VRNIC_UAR_DOORBELL_END	0x800
-#define VRNIC_UAR_SCRATCH	0x800
 
 #endif /* VRNIC_HW_H */

@@ -12,11 +12,9 @@
  * usage, 3 no vrnic device, 5 the peer process failed.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -26,41 +24,20 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <termios.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <rdma/ib_user_verbs.h>
-#include <rdma/ib_user_ioctl_verbs.h>
-#include "vrnic-abi.h"
+#include "device.h"
+#include "report.h"
+#include "uverbs.h"
 
-#define PAGE 4096u
+/* The largest message, and where in the MR the answer to a message lands. */
+#define MSG_MAX 4096u
+#define ANSWER_OFF MSG_MAX
 #define BUF_BYTES (64u * 1024u)	/* the MR: ping-pong slots, then the WRITE and READ regions */
 #define XFER_OFF (16u * 1024u)	/* where WRITE lands in the responder's MR */
 #define READ_OFF (32u * 1024u)	/* what READ fetches from the responder's MR */
 #define LAND_OFF (48u * 1024u)	/* where READ lands in the requester's MR */
 #define XFER_MAX (16u * 1024u)
-
-/* Linux IB_QP_* attribute bits, as the device takes them (docs/device.md MODIFY_QP). */
-#define QP_STATE 0x1u
-#define QP_ACCESS_FLAGS 0x8u
-#define QP_PKEY_INDEX 0x10u
-#define QP_PORT 0x20u
-#define QP_AV 0x80u
-#define QP_PATH_MTU 0x100u
-#define QP_TIMEOUT 0x200u
-#define QP_RETRY_CNT 0x400u
-#define QP_RNR_RETRY 0x800u
-#define QP_RQ_PSN 0x1000u
-#define QP_MAX_QP_RD_ATOMIC 0x2000u
-#define QP_MIN_RNR_TIMER 0x8000u
-#define QP_SQ_PSN 0x10000u
-#define QP_MAX_DEST_RD_ATOMIC 0x20000u
-#define QP_DEST_QPN 0x100000u
-
-/* WQE opcodes, flags and CQE fields (docs/device.md 7.1-7.3). */
-enum { OP_SEND = 1, OP_RDMA_WRITE = 3, OP_RDMA_READ = 5 };
-#define CQE_PHASE 0x1u
-#define CQE_SEND 0x2u
 
 static struct {
 	double wait_device_s;
@@ -73,98 +50,10 @@ static struct {
 	const char *peer_tty;	/* that side's line to the host, which relays the peer's endpoint */
 } opt = { .wait_device_s = 5, .iters = 200, .size = 64, .traffic = false, .idle_ms = 500 };
 
-static int out_fd = 1;
-static struct timespec t0;
+/* The label of this process's reports: requester, responder, or main. */
 static const char *role = "main";
 
-static double now_ms(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (t.tv_sec - t0.tv_sec) * 1e3 + (t.tv_nsec - t0.tv_nsec) / 1e6;
-}
-
-static void report(const char *event, const char *fmt, ...)
-{
-	char line[1024];
-	int n;
-
-	n = snprintf(line, sizeof(line), "VRNIC-TEST {\"event\":\"%s\",\"t_ms\":%.3f,\"pid\":%d,\"label\":\"%s\"",
-		     event, now_ms(), (int)getpid(), role);
-	if (fmt && *fmt && n < (int)sizeof(line)) {
-		va_list ap;
-
-		line[n++] = ',';
-		va_start(ap, fmt);
-		n += vsnprintf(line + n, sizeof(line) - n, fmt, ap);
-		va_end(ap);
-	}
-	if (n > (int)sizeof(line) - 3)
-		n = sizeof(line) - 3;
-	line[n++] = '}';
-	line[n++] = '\n';
-	if (write(out_fd, line, n) < 0 && out_fd != 1)
-		(void)!write(1, line, n);
-}
-
-/* ---- device and uverbs commands ----------------------------------------------------------- */
-
-static bool find_device(char *path, size_t len)
-{
-	DIR *dir = opendir("/sys/class/infiniband_verbs");
-	struct dirent *de;
-	bool found = false;
-
-	if (!dir)
-		return false;
-	while (!found && (de = readdir(dir))) {
-		char p[320], ibdev[64] = "";
-		int fd;
-		ssize_t n;
-
-		if (strncmp(de->d_name, "uverbs", 6))
-			continue;
-		snprintf(p, sizeof(p), "/sys/class/infiniband_verbs/%s/ibdev", de->d_name);
-		fd = open(p, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		n = read(fd, ibdev, sizeof(ibdev) - 1);
-		close(fd);
-		if (n < 5 || strncmp(ibdev, "vrnic", 5))
-			continue;
-		snprintf(path, len, "/dev/infiniband/%s", de->d_name);
-		found = true;
-	}
-	closedir(dir);
-	return found;
-}
-
-static int uverbs_cmd(int fd, uint32_t command, void *req, size_t len, size_t out_len)
-{
-	struct ib_uverbs_cmd_hdr *hdr = req;
-
-	hdr->command = command;
-	hdr->in_words = len / 4;
-	hdr->out_words = out_len / 4;
-	if (write(fd, req, len) != (ssize_t)len)
-		return -errno;
-	return 0;
-}
-
-/* QUERY_DEVICE: the cheap question whose EIO says the device was disassociated. */
-static int device_alive(int fd)
-{
-	struct {
-		struct ib_uverbs_cmd_hdr hdr;
-		struct ib_uverbs_query_device cmd;
-	} req;
-	struct ib_uverbs_query_device_resp resp;
-
-	memset(&req, 0, sizeof(req));
-	req.cmd.response = (uintptr_t)&resp;
-	return uverbs_cmd(fd, IB_USER_VERBS_CMD_QUERY_DEVICE, &req, sizeof(req), sizeof(resp));
-}
+/* ---- one side's verbs objects ------------------------------------------------------------- */
 
 /* What one side tells the other to connect and to reach its MR. */
 struct endpoint {
@@ -196,20 +85,26 @@ static volatile uint32_t *uar_slot(const struct side *s, uint32_t uar_index, uin
 	uint32_t page = uar_index - s->ctx.uar_index;
 
 	/* The driver's answer is trusted only as far as the mapping reaches. */
-	if (uar_index < s->ctx.uar_index || page >= s->ctx.num_uars || offset >= PAGE / 2 || offset % 4)
+	if (uar_index < s->ctx.uar_index || page >= s->ctx.num_uars || offset >= VRNIC_UAR_DOORBELL_END || offset % 4)
 		return NULL;
-	return s->uar + (page * PAGE + offset) / 4;
+	return s->uar + (page * VRNIC_UAR_PAGE_SIZE + offset) / 4;
 }
 
 static void *ring_page(void)
 {
-	void *p = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	void *p = mmap(NULL, VRNIC_USER_RING_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 
 	return p == MAP_FAILED ? NULL : p;
 }
 
 static int side_setup(const char *path, struct side *s, const char **step)
 {
+	struct ib_uverbs_query_port_resp port;
+	struct ib_uverbs_reg_mr_resp mr;
+	struct vrnic_create_cq_resp cq;
+	struct vrnic_create_qp_resp qp;
+	uint32_t pdn;
+	void *p;
 	int err;
 
 	memset(s, 0, sizeof(*s));
@@ -217,280 +112,167 @@ static int side_setup(const char *path, struct side *s, const char **step)
 	s->fd = open(path, O_RDWR | O_CLOEXEC);
 	if (s->fd < 0)
 		return -errno;
-	{
-		struct {
-			struct ib_uverbs_cmd_hdr hdr;
-			struct ib_uverbs_get_context cmd;
-			struct vrnic_alloc_ucontext_req drv;
-		} req = { 0 };
-		struct {
-			struct ib_uverbs_get_context_resp core;
-			struct vrnic_alloc_ucontext_resp drv;
-		} resp = { 0 };
-		void *p;
 
-		*step = "get-context";
-		req.cmd.response = (uintptr_t)&resp;
-		req.drv.num_uars = 1;
-		err = uverbs_cmd(s->fd, IB_USER_VERBS_CMD_GET_CONTEXT, &req, sizeof(req), sizeof(resp));
-		if (err)
-			return err;
-		s->ctx = resp.drv;
-		if (s->ctx.num_uars < 1 || s->ctx.num_uars > VRNIC_MAX_UARS_PER_CONTEXT)
-			return -EPROTO;
-		*step = "mmap";
-		p = mmap(NULL, (size_t)s->ctx.num_uars * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd,
-			 (off_t)s->ctx.uar_mmap_offset);
-		if (p == MAP_FAILED)
-			return -errno;
-		s->uar = p;
-	}
-	{
-		struct {
-			struct ib_uverbs_cmd_hdr hdr;
-			struct ib_uverbs_query_port cmd;
-		} req = { 0 };
-		struct ib_uverbs_query_port_resp resp = { 0 };
+	*step = "get-context";
+	err = uv_get_context(s->fd, 1, &s->ctx, NULL);
+	if (err)
+		return err;
+	if (s->ctx.num_uars < 1 || s->ctx.num_uars > VRNIC_MAX_UARS_PER_CONTEXT)
+		return -EPROTO;
+	*step = "mmap";
+	p = mmap(NULL, (size_t)s->ctx.num_uars * VRNIC_UAR_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd,
+		 (off_t)s->ctx.uar_mmap_offset);
+	if (p == MAP_FAILED)
+		return -errno;
+	s->uar = p;
 
-		*step = "query-port";
-		req.cmd.response = (uintptr_t)&resp;
-		req.cmd.port_num = 1;
-		err = uverbs_cmd(s->fd, IB_USER_VERBS_CMD_QUERY_PORT, &req, sizeof(req), sizeof(resp));
-		if (err)
-			return err;
-		s->lid = resp.lid;
-	}
-	{
-		struct {
-			struct ib_uverbs_cmd_hdr hdr;
-			struct ib_uverbs_alloc_pd cmd;
-		} req = { 0 };
-		struct {
-			struct ib_uverbs_alloc_pd_resp core;
-			struct vrnic_alloc_pd_resp drv;
-		} resp = { 0 };
+	*step = "query-port";
+	err = uv_query_port(s->fd, 1, &port);
+	if (err)
+		return err;
+	s->lid = port.lid;
 
-		*step = "alloc-pd";
-		req.cmd.response = (uintptr_t)&resp;
-		err = uverbs_cmd(s->fd, IB_USER_VERBS_CMD_ALLOC_PD, &req, sizeof(req), sizeof(resp));
-		if (err)
-			return err;
-		s->have_pd = true;
-		s->pd_handle = resp.core.pd_handle;
-	}
-	{
-		struct {
-			struct ib_uverbs_cmd_hdr hdr;
-			struct ib_uverbs_reg_mr cmd;
-		} req = { 0 };
-		struct ib_uverbs_reg_mr_resp resp = { 0 };
-		void *p;
+	*step = "alloc-pd";
+	err = uv_alloc_pd(s->fd, &s->pd_handle, &pdn);
+	if (err)
+		return err;
+	s->have_pd = true;
 
-		*step = "reg-mr";
-		p = mmap(NULL, BUF_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-		if (p == MAP_FAILED)
-			return -errno;
-		s->buf = p;
-		req.cmd.response = (uintptr_t)&resp;
-		req.cmd.start = (uintptr_t)s->buf;
-		req.cmd.length = BUF_BYTES;
-		req.cmd.hca_va = req.cmd.start;
-		req.cmd.pd_handle = s->pd_handle;
-		req.cmd.access_flags = IB_UVERBS_ACCESS_LOCAL_WRITE | IB_UVERBS_ACCESS_REMOTE_WRITE |
-				       IB_UVERBS_ACCESS_REMOTE_READ;
-		err = uverbs_cmd(s->fd, IB_USER_VERBS_CMD_REG_MR, &req, sizeof(req), sizeof(resp));
-		if (err)
-			return err;
-		s->have_mr = true;
-		s->mr_handle = resp.mr_handle;
-		s->lkey = resp.lkey;
-		s->rkey = resp.rkey;
-	}
-	{
-		struct {
-			struct ib_uverbs_cmd_hdr hdr;
-			struct ib_uverbs_create_cq cmd;
-			struct vrnic_create_cq_req drv;
-		} req = { 0 };
-		struct {
-			struct ib_uverbs_create_cq_resp core;
-			struct vrnic_create_cq_resp drv;
-		} resp = { 0 };
+	*step = "reg-mr";
+	p = mmap(NULL, BUF_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	s->buf = p;
+	err = uv_reg_mr(s->fd, s->pd_handle, (uintptr_t)s->buf, BUF_BYTES,
+			IB_UVERBS_ACCESS_LOCAL_WRITE | IB_UVERBS_ACCESS_REMOTE_WRITE | IB_UVERBS_ACCESS_REMOTE_READ, &mr);
+	if (err)
+		return err;
+	s->have_mr = true;
+	s->mr_handle = mr.mr_handle;
+	s->lkey = mr.lkey;
+	s->rkey = mr.rkey;
 
-		*step = "create-cq";
-		s->cq_ring = ring_page();
-		if (!s->cq_ring)
-			return -ENOMEM;
-		req.cmd.response = (uintptr_t)&resp;
-		req.cmd.cqe = 64;
-		req.cmd.comp_channel = -1;
-		req.drv.buf_addr = (uintptr_t)s->cq_ring;
-		err = uverbs_cmd(s->fd, IB_USER_VERBS_CMD_CREATE_CQ, &req, sizeof(req), sizeof(resp));
-		if (err)
-			return err;
-		s->have_cq = true;
-		s->cq_handle = resp.core.cq_handle;
-		s->cqn = resp.drv.cqn;
-		s->cq_entries = resp.drv.entries;
-		s->cq_db = uar_slot(s, resp.drv.uar_index, resp.drv.doorbell_offset);
-		if (!s->cq_db || !s->cq_entries || s->cq_entries * 32 > PAGE || (s->cq_entries & (s->cq_entries - 1)))
-			return -EPROTO;
-	}
-	{
-		struct {
-			struct ib_uverbs_cmd_hdr hdr;
-			struct ib_uverbs_create_qp cmd;
-			struct vrnic_create_qp_req drv;
-		} req = { 0 };
-		struct {
-			struct ib_uverbs_create_qp_resp core;
-			struct vrnic_create_qp_resp drv;
-		} resp = { 0 };
+	*step = "create-cq";
+	s->cq_ring = ring_page();
+	if (!s->cq_ring)
+		return -ENOMEM;
+	err = uv_create_cq(s->fd, s->cq_ring, 64, -1, 0, &s->cq_handle, &cq);
+	if (err)
+		return err;
+	s->have_cq = true;
+	s->cqn = cq.cqn;
+	s->cq_entries = cq.entries;
+	s->cq_db = uar_slot(s, cq.uar_index, cq.doorbell_offset);
+	if (!s->cq_db || !s->cq_entries || s->cq_entries * VRNIC_CQE_BYTES > VRNIC_USER_RING_BYTES ||
+	    (s->cq_entries & (s->cq_entries - 1)))
+		return -EPROTO;
 
-		*step = "create-qp";
-		s->sq_ring = ring_page();
-		s->rq_ring = ring_page();
-		if (!s->sq_ring || !s->rq_ring)
-			return -ENOMEM;
-		req.cmd.response = (uintptr_t)&resp;
-		req.cmd.pd_handle = s->pd_handle;
-		req.cmd.send_cq_handle = s->cq_handle;
-		req.cmd.recv_cq_handle = s->cq_handle;
-		req.cmd.max_send_wr = 16;
-		req.cmd.max_recv_wr = 16;
-		req.cmd.max_send_sge = 1;
-		req.cmd.max_recv_sge = 1;
-		req.cmd.qp_type = 2;	/* IB_QPT_RC */
-		req.drv.sq_addr = (uintptr_t)s->sq_ring;
-		req.drv.rq_addr = (uintptr_t)s->rq_ring;
-		err = uverbs_cmd(s->fd, IB_USER_VERBS_CMD_CREATE_QP, &req, sizeof(req), sizeof(resp));
-		if (err)
-			return err;
-		s->have_qp = true;
-		s->qp_handle = resp.core.qp_handle;
-		s->qpn = resp.drv.qpn;
-		s->sq_entries = resp.drv.sq_entries;
-		s->rq_entries = resp.drv.rq_entries;
-		s->sq_db = uar_slot(s, resp.drv.uar_index, resp.drv.doorbell_offset);
-		s->rq_db = uar_slot(s, resp.drv.uar_index, resp.drv.doorbell_offset + 4);
-		if (!s->sq_db || !s->rq_db || !s->sq_entries || !s->rq_entries ||
-		    s->sq_entries * 64 > PAGE || s->rq_entries * 64 > PAGE)
-			return -EPROTO;
-	}
+	*step = "create-qp";
+	s->sq_ring = ring_page();
+	s->rq_ring = ring_page();
+	if (!s->sq_ring || !s->rq_ring)
+		return -ENOMEM;
+	err = uv_create_rc_qp(s->fd, s->pd_handle, s->cq_handle, s->sq_ring, 16, s->rq_ring, 16, &s->qp_handle, &qp);
+	if (err)
+		return err;
+	s->have_qp = true;
+	s->qpn = qp.qpn;
+	s->sq_entries = qp.sq_entries;
+	s->rq_entries = qp.rq_entries;
+	s->sq_db = uar_slot(s, qp.uar_index, qp.doorbell_offset);
+	s->rq_db = uar_slot(s, qp.uar_index, qp.doorbell_offset + VRNIC_DB_RQ_OFFSET);
+	if (!s->sq_db || !s->rq_db || !s->sq_entries || !s->rq_entries ||
+	    s->sq_entries * VRNIC_WQE_BYTES > VRNIC_USER_RING_BYTES ||
+	    s->rq_entries * VRNIC_WQE_BYTES > VRNIC_USER_RING_BYTES)
+		return -EPROTO;
 	return 0;
 }
 
 static void side_teardown(struct side *s)
 {
-	struct {
-		struct ib_uverbs_cmd_hdr hdr;
-		union {
-			struct ib_uverbs_destroy_qp qp;
-			struct ib_uverbs_destroy_cq cq;
-			struct ib_uverbs_dereg_mr mr;
-			struct ib_uverbs_dealloc_pd pd;
-		};
-	} req;
-	union {
-		struct ib_uverbs_destroy_qp_resp qp;
-		struct ib_uverbs_destroy_cq_resp cq;
-	} resp;
 	int qp_err = 0, cq_err = 0, mr_err = 0, pd_err = 0;
 
 	/* Destroy commands succeed after disassociation too: they release user space's handles. */
-	if (s->have_qp) {
-		memset(&req, 0, sizeof(req));
-		req.qp.response = (uintptr_t)&resp;
-		req.qp.qp_handle = s->qp_handle;
-		qp_err = uverbs_cmd(s->fd, IB_USER_VERBS_CMD_DESTROY_QP, &req, sizeof(req.hdr) + sizeof(req.qp), sizeof(resp.qp));
-	}
-	if (s->have_cq) {
-		memset(&req, 0, sizeof(req));
-		req.cq.response = (uintptr_t)&resp;
-		req.cq.cq_handle = s->cq_handle;
-		cq_err = uverbs_cmd(s->fd, IB_USER_VERBS_CMD_DESTROY_CQ, &req, sizeof(req.hdr) + sizeof(req.cq), sizeof(resp.cq));
-	}
-	if (s->have_mr) {
-		memset(&req, 0, sizeof(req));
-		req.mr.mr_handle = s->mr_handle;
-		mr_err = uverbs_cmd(s->fd, IB_USER_VERBS_CMD_DEREG_MR, &req, sizeof(req.hdr) + sizeof(req.mr), 0);
-	}
-	if (s->have_pd) {
-		memset(&req, 0, sizeof(req));
-		req.pd.pd_handle = s->pd_handle;
-		pd_err = uverbs_cmd(s->fd, IB_USER_VERBS_CMD_DEALLOC_PD, &req, sizeof(req.hdr) + sizeof(req.pd), 0);
-	}
+	if (s->have_qp)
+		qp_err = uv_destroy_qp(s->fd, s->qp_handle);
+	if (s->have_cq)
+		cq_err = uv_destroy_cq(s->fd, s->cq_handle);
+	if (s->have_mr)
+		mr_err = uv_dereg_mr(s->fd, s->mr_handle);
+	if (s->have_pd)
+		pd_err = uv_dealloc_pd(s->fd, s->pd_handle);
 	if (s->fd >= 0)
 		close(s->fd);
-	report("teardown", "\"destroy_qp_errno\":%d,\"destroy_cq_errno\":%d,\"dereg_mr_errno\":%d,\"dealloc_pd_errno\":%d",
+	report(role, "teardown", "\"destroy_qp_errno\":%d,\"destroy_cq_errno\":%d,\"dereg_mr_errno\":%d,\"dealloc_pd_errno\":%d",
 	       -qp_err, -cq_err, -mr_err, -pd_err);
 }
 
 static int modify_qp(struct side *s, uint8_t state, uint32_t mask, const struct endpoint *peer, uint32_t my_psn)
 {
-	struct {
-		struct ib_uverbs_cmd_hdr hdr;
-		struct ib_uverbs_modify_qp cmd;
-	} req;
+	struct ib_uverbs_modify_qp cmd;
 
-	memset(&req, 0, sizeof(req));
-	req.cmd.qp_handle = s->qp_handle;
-	req.cmd.attr_mask = QP_STATE | mask;
-	req.cmd.qp_state = state;
-	req.cmd.port_num = 1;
-	req.cmd.qp_access_flags = IB_UVERBS_ACCESS_REMOTE_WRITE | IB_UVERBS_ACCESS_REMOTE_READ;
-	req.cmd.path_mtu = 5;	/* IB_MTU_4096; recorded by the device */
-	req.cmd.min_rnr_timer = 1;
-	req.cmd.max_dest_rd_atomic = 1;
-	req.cmd.max_rd_atomic = 1;
-	req.cmd.timeout = 14;
-	req.cmd.retry_cnt = 7;
-	req.cmd.rnr_retry = 7;
-	req.cmd.sq_psn = my_psn;
+	memset(&cmd, 0, sizeof(cmd));
+	cmd.qp_handle = s->qp_handle;
+	cmd.attr_mask = UV_QP_STATE | mask;
+	cmd.qp_state = state;
+	cmd.port_num = 1;
+	cmd.qp_access_flags = IB_UVERBS_ACCESS_REMOTE_WRITE | IB_UVERBS_ACCESS_REMOTE_READ;
+	cmd.path_mtu = 5;	/* IB_MTU_4096; recorded by the device */
+	cmd.min_rnr_timer = 1;
+	cmd.max_dest_rd_atomic = 1;
+	cmd.max_rd_atomic = 1;
+	cmd.timeout = 14;
+	cmd.retry_cnt = 7;
+	cmd.rnr_retry = 7;
+	cmd.sq_psn = my_psn;
 	if (peer) {
-		req.cmd.dest.dlid = peer->lid;
-		req.cmd.dest.port_num = 1;
-		req.cmd.dest_qp_num = peer->qpn;
-		req.cmd.rq_psn = peer->psn;
+		cmd.dest.dlid = peer->lid;
+		cmd.dest.port_num = 1;
+		cmd.dest_qp_num = peer->qpn;
+		cmd.rq_psn = peer->psn;
 	}
-	return uverbs_cmd(s->fd, IB_USER_VERBS_CMD_MODIFY_QP, &req, sizeof(req), 0);
+	return uv_modify_qp(s->fd, &cmd);
 }
 
 /* ---- work requests and completions ---------------------------------------------------------- */
 
+/* Fills one SGE of a WQE: a stretch of this side's MR. */
+static void write_sge(volatile uint8_t *sge, const struct side *s, uint32_t off, uint32_t len)
+{
+	*(volatile uint64_t *)(sge + VRNIC_SGE_ADDR) = (uintptr_t)s->buf + off;
+	*(volatile uint32_t *)(sge + VRNIC_SGE_LENGTH) = len;
+	*(volatile uint32_t *)(sge + VRNIC_SGE_LKEY) = s->lkey;
+}
+
 static void post_recv(struct side *s, uint32_t off, uint32_t len, uint64_t wr_id)
 {
-	volatile uint8_t *w = s->rq_ring + 64 * (s->rq_pi % s->rq_entries);
+	volatile uint8_t *w = s->rq_ring + VRNIC_WQE_BYTES * (s->rq_pi % s->rq_entries);
 
-	memset((void *)w, 0, 64);
-	*(volatile uint64_t *)(w + 0x08) = wr_id;
-	w[0x02] = 1;
-	*(volatile uint64_t *)(w + 0x10) = (uintptr_t)s->buf + off;
-	*(volatile uint32_t *)(w + 0x18) = len;
-	*(volatile uint32_t *)(w + 0x1c) = s->lkey;
+	memset((void *)w, 0, VRNIC_WQE_BYTES);
+	*(volatile uint64_t *)(w + VRNIC_WQE_WR_ID) = wr_id;
+	w[VRNIC_WQE_NUM_SGE] = 1;
+	write_sge(w + VRNIC_RECV_WQE_SGE0, s, off, len);
 	s->rq_pi++;
 	__sync_synchronize();
-	*s->rq_db = (s->qpn << 16) | s->rq_pi;
+	*s->rq_db = VRNIC_DB(s->qpn, s->rq_pi);
 }
 
 static void post_send(struct side *s, uint8_t opcode, uint32_t off, uint32_t len, uint64_t wr_id,
 		      uint64_t raddr, uint32_t rkey)
 {
-	volatile uint8_t *w = s->sq_ring + 64 * (s->sq_pi % s->sq_entries);
+	volatile uint8_t *w = s->sq_ring + VRNIC_WQE_BYTES * (s->sq_pi % s->sq_entries);
 
-	memset((void *)w, 0, 64);
-	w[0x00] = opcode;
-	w[0x02] = 1;
-	*(volatile uint64_t *)(w + 0x08) = wr_id;
-	*(volatile uint64_t *)(w + 0x10) = raddr;
-	*(volatile uint32_t *)(w + 0x18) = rkey;
-	*(volatile uint64_t *)(w + 0x20) = (uintptr_t)s->buf + off;
-	*(volatile uint32_t *)(w + 0x28) = len;
-	*(volatile uint32_t *)(w + 0x2c) = s->lkey;
+	memset((void *)w, 0, VRNIC_WQE_BYTES);
+	w[VRNIC_WQE_OPCODE] = opcode;
+	w[VRNIC_WQE_NUM_SGE] = 1;
+	*(volatile uint64_t *)(w + VRNIC_WQE_WR_ID) = wr_id;
+	*(volatile uint64_t *)(w + VRNIC_WQE_REMOTE_ADDR) = raddr;
+	*(volatile uint32_t *)(w + VRNIC_WQE_RKEY) = rkey;
+	write_sge(w + VRNIC_WQE_SGE0, s, off, len);
 	s->sq_pi++;
 	s->sends_out++;
 	__sync_synchronize();
-	*s->sq_db = (s->qpn << 16) | s->sq_pi;
+	*s->sq_db = VRNIC_DB(s->qpn, s->sq_pi);
 }
 
 struct cqe {
@@ -511,29 +293,30 @@ static const char *const end_names[] = { "cqe", "eio", "no-answer" };
  */
 static enum wait_end next_cqe(struct side *s, struct cqe *out, int *err)
 {
+	struct ib_uverbs_query_device_resp qd;
 	double start = now_ms(), asked = start;
 	uint32_t phase = 1 - ((s->cq_ci / s->cq_entries) & 1);
 
 	for (;;) {
-		volatile uint8_t *e = s->cq_ring + 32 * (s->cq_ci % s->cq_entries);
-		uint32_t flags = *(volatile uint32_t *)(e + 0x1c);
+		volatile uint8_t *e = s->cq_ring + VRNIC_CQE_BYTES * (s->cq_ci % s->cq_entries);
+		uint32_t flags = *(volatile uint32_t *)(e + VRNIC_CQE_FLAGS_WORD);
 		double t;
 
-		if ((flags & CQE_PHASE) == phase) {
+		if ((flags & VRNIC_CQE_PHASE) == phase) {
 			__sync_synchronize();
-			out->wr_id = *(volatile uint64_t *)e;
-			out->byte_len = *(volatile uint32_t *)(e + 0x0c);
-			out->opcode = e[0x10];
-			out->status = e[0x11];
+			out->wr_id = *(volatile uint64_t *)(e + VRNIC_CQE_WR_ID);
+			out->byte_len = *(volatile uint32_t *)(e + VRNIC_CQE_BYTE_LEN);
+			out->opcode = e[VRNIC_CQE_OPCODE];
+			out->status = e[VRNIC_CQE_STATUS];
 			out->flags = flags;
 			s->cq_ci++;
-			*s->cq_db = (s->cqn << 16) | s->cq_ci;
+			*s->cq_db = VRNIC_DB(s->cqn, s->cq_ci);
 			return GOT_CQE;
 		}
 		t = now_ms();
 		if (t - asked >= opt.idle_ms) {
 			asked = t;
-			*err = device_alive(s->fd);
+			*err = uv_query_device(s->fd, &qd);
 			if (*err)
 				return GONE_EIO;
 		}
@@ -615,7 +398,7 @@ static bool await(struct side *s, struct run_state *st, bool want_recv)
 				st->first_error_status = c.status;
 			return false;
 		}
-		if (c.flags & CQE_SEND) {
+		if (c.flags & VRNIC_CQE_SEND) {
 			if (s->sends_out)
 				s->sends_out--;
 			continue;
@@ -636,7 +419,7 @@ static double mean_rtt_ms, first_rtt_ms;
 /*
  * The requester: --iters round trips of --size bytes (its SEND, the responder's echo), then an
  * RDMA WRITE announced by a SEND, then an RDMA READ of what the responder put in its own MR.
- * Its MR: [0, size) what it sends, [PAGE, +size) where answers land, XFER/LAND regions.
+ * Its MR: [0, size) what it sends, [ANSWER_OFF, +size) where answers land, XFER/LAND regions.
  */
 static bool requester(struct side *s, const struct endpoint *peer, struct run_state *st)
 {
@@ -649,57 +432,57 @@ static bool requester(struct side *s, const struct endpoint *peer, struct run_st
 		uint32_t seed = 0x1000 + i;
 
 		fill(s->buf, opt.size, seed);
-		memset(s->buf + PAGE, 0, opt.size);
-		post_recv(s, PAGE, opt.size, i);
+		memset(s->buf + ANSWER_OFF, 0, opt.size);
+		post_recv(s, ANSWER_OFF, opt.size, i);
 		if (!i)
 			t_start = now_ms();
-		post_send(s, OP_SEND, 0, opt.size, i, 0, 0);
+		post_send(s, VRNIC_WQE_OP_SEND, 0, opt.size, i, 0, 0);
 		if (!await(s, st, true) || !await(s, st, false))
 			return false;
 		/* The responder echoes the bytes it got, so a match proves both legs. */
-		st->bad_bytes += mismatches(s->buf + PAGE, opt.size, seed) + (st->last_recv_len != opt.size);
+		st->bad_bytes += mismatches(s->buf + ANSWER_OFF, opt.size, seed) + (st->last_recv_len != opt.size);
 		st->verified_bytes += opt.size;
 		st->round_trips++;
 		if (!i)
 			t_first = now_ms();
 		if (opt.traffic && i == 9) {
-			report("ready", "\"role\":\"requester\",\"round_trips\":%u", st->round_trips);
-			report("watching", "\"what\":\"ping-pong in flight\"");
+			report(role, "ready", "\"role\":\"requester\",\"round_trips\":%u", st->round_trips);
+			report(role, "watching", "\"what\":\"ping-pong in flight\"");
 		}
 	}
 	first_rtt_ms = t_first - t_start;
 	mean_rtt_ms = st->round_trips > 1 ? (now_ms() - t_first) / (st->round_trips - 1) : first_rtt_ms;
-	report("pingpong", "\"round_trips\":%u,\"size\":%u,\"bytes_verified\":%u,\"bad_bytes\":%u,\"first_rtt_ms\":%.3f,\"mean_rtt_ms\":%.3f",
+	report(role, "pingpong", "\"round_trips\":%u,\"size\":%u,\"bytes_verified\":%u,\"bad_bytes\":%u,\"first_rtt_ms\":%.3f,\"mean_rtt_ms\":%.3f",
 	       st->round_trips, opt.size, st->verified_bytes, st->bad_bytes, first_rtt_ms, mean_rtt_ms);
 
 	/* RDMA WRITE into the responder's XFER region, then a SEND that says "check it". */
 	fill(s->buf + XFER_OFF, xfer, 0xa5a5);
-	post_send(s, OP_RDMA_WRITE, XFER_OFF, xfer, 1000, peer->addr + XFER_OFF, peer->rkey);
+	post_send(s, VRNIC_WQE_OP_RDMA_WRITE, XFER_OFF, xfer, 1000, peer->addr + XFER_OFF, peer->rkey);
 	if (!await(s, st, false))
 		return false;
-	post_recv(s, PAGE, 4, 1001);
-	post_send(s, OP_SEND, 0, 4, 1002, 0, 0);
+	post_recv(s, ANSWER_OFF, 4, 1001);
+	post_send(s, VRNIC_WQE_OP_SEND, 0, 4, 1002, 0, 0);
 	if (!await(s, st, true) || !await(s, st, false))
 		return false;
 	/* The answer: how many bytes of the WRITE the responder found wrong. */
-	memcpy(&remote_bad, s->buf + PAGE, 4);
+	memcpy(&remote_bad, s->buf + ANSWER_OFF, 4);
 	st->bad_bytes += remote_bad;
 	st->verified_bytes += xfer;
-	report("rdma-write", "\"bytes\":%u,\"bad_bytes_at_responder\":%u", xfer, remote_bad);
+	report(role, "rdma-write", "\"bytes\":%u,\"bad_bytes_at_responder\":%u", xfer, remote_bad);
 
 	/* RDMA READ of the responder's READ region (filled before it connected). */
 	memset(s->buf + LAND_OFF, 0, xfer);
-	post_send(s, OP_RDMA_READ, LAND_OFF, xfer, 1003, peer->addr + READ_OFF, peer->rkey);
+	post_send(s, VRNIC_WQE_OP_RDMA_READ, LAND_OFF, xfer, 1003, peer->addr + READ_OFF, peer->rkey);
 	if (!await(s, st, false))
 		return false;
 	bad = mismatches(s->buf + LAND_OFF, xfer, 0x5a5a);
 	st->bad_bytes += bad;
 	st->verified_bytes += xfer;
-	report("rdma-read", "\"bytes\":%u,\"bad_bytes\":%u", xfer, bad);
+	report(role, "rdma-read", "\"bytes\":%u,\"bad_bytes\":%u", xfer, bad);
 
 	/* "Done": a zero-length SEND the responder answers in kind. */
-	post_recv(s, PAGE, 4, 1004);
-	post_send(s, OP_SEND, 0, 0, 1005, 0, 0);
+	post_recv(s, ANSWER_OFF, 4, 1004);
+	post_send(s, VRNIC_WQE_OP_SEND, 0, 0, 1005, 0, 0);
 	return await(s, st, true) && await(s, st, false);
 }
 
@@ -714,14 +497,14 @@ static bool responder(struct side *s, struct run_state *st)
 	for (unsigned int i = 0; i < n; i++) {
 		if (!await(s, st, true))
 			return false;
-		st->bad_bytes += mismatches(s->buf + PAGE, opt.size, 0x1000 + i) + (st->last_recv_len != opt.size);
+		st->bad_bytes += mismatches(s->buf + ANSWER_OFF, opt.size, 0x1000 + i) + (st->last_recv_len != opt.size);
 		st->verified_bytes += opt.size;
-		memcpy(s->buf, s->buf + PAGE, opt.size);
-		post_recv(s, PAGE, opt.size, i + 1);
-		post_send(s, OP_SEND, 0, opt.size, i, 0, 0);
+		memcpy(s->buf, s->buf + ANSWER_OFF, opt.size);
+		post_recv(s, ANSWER_OFF, opt.size, i + 1);
+		post_send(s, VRNIC_WQE_OP_SEND, 0, opt.size, i, 0, 0);
 		st->round_trips++;
 		if (opt.traffic && i == 9)
-			report("ready", "\"role\":\"responder\",\"round_trips\":%u", st->round_trips);
+			report(role, "ready", "\"role\":\"responder\",\"round_trips\":%u", st->round_trips);
 	}
 	/* The "check it" SEND: the WRITE landed before it (one QP executes in order). */
 	if (!await(s, st, true))
@@ -729,13 +512,13 @@ static bool responder(struct side *s, struct run_state *st)
 	bad = mismatches(s->buf + XFER_OFF, xfer, 0xa5a5);
 	st->bad_bytes += bad;
 	st->verified_bytes += xfer;
-	report("rdma-write-landed", "\"bytes\":%u,\"bad_bytes\":%u", xfer, bad);
+	report(role, "rdma-write-landed", "\"bytes\":%u,\"bad_bytes\":%u", xfer, bad);
 	memcpy(s->buf, &bad, 4);
-	post_recv(s, PAGE, 4, 2000);
-	post_send(s, OP_SEND, 0, 4, 2001, 0, 0);
+	post_recv(s, ANSWER_OFF, 4, 2000);
+	post_send(s, VRNIC_WQE_OP_SEND, 0, 4, 2001, 0, 0);
 	if (!await(s, st, true))
 		return false;
-	post_send(s, OP_SEND, 0, 0, 2002, 0, 0);
+	post_send(s, VRNIC_WQE_OP_SEND, 0, 0, 2002, 0, 0);
 	return await(s, st, false);
 }
 
@@ -794,7 +577,7 @@ static bool exchange(const struct link *l, const struct endpoint *me, struct end
 
 	if (!l->relay)
 		return write_all(l->out_fd, me, sizeof(*me)) && read_all(l->in_fd, peer, sizeof(*peer));
-	report("endpoint", "\"lid\":%u,\"qpn\":%u,\"psn\":%u,\"rkey\":%u,\"addr\":%llu", me->lid, me->qpn, me->psn,
+	report(role, "endpoint", "\"lid\":%u,\"qpn\":%u,\"psn\":%u,\"rkey\":%u,\"addr\":%llu", me->lid, me->qpn, me->psn,
 	       me->rkey, (unsigned long long)me->addr);
 	/*
 	 * The host sends "PEER lid qpn psn rkey addr", all decimal. Other lines (what a serial line
@@ -855,14 +638,14 @@ static int run_side(const char *path, bool is_requester, const struct link *link
 	err = side_setup(path, &s, &step);
 	if (!err && !is_requester) {
 		fill(s.buf + READ_OFF, XFER_MAX, 0x5a5a);
-		post_recv(&s, PAGE, opt.size, 0);
+		post_recv(&s, ANSWER_OFF, opt.size, 0);
 	}
 	if (!err) {
 		step = "modify-qp-init";
-		err = modify_qp(&s, 1, QP_PKEY_INDEX | QP_PORT | QP_ACCESS_FLAGS, NULL, 0);
+		err = modify_qp(&s, UV_QPS_INIT, UV_QP_PKEY_INDEX | UV_QP_PORT | UV_QP_ACCESS_FLAGS, NULL, 0);
 	}
 	if (err) {
-		report("error", "\"op\":\"%s\",\"errno\":%d,\"error\":\"%s\"", step, -err, strerror(-err));
+		report(role, "error", "\"op\":\"%s\",\"errno\":%d,\"error\":\"%s\"", step, -err, strerror(-err));
 		side_teardown(&s);
 		return 1;
 	}
@@ -873,18 +656,19 @@ static int run_side(const char *path, bool is_requester, const struct link *link
 	me.addr = (uintptr_t)s.buf;
 	/* The exchange: a peer that died closes its end, so a read here never waits forever. */
 	if (!exchange(link, &me, &peer)) {
-		report("error", "\"op\":\"exchange\",\"errno\":0,\"error\":\"the peer went away\"");
+		report(role, "error", "\"op\":\"exchange\",\"errno\":0,\"error\":\"the peer went away\"");
 		side_teardown(&s);
 		return 1;
 	}
 	step = "modify-qp-rtr";
-	err = modify_qp(&s, 2, QP_AV | QP_PATH_MTU | QP_DEST_QPN | QP_RQ_PSN | QP_MAX_DEST_RD_ATOMIC | QP_MIN_RNR_TIMER,
-			&peer, 0);
+	err = modify_qp(&s, UV_QPS_RTR, UV_QP_AV | UV_QP_PATH_MTU | UV_QP_DEST_QPN | UV_QP_RQ_PSN |
+			UV_QP_MAX_DEST_RD_ATOMIC | UV_QP_MIN_RNR_TIMER, &peer, 0);
 	if (!err) {
 		step = "modify-qp-rts";
-		err = modify_qp(&s, 3, QP_SQ_PSN | QP_TIMEOUT | QP_RETRY_CNT | QP_RNR_RETRY | QP_MAX_QP_RD_ATOMIC, NULL, me.psn);
+		err = modify_qp(&s, UV_QPS_RTS, UV_QP_SQ_PSN | UV_QP_TIMEOUT | UV_QP_RETRY_CNT | UV_QP_RNR_RETRY |
+				UV_QP_MAX_QP_RD_ATOMIC, NULL, me.psn);
 	}
-	report("connected", "\"errno\":%d,\"step\":\"%s\",\"lid\":%u,\"qpn\":%u,\"psn\":%u,\"rkey\":\"0x%x\",\"peer_lid\":%u,\"peer_qpn\":%u,\"peer_psn\":%u,\"peer_rkey\":\"0x%x\"",
+	report(role, "connected", "\"errno\":%d,\"step\":\"%s\",\"lid\":%u,\"qpn\":%u,\"psn\":%u,\"rkey\":\"0x%x\",\"peer_lid\":%u,\"peer_qpn\":%u,\"peer_psn\":%u,\"peer_rkey\":\"0x%x\"",
 	       -err, err ? step : "done", me.lid, me.qpn, me.psn, me.rkey, peer.lid, peer.qpn, peer.psn, peer.rkey);
 	/* Neither side sends before both are in RTS: a packet to a QP not yet in RTR is dropped. */
 	if (err || !both_ready(link, is_requester)) {
@@ -899,12 +683,12 @@ static int run_side(const char *path, bool is_requester, const struct link *link
 		 */
 		const char *reason = st.error_cqes ? "error-cqe" : st.end == GONE_EIO ? "eio" : ok ? "done" : end_names[st.end];
 
-		report("traffic-end", "\"reason\":\"%s\",\"errno\":%d,\"first_error_status\":%u,\"error_cqes\":%u,\"round_trips\":%u,\"bytes_verified\":%u,\"bad_bytes\":%u",
+		report(role, "traffic-end", "\"reason\":\"%s\",\"errno\":%d,\"first_error_status\":%u,\"error_cqes\":%u,\"round_trips\":%u,\"bytes_verified\":%u,\"bad_bytes\":%u",
 		       reason, -st.end_errno, st.first_error_status, st.error_cqes, st.round_trips, st.verified_bytes, st.bad_bytes);
 		side_teardown(&s);
 		return (st.error_cqes || st.end == GONE_EIO) && !st.bad_bytes ? 0 : 1;
 	}
-	report("verified", "\"ok\":%s,\"end\":\"%s\",\"errno\":%d,\"error_cqes\":%u,\"first_error_status\":%u,\"round_trips\":%u,\"bytes_verified\":%u,\"bad_bytes\":%u",
+	report(role, "verified", "\"ok\":%s,\"end\":\"%s\",\"errno\":%d,\"error_cqes\":%u,\"first_error_status\":%u,\"round_trips\":%u,\"bytes_verified\":%u,\"bad_bytes\":%u",
 	       ok && !st.bad_bytes ? "true" : "false", end_names[st.end], -st.end_errno, st.error_cqes, st.first_error_status,
 	       st.round_trips, st.verified_bytes, st.bad_bytes);
 	side_teardown(&s);
@@ -938,12 +722,12 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	char path[300];
+	struct device dev;
 	int a2b[2], b2a[2], c, code, status;
 	double waited;
 	pid_t child;
 
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	report_clock_start();
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'n':
@@ -975,49 +759,49 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (optind != argc || opt.iters < 1 || opt.iters > 1000000 || opt.size < 4 || opt.size > PAGE ||
+	if (optind != argc || opt.iters < 1 || opt.iters > 1000000 || opt.size < 4 || opt.size > MSG_MAX ||
 	    opt.wait_device_s < 0 || opt.wait_device_s > 600 || !opt.role != !opt.peer_tty ||
 	    (opt.role && strcmp(opt.role, "requester") && strcmp(opt.role, "responder"))) {
 		usage(stderr);
 		return 2;
 	}
 	if (opt.output) {
-		out_fd = open(opt.output, O_WRONLY | O_NOCTTY | O_CLOEXEC);
-		if (out_fd < 0)
-			out_fd = 1;
+		report_fd = open(opt.output, O_WRONLY | O_NOCTTY | O_CLOEXEC);
+		if (report_fd < 0)
+			report_fd = 1;
 	}
-	for (waited = 0; !find_device(path, sizeof(path)); waited += 0.1) {
+	for (waited = 0; !find_device(&dev, NULL); waited += 0.1) {
 		if (waited >= opt.wait_device_s) {
-			report("no-device", "\"waited_s\":%.1f", waited);
-			report("exit", "\"code\":3");
+			report(role, "no-device", "\"waited_s\":%.1f", waited);
+			report(role, "exit", "\"code\":3");
 			return 3;
 		}
 		usleep(100000);
 	}
-	report("start", "\"device\":\"%s\",\"iters\":%u,\"size\":%u,\"traffic\":%s,\"role\":\"%s\"", path, opt.iters,
+	report(role, "start", "\"device\":\"%s\",\"iters\":%u,\"size\":%u,\"traffic\":%s,\"role\":\"%s\"", dev.path, opt.iters,
 	       opt.size, opt.traffic ? "true" : "false", opt.role ? opt.role : "both");
 	if (opt.role) {
 		struct link relay = { .in_fd = open_tty(opt.peer_tty), .out_fd = -1, .relay = true };
 		bool is_requester = !strcmp(opt.role, "requester");
 
 		if (relay.in_fd < 0) {
-			report("error", "\"op\":\"open-peer-tty\",\"errno\":%d", errno);
-			report("exit", "\"code\":1");
+			report(role, "error", "\"op\":\"open-peer-tty\",\"errno\":%d", errno);
+			report(role, "exit", "\"code\":1");
 			return 1;
 		}
 		role = opt.role;
-		code = run_side(path, is_requester, &relay);
+		code = run_side(dev.path, is_requester, &relay);
 		role = "main";
-		report("exit", "\"code\":%d", code);
+		report(role, "exit", "\"code\":%d", code);
 		return code;
 	}
 	if (pipe2(a2b, O_CLOEXEC) || pipe2(b2a, O_CLOEXEC)) {
-		report("error", "\"op\":\"pipe\",\"errno\":%d", errno);
+		report(role, "error", "\"op\":\"pipe\",\"errno\":%d", errno);
 		return 1;
 	}
 	child = fork();
 	if (child < 0) {
-		report("error", "\"op\":\"fork\",\"errno\":%d", errno);
+		report(role, "error", "\"op\":\"fork\",\"errno\":%d", errno);
 		return 1;
 	}
 	if (!child) {
@@ -1026,9 +810,9 @@ int main(int argc, char **argv)
 		close(b2a[0]);
 		struct link pipes = { .in_fd = a2b[0], .out_fd = b2a[1] };
 
-		code = run_side(path, false, &pipes);
+		code = run_side(dev.path, false, &pipes);
 		/* Not "exit": that one is the whole program's, reported by the parent. */
-		report("side-exit", "\"code\":%d", code);
+		report(role, "side-exit", "\"code\":%d", code);
 		_exit(code);
 	}
 	role = "requester";
@@ -1037,18 +821,18 @@ int main(int argc, char **argv)
 	{
 		struct link pipes = { .in_fd = b2a[0], .out_fd = a2b[1] };
 
-		code = run_side(path, true, &pipes);
+		code = run_side(dev.path, true, &pipes);
 	}
 	close(a2b[1]);
 	close(b2a[0]);
 	role = "main";
 	if (waitpid(child, &status, 0) < 0)
 		status = -1;
-	report("child-exit", "\"child\":%d,\"exited\":%s,\"code\":%d,\"signal\":%d", (int)child,
+	report(role, "child-exit", "\"child\":%d,\"exited\":%s,\"code\":%d,\"signal\":%d", (int)child,
 	       WIFEXITED(status) ? "true" : "false", WIFEXITED(status) ? WEXITSTATUS(status) : -1,
 	       WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 	if (!code && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
 		code = 5;
-	report("exit", "\"code\":%d", code);
+	report(role, "exit", "\"code\":%d", code);
 	return code;
 }

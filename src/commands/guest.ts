@@ -1,7 +1,7 @@
 // `vrnic guest build`: builds (or reuses) the guest kit: kernel, initramfs, vrnic.ko, vrnic_pfn.ko, vrnic-test.
 import { parseArgs } from 'node:util';
-import { buildGuestImage, KERNEL_METAPACKAGE } from '../../qemu-config/image';
-import { GUEST_MODELS, type GuestModel } from '../../qemu-config/pvrdma-kit';
+import { buildGuestImage, KERNEL_METAPACKAGE } from '../../guest/kit/image';
+import { GUEST_MODELS, type GuestModel } from '../../guest/kit/pvrdma-kit';
 import { type Command, UsageError } from './command';
 
 const help = `Usage: vrnic guest build [--out DIR] [--force] [--kernel-release REL] [--headers DIR] [--model vrnic|pvrdma] [--json]

@@ -2,8 +2,8 @@
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { COMMAND_LINE_FORMATS, type CommandLineFormat, formatCommandLine, qemuArgs, type SerialTarget } from '../../qemu-config/args';
-import { DRIVER_BUGS, GUEST_SCENARIOS, guestAppend, latestGuestImage, type DriverBug, type GuestScenario } from '../../qemu-config/image';
-import { GUEST_MODELS, type GuestModel } from '../../qemu-config/pvrdma-kit';
+import { DRIVER_BUGS, GUEST_SCENARIOS, guestAppend, latestGuestImage, type DriverBug, type GuestScenario } from '../../guest/kit/image';
+import { GUEST_MODELS, type GuestModel } from '../../guest/kit/pvrdma-kit';
 import { findQemu, QEMU_BINARY } from '../../qemu-config/qemu';
 import { type Command, UsageError } from './command';
 

@@ -1,11 +1,12 @@
 // `vrnic unplug-test`: boots a guest on the emulator, makes the device vanish, prints the verdict.
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { VANISH_MODES, type VanishMode } from '../control/protocol';
 import { configureLogging } from '../log';
 import { DRIVER_BUGS, type DriverBug } from '../unplug/evidence';
 import { reportHuman, reportJson } from '../unplug/report';
 import { HOTPLUG_KINDS, runUnplugTest, type HotplugKind } from '../unplug/runner';
-import { pvrdmaReportHuman, runPvrdmaUnplug } from '../unplug/pvrdma-runner';
+import { PVRDMA_SCENARIOS, pvrdmaReportHuman, runPvrdmaUnplug, type PvrdmaScenario } from '../unplug/pvrdma-runner';
 import { BOUNDS, type Verdict } from '../unplug/checks';
 import { SCENARIOS, SCENARIO_NAMES, type ScenarioName } from '../unplug/scenarios';
 import { matrixHuman, repeatHuman } from '../unplug/matrix';
@@ -82,7 +83,9 @@ Flags:
   --keep            keep the work directory after a PASS (a FAIL always keeps it)
   --log-level L     progress logs on stderr (default warn)
   --model M         vrnic (default) | pvrdma: VMware's upstream vmw_pvrdma driver and a stock
-                    ibv_rc_pingpong holding its context (docs/pvrdma.md); its own checks
+                    ibv_rc_pingpong holding its context (docs/pvrdma.md); its own checks and
+                    scenarios: traffic (the default; a ping-pong pair ringing doorbells through
+                    the vanish), idle (the holder waits for a client), or all
   -h, --help        this text
 
 Exit codes: 0 PASS; 1 FAIL (a check failed); 2 bad flags; 3 ERROR (the run broke, a log the
@@ -156,7 +159,8 @@ export const unplugTestCommand: Command = {
     const level = values['log-level'] as 'warn';
     if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(level)) throw new UsageError(`--log-level: '${level}' is not a level`);
     const scenarioArg = values.scenario ?? 'single';
-    if (scenarioArg !== 'all' && !SCENARIO_NAMES.includes(scenarioArg as ScenarioName)) {
+    // pvrdma's scenarios are its own (checked where it runs)
+    if (values.model !== 'pvrdma' && scenarioArg !== 'all' && !SCENARIO_NAMES.includes(scenarioArg as ScenarioName)) {
       throw new UsageError(`--scenario: '${scenarioArg}' is not one of ${SCENARIO_NAMES.join(', ')}, all`);
     }
     const count = (flag: string, v: string | undefined, min: number, max: number): number | undefined => {
@@ -199,14 +203,22 @@ export const unplugTestCommand: Command = {
     const json = (r: UnplugReport): unknown => JSON.parse(reportJson(r)) as unknown;
 
     if (values.model === 'pvrdma') {
-      // The upstream driver with stock tools: one scenario (a holder with its UAR mapped), its own checks.
-      if (scenarioArg !== 'single' || repeat !== undefined || driverBug !== 'none' || values.junit !== undefined || values.html !== undefined || (hotplug !== undefined && hotplug !== 'acpi')) {
-        throw new UsageError('--model pvrdma runs one scenario of the upstream driver on ACPI hotplug: no --scenario, --repeat, --driver-bug, --junit, --html or --hotplug native');
+      // The upstream driver with stock tools: its own scenarios (a holder with its UAR mapped, idle or with traffic), its own checks.
+      if (repeat !== undefined || driverBug !== 'none' || values.junit !== undefined || values.html !== undefined || (hotplug !== undefined && hotplug !== 'acpi')) {
+        throw new UsageError('--model pvrdma runs the upstream driver on ACPI hotplug: no --repeat, --driver-bug, --junit, --html or --hotplug native');
       }
-      const r = await runPvrdmaUnplug({ mode, qemu: common.qemu, irq, transport: common.transport, workDir: common.workDir, log: common.log });
-      process.stdout.write((values.json ? JSON.stringify(r) : pvrdmaReportHuman(r)) + '\n');
-      // as a vrnic run: 3 when the run itself broke, so no verdict about the driver was reached
-      return r.error !== undefined ? 3 : r.verdict === 'PASS' ? 0 : 1;
+      const wanted = scenarioArg === 'single' ? ['traffic'] : scenarioArg === 'all' ? [...PVRDMA_SCENARIOS] : [scenarioArg];
+      const scenarios = wanted.filter((x): x is PvrdmaScenario => (PVRDMA_SCENARIOS as readonly string[]).includes(x));
+      if (scenarios.length !== wanted.length) throw new UsageError(`--scenario with --model pvrdma: one of ${PVRDMA_SCENARIOS.join(', ')} or all`);
+      const codes: number[] = [];
+      for (const scenario of scenarios) {
+        const workDir = common.workDir === undefined || scenarios.length === 1 ? common.workDir : path.join(common.workDir, scenario);
+        const r = await runPvrdmaUnplug({ mode, scenario, qemu: common.qemu, irq, transport: common.transport, workDir, log: common.log });
+        process.stdout.write((values.json ? JSON.stringify(r) : pvrdmaReportHuman(r)) + '\n');
+        // as a vrnic run: 3 when the run itself broke, so no verdict about the driver was reached
+        codes.push(r.error !== undefined ? 3 : r.verdict === 'PASS' ? 0 : 1);
+      }
+      return codes.includes(1) ? 1 : codes.includes(3) ? 3 : 0;
     }
     if (values.model !== 'vrnic') throw new UsageError(`--model: '${values.model}' is not one of vrnic, pvrdma`);
 

@@ -1,5 +1,6 @@
 // ControlClient: talks to a running daemon's control socket (what `vrnic status`/`vrnic vanish` and test suites use).
 import net from 'node:net';
+import { LineSplitter } from '../lines';
 import { type ControlErrorBody, type ControlId, type ControlReply, type VanishMode, type VanishWhen } from './protocol';
 import type { ArmedVanishResult, ControlStatus } from './server';
 import type { VanishResult } from './vanish';
@@ -37,7 +38,7 @@ export class ControlClient {
   /** Replies without an id (to a line the daemon could not parse), oldest first. */
   readonly unmatched: ControlReply[] = [];
   private nextId = 1;
-  private buf = '';
+  private readonly lines = new LineSplitter((line) => this.onLine(line));
   private isClosed = false;
   private readonly closedPromise: Promise<void>;
 
@@ -164,25 +165,23 @@ export class ControlClient {
   }
 
   private onData(chunk: string): void {
-    this.buf += chunk;
-    let nl: number;
-    while ((nl = this.buf.indexOf('\n')) >= 0) {
-      const line = this.buf.slice(0, nl);
-      this.buf = this.buf.slice(nl + 1);
-      let reply: ControlReply;
-      try {
-        reply = JSON.parse(line) as ControlReply;
-      } catch {
-        continue;
-      }
-      const p = reply.id === null || reply.id === undefined ? undefined : this.pending.get(reply.id);
-      if (!p) {
-        this.unmatched.push(reply);
-        continue;
-      }
-      this.pending.delete(reply.id as ControlId);
-      if (reply.ok) p.resolve(reply.result);
-      else p.reject(new ControlError(reply.error));
+    this.lines.push(chunk);
+  }
+
+  private onLine(line: string): void {
+    let reply: ControlReply;
+    try {
+      reply = JSON.parse(line) as ControlReply;
+    } catch {
+      return;
     }
+    const p = reply.id === null || reply.id === undefined ? undefined : this.pending.get(reply.id);
+    if (!p) {
+      this.unmatched.push(reply);
+      return;
+    }
+    this.pending.delete(reply.id as ControlId);
+    if (reply.ok) p.resolve(reply.result);
+    else p.reject(new ControlError(reply.error));
   }
 }

@@ -1,11 +1,11 @@
 // The control socket's wire format: one JSON object per line each way, requests checked before use.
 
-/** How the device leaves: see docs and issue 6. */
+/** How the device leaves (docs/unplug.md): telling QEMU first, as a surprise, or by crashing. */
 export type VanishMode = 'orderly' | 'surprise' | 'crash';
 export const VANISH_MODES: readonly VanishMode[] = ['orderly', 'surprise', 'crash'];
 
 /**
- * A device event to arm a vanish at (issue 9), e.g. the 3rd CREATE_QP admin command:
+ * A device event to arm a vanish at, e.g. the 3rd CREATE_QP admin command:
  * `{"event":"admin-command","opcode":"CREATE_QP","nth":3}` (the forms: src/control/when.ts).
  * The control server passes it to a VanishArmer; without one, a request carrying `when` is
  * refused as unsupported. With `"wait":true` the reply comes once the vanish has fired and run.

@@ -32,7 +32,7 @@ export function controlPathFor(socketPath: string): string {
 export interface ControlServerOptions {
   /** QEMU's QMP socket, for device_del in the orderly and surprise modes. */
   readonly qmpPath?: string;
-  /** QEMU device id of the vfio-user-pci device (default 'nic0'). */
+  /** QEMU device id of the vfio-user-pci device (default DEFAULT_DEVICE_ID, qemu-config/args.ts). */
   readonly deviceId?: string;
   /** Default controlPathFor(daemon.socketPath). */
   readonly controlPath?: string;

@@ -2,13 +2,14 @@
 import type { Logger } from 'pino';
 import type { Daemon } from '../daemon';
 import { moduleLogger } from '../log';
+import { DEFAULT_DEVICE_ID } from '../../qemu-config/args';
 import { QmpClient } from '../qmp/client';
 import type { VanishMode } from './protocol';
 
 export interface VanishOptions {
   /** QEMU's QMP socket (or a connected client) for device_del; orderly needs it, surprise uses it when given. */
   readonly qmp?: string | QmpClient;
-  /** The QEMU device id of our vfio-user-pci device (default 'nic0'). */
+  /** The QEMU device id of our vfio-user-pci device (default DEFAULT_DEVICE_ID). */
   readonly deviceId?: string;
   /**
    * How long to wait for DEVICE_DELETED (default 60 s). A guest driver that blocks removal while a
@@ -53,7 +54,7 @@ export async function vanish(daemon: Daemon, mode: VanishMode, opts: VanishOptio
     // SIGKILL is delivered before the next instruction returns to JS in practice; never resolve.
     return new Promise<VanishResult>(() => undefined);
   }
-  const deviceId = opts.deviceId ?? 'nic0';
+  const deviceId = opts.deviceId ?? DEFAULT_DEVICE_ID;
   const timeoutMs = opts.deviceDeletedTimeoutMs ?? 60_000;
   if (mode === 'orderly' && opts.qmp === undefined) {
     throw new VanishError('orderly vanish needs QEMU\'s QMP socket (serve --qmp PATH) to ask for device_del');

@@ -1,6 +1,7 @@
 // A QMP (QEMU Machine Protocol) client over a Unix socket: commands with ids, events, device_del.
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import { LineSplitter } from '../lines';
 
 /** One asynchronous event from QEMU, e.g. DEVICE_DELETED. */
 export interface QmpEvent {
@@ -67,14 +68,16 @@ export class QmpClient extends EventEmitter {
   private readonly pending = new Map<number, Pending>();
   private readonly history: QmpEvent[] = [];
   private nextId = 1;
-  private buf = '';
+  private readonly lines = new LineSplitter((l) => {
+    const line = l.trim();
+    if (line.length > 0) this.onMessage(line);
+  });
   private closedFlag = false;
 
-  private constructor(sock: net.Socket, version: QmpVersion, rest: string) {
+  private constructor(sock: net.Socket, version: QmpVersion) {
     super();
     this.sock = sock;
     this.version = version;
-    this.buf = rest;
     sock.on('data', (chunk: string) => this.onData(chunk));
     sock.on('error', () => undefined); // 'close' follows and does the cleanup
     sock.on('close', () => this.onClose());
@@ -132,7 +135,7 @@ export class QmpClient extends EventEmitter {
         sock.off('data', onData);
         sock.off('error', fail);
         sock.off('close', onEarlyClose);
-        const client = new QmpClient(sock, greeting.QMP.version, text.slice(nl + 1));
+        const client = new QmpClient(sock, greeting.QMP.version);
         client.execute('qmp_capabilities').then(
           () => resolve(client),
           (err: Error) => {
@@ -140,7 +143,8 @@ export class QmpClient extends EventEmitter {
             reject(err);
           },
         );
-        if (client.buf.length > 0) client.onData('');
+        const rest = text.slice(nl + 1);
+        if (rest.length > 0) client.onData(rest);
       };
       const onEarlyClose = () => fail(new QmpClosedError('before the greeting'));
       sock.on('data', onData);
@@ -265,14 +269,8 @@ export class QmpClient extends EventEmitter {
   }
 
   private onData(chunk: string): void {
-    this.buf += chunk;
-    let nl: number;
-    while ((nl = this.buf.indexOf('\n')) >= 0) {
-      const line = this.buf.slice(0, nl).trim();
-      this.buf = this.buf.slice(nl + 1);
-      if (line.length > 0) this.onMessage(line);
-    }
-    if (this.buf.length > MAX_LINE) {
+    this.lines.push(chunk);
+    if (this.lines.pending > MAX_LINE) {
       // QEMU never sends this; treat it as a broken peer rather than buffering without bound.
       this.sock.destroy(new Error('QMP message too long'));
     }

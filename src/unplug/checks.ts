@@ -1,5 +1,5 @@
 // The verdict of an unplug run: the named checks, each ok, FAIL or n/a (could not judge) with what was seen.
-import { kernelProblemKinds, kernelProblems } from '../../qemu-config/guest-log';
+import { kernelProblemKinds, kernelProblems } from '../../guest/kit/guest-log';
 import type { MappingEvidence, PfnState, PhysRange, UnplugEvidence } from './evidence';
 
 export type CheckName =
@@ -114,7 +114,7 @@ export function parseInvalidMem(lines: readonly string[]): InvalidAccess[] {
   return out;
 }
 
-/** The guest kernel log's problem lines (the one pattern list of qemu-config/guest-log.ts). */
+/** The guest kernel log's problem lines (the one pattern list of guest/kit/guest-log.ts). */
 export function kernelTrouble(log: string): string[] {
   return kernelProblems(log);
 }

@@ -1,9 +1,9 @@
 // What an unplug run saw, gathered from the guest's report, its console, QMP and QEMU's invalid_mem log.
 import type { VanishMode } from '../control/protocol';
 
-import type { DriverBug } from '../../qemu-config/image';
+import type { DriverBug } from '../../guest/kit/image';
 
-export { DRIVER_BUGS, type DriverBug } from '../../qemu-config/image';
+export { DRIVER_BUGS, type DriverBug } from '../../guest/kit/image';
 
 /** A guest-physical address range [start, end). */
 export interface PhysRange {

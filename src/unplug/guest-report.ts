@@ -1,8 +1,9 @@
 // Reads the guest's side of an unplug run from its console: vrnic-test's report lines and the kernel's log.
+import { INIT_MARK, parseGuestLine, REPORT_MARK } from '../../guest/kit/guest-log';
 import type { MappingEvidence, PfnState, PhysRange, Stamp } from './evidence';
 
 /**
- * guest/uverbs-test/vrnic-test.c writes each report as one console line
+ * guest/uverbs-test/report.c (shared by vrnic-test and vrnic-pingpong) writes each report as one console line
  * `VRNIC-TEST {"event":"...","t_ms":...,"pid":...,"label":"...",...}`. The runner reads:
  *   device            bar2: [start, end] (inclusive, from sysfs resource)
  *   frame             per mapping: frame bar|ram|not-present|no-vma|unknown, pfn (device alive)
@@ -18,15 +19,12 @@ import type { MappingEvidence, PfnState, PhysRange, Stamp } from './evidence';
  *   signal            SIGBUS/SIGSEGV on a mapping (the program then exits 4)
  *   exit              code
  *   no-device         (a later run with --wait-device 0, by the guest's init) pci_device_present, ib_devices
+ *
+ * The guest's /init reports its steps as `VRNIC-INIT {"event":...}`: boot, canary (vrnic-test
+ * --canary, before the modules load), module, modules-loaded, test-start, test-exit, devices
+ * {"vrnic_pci": [...], "ib": [...], "waited_ms": N} (the guest's own view after the program),
+ * dmesg-begin, dmesg-end, poweroff. Both kinds of line are parsed by guest/kit/guest-log.ts.
  */
-export const REPORT_MARK = 'VRNIC-TEST ';
-/**
- * The guest's /init (qemu-config/image.ts) reports its steps as `VRNIC-INIT {"event":...}`:
- * boot, canary (vrnic-test --canary, before the modules load), module, modules-loaded, test-start,
- * test-exit, devices {"vrnic_pci": [...], "ib": [...], "waited_ms": N} (the guest's own view after
- * the program), dmesg-begin, dmesg-end, poweroff.
- */
-export const INIT_MARK = 'VRNIC-INIT ';
 const PAGE = 4096n;
 
 export interface ReportLine extends Stamp {
@@ -40,25 +38,10 @@ export interface ReportLine extends Stamp {
 
 /** Parses one console line; null for anything that is not a well-formed report. */
 export function parseReportLine(line: string, atMs: number): ReportLine | null {
-  let at = line.indexOf(REPORT_MARK);
-  let source: ReportLine['source'] = 'test';
-  let mark = REPORT_MARK;
-  if (at < 0) {
-    at = line.indexOf(INIT_MARK);
-    source = 'init';
-    mark = INIT_MARK;
-  }
-  if (at < 0) return null;
-  let obj: unknown;
-  try {
-    obj = JSON.parse(line.slice(at + mark.length));
-  } catch {
-    return null; // a line cut by other console output: the guest is not trusted to be tidy
-  }
-  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) return null;
-  const f = obj as Record<string, unknown>;
-  if (typeof f.event !== 'string') return null;
-  return { source, event: f.event, pid: typeof f.pid === 'number' ? f.pid : -1, label: typeof f.label === 'string' ? f.label : 'main', fields: f, atMs };
+  const e = parseGuestLine(line);
+  if (e === null) return null;
+  const f = e.fields;
+  return { source: e.source, event: e.event, pid: typeof f.pid === 'number' ? f.pid : -1, label: typeof f.label === 'string' ? f.label : 'main', fields: f, atMs };
 }
 
 /** A "0x..." string or a number as the guest prints it; null when it is neither. */

@@ -1,7 +1,7 @@
-// The guest an unplug run boots: the guest kit's image (qemu-config/image.ts) and QEMU command line (args.ts).
+// The guest an unplug run boots: the guest kit's image (guest/kit/image.ts) and QEMU command line (args.ts).
 import type { Logger } from 'pino';
 import { qemuArgs } from '../../qemu-config/args';
-import { buildGuestImage, guestAppend, type GuestImage, type GuestScenario } from '../../qemu-config/image';
+import { buildGuestImage, guestAppend, type GuestImage, type GuestScenario } from '../../guest/kit/image';
 import type { DriverBug } from './evidence';
 import type { HotplugKind } from './runner';
 

@@ -2,6 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { LineSplitter } from '../lines';
 
 export interface Child {
   readonly proc: ChildProcess;
@@ -47,18 +48,13 @@ export function spawnChild(name: string, file: string, args: readonly string[], 
   void exited.then(() => fs.closeSync(log));
   if (opts.onStdoutLine && proc.stdout) {
     const onLine = opts.onStdoutLine;
-    let buf = '';
+    let at = 0;
+    const lines = new LineSplitter((line) => onLine(line, at));
     proc.stdout.setEncoding('utf8');
     proc.stdout.on('data', (chunk: string) => {
-      const at = Date.now();
-      buf += chunk;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl).replace(/\r$/, '');
-        buf = buf.slice(nl + 1);
-        onLine(line, at);
-      }
-      if (buf.length > 1 << 20) buf = buf.slice(-(1 << 16)); // a console without newlines is noise
+      at = Date.now();
+      lines.push(chunk);
+      if (lines.pending > 1 << 20) lines.dropPending(); // a console without newlines is noise
     });
   }
   const stop = async (graceMs = 3000): Promise<void> => {

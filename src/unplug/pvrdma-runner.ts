@@ -1,17 +1,20 @@
 // The unplug scenario for the pvrdma model: the upstream vmw_pvrdma driver, a stock rdma-core process holding a context and its UAR mapping, a vanish, and what happened.
 //
-// The guest runs pvrdma-guest (guest/pvrdma/pvrdma-guest.sh): ibv_devinfo, then an ibv_rc_pingpong
-// server that opens the device (a context, the UAR page mmapped by libvmw_pvrdma, a PD, CQ and
-// QP) and waits for a client that never comes, for `holdSeconds`. The vanish starts once that
-// process reports it holds the mapping. The checks are measurements (docs/pvrdma.md says what
+// The guest runs pvrdma-guest (guest/pvrdma/pvrdma-guest.sh): ibv_devinfo, then the holder, an
+// ibv_rc_pingpong server that opens the device (a context, the UAR page mmapped by libvmw_pvrdma,
+// a PD, CQ and QP). In the `idle` scenario it waits for a client that never comes; in `traffic` a
+// client in the same guest connects and both exchange messages, so both write their UAR doorbells
+// all along (each post, and each empty CQ poll, is a UAR write). Either way the holder keeps its
+// context for `holdSeconds`. The vanish starts once the holder reports it holds the mapping. The checks are measurements (docs/pvrdma.md says what
 // each run showed and which driver lines explain it); they are not vrnic-test's, since the
 // stock tools report none of its mapping details.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import readline from 'node:readline';
 import type { Logger } from 'pino';
-import { qemuArgs } from '../../qemu-config/args';
-import { buildGuestImage, guestAppend } from '../../qemu-config/image';
+import { DEFAULT_DEVICE_ID as DEVICE_ID, qemuArgs } from '../../qemu-config/args';
+import { buildGuestImage, guestAppend } from '../../guest/kit/image';
 import { chooseIrq, type IrqChoice, type IrqDecision } from '../../qemu-config/msix-unplug';
 import { requireVfioUserQemu } from '../../qemu-config/qemu';
 import { ControlClient } from '../control/client';
@@ -19,11 +22,17 @@ import type { VanishMode } from '../control/protocol';
 import { controlPathFor } from '../control/server';
 import { errorLine, moduleLogger } from '../log';
 import { QmpClient, type QmpEvent } from '../qmp/client';
-import type { TransportChoice } from '../transports/index';
+import type { TransportChoice } from '../vfio-user/transports/index';
 import { runFiles, spawnChild, type Child } from './processes';
+
+/** What the guest's stock processes do when the device vanishes. */
+export const PVRDMA_SCENARIOS = ['idle', 'traffic'] as const;
+export type PvrdmaScenario = (typeof PVRDMA_SCENARIOS)[number];
 
 export interface PvrdmaUnplugOptions {
   readonly mode: VanishMode;
+  /** idle: the holder waits for a client; traffic (default): a ping-pong pair rings doorbells through the vanish. */
+  readonly scenario?: PvrdmaScenario;
   readonly qemu?: string;
   readonly transport?: TransportChoice;
   readonly irq?: IrqChoice;
@@ -45,6 +54,7 @@ export interface PvrdmaUnplugReport {
   readonly verdict: 'PASS' | 'FAIL';
   readonly model: 'pvrdma';
   readonly mode: VanishMode;
+  readonly scenario: PvrdmaScenario;
   readonly irq?: IrqDecision;
   readonly checks: readonly PvrdmaCheck[];
   readonly timings: {
@@ -56,12 +66,20 @@ export interface PvrdmaUnplugReport {
     readonly vanishToHolderExitMs: number | null;
     readonly totalMs: number;
   };
+  /** The device's UAR doorbell counts (send, recv, CQ poll, CQ arm, all) when the vanish began, and 5 s later while the device still answers (orderly). */
+  readonly doorbells: {
+    readonly atVanish: number | null;
+    readonly fiveSecondsLater: number | null;
+    readonly completionsAtVanish: number | null;
+    readonly completionsFiveSecondsLater: number | null;
+    /** UAR writes QEMU failed to forward because the device's server was gone (its log's region2 write failures). */
+    readonly droppedByQemu: number;
+  };
   readonly artifacts: Readonly<Record<string, string>>;
   readonly error?: string;
 }
 
 /** The QEMU ids: the pvrdma function, and its paired vmxnet3 (args.ts names it `<id>-net`). */
-const DEVICE_ID = 'nic0';
 const NET_ID = `${DEVICE_ID}-net`;
 const CLI = path.resolve(__dirname, '..', 'cli.js');
 const KERNEL_WARNING = /WARNING:|BUG:|Oops|blocked for more than|INFO: task .* blocked|general protection/;
@@ -77,6 +95,7 @@ export async function runPvrdmaUnplug(opts: PvrdmaUnplugOptions): Promise<Pvrdma
   const log = opts.log ?? moduleLogger('unplug-pvrdma');
   const started = Date.now();
   const holdSeconds = opts.holdSeconds ?? 40;
+  const scenario = opts.scenario ?? 'traffic';
   const workDir = opts.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'vrnic-unplug-pvrdma-'));
   fs.mkdirSync(workDir, { recursive: true, mode: 0o700 });
   const { files, artifacts } = runFiles(workDir);
@@ -88,6 +107,11 @@ export async function runPvrdmaUnplug(opts: PvrdmaUnplugOptions): Promise<Pvrdma
   let control: ControlClient | null = null;
   let irq: IrqDecision | undefined;
   let vanishAt: number | null = null;
+  let doorbellsAt: number | null = null;
+  let doorbellsLater: number | null = null;
+  let completionsAt: number | null = null;
+  let completionsLater: number | null = null;
+  let droppedByQemu = 0;
   const find = (re: RegExp, after = 0): Line | undefined => lines.find((l) => l.atMs >= after && re.test(l.text));
   const waitFor = async (re: RegExp, timeoutMs: number, gone: () => boolean): Promise<Line | undefined> => {
     const deadline = Date.now() + timeoutMs;
@@ -112,7 +136,7 @@ export async function runPvrdmaUnplug(opts: PvrdmaUnplugOptions): Promise<Pvrdma
     control = await ControlClient.connect(controlPathFor(files.socket), { timeoutMs: 30_000 });
 
     // loglevel 7: the driver's dev_info lines ("detaching from device") reach the console as they happen
-    const append = guestAppend({ program: 'pvrdma-guest', lingerSeconds: 0, loglevel: 7 }) + ` vrnic.pvrdma=devinfo,hold=${holdSeconds}`;
+    const append = guestAppend({ program: 'pvrdma-guest', lingerSeconds: 0, loglevel: 7 }) + ` vrnic.pvrdma=devinfo,${scenario === 'traffic' ? 'traffic' : 'hold'}=${holdSeconds}`;
     const args = [
       ...qemuArgs({ kernel: image.kernel, initrd: image.initrd, append, socket: files.socket, deviceId: DEVICE_ID, pairedVmxnet3: true, serial: { kind: 'stdio' } }),
       '-qmp', `unix:${files.qmpRunner},server=on,wait=off`,
@@ -136,14 +160,26 @@ export async function runPvrdmaUnplug(opts: PvrdmaUnplugOptions): Promise<Pvrdma
     const hold = await waitFor(/PVRDMA-STEP \{"step":"hold"/, opts.bootTimeoutMs ?? 300_000, () => vm.hasExited());
     if (!hold) throw new RunError(vm.hasExited() ? `QEMU exited before the holder was ready; see ${files.console}` : 'the guest never reported its holder (boot timeout)');
     if (!/"maps":"[1-9]/.test(hold.text)) throw new RunError(`the holder has no uverbs mapping: ${hold.text}`);
+    if (scenario === 'traffic' && !/"peer_maps":"[1-9]/.test(hold.text)) throw new RunError(`the traffic peer has no uverbs mapping: ${hold.text}`);
     log.info({ hold: hold.text }, 'holder ready; vanishing');
-
+    const ctl = control;
+    const counters = async () => (await ctl.status().catch(() => null))?.device.counters;
+    const before = await counters();
+    doorbellsAt = before?.doorbells ?? null;
+    completionsAt = before?.completions ?? null;
     vanishAt = Date.now();
     if (opts.mode === 'crash') {
       await control.vanish('crash');
       await qmp.deviceDel(DEVICE_ID).catch((err: Error) => log.error({ err }, 'device_del failed'));
     } else {
       void control.vanish(opts.mode).catch((err: Error) => log.error({ err }, 'vanish request failed'));
+    }
+    if (opts.mode === 'orderly') {
+      // The device answers until QEMU removes it: its counters show whether user space kept ringing.
+      await new Promise((r) => setTimeout(r, 5000));
+      const later = await counters();
+      doorbellsLater = later?.doorbells ?? null;
+      completionsLater = later?.completions ?? null;
     }
     await waitFor(/"step":"hold-end"/, (holdSeconds + 90) * 1000, () => vm.hasExited());
     await waitFor(/VRNIC-INIT \{"event":"dmesg-end"/, 60_000, () => vm.hasExited());
@@ -152,6 +188,7 @@ export async function runPvrdmaUnplug(opts: PvrdmaUnplugOptions): Promise<Pvrdma
     await qmp.quit().catch(() => undefined);
     await vm.stop(5000);
     await daemon.stop(3000);
+    droppedByQemu = await countLines(files.qemuLog, /vfio_region_write\(.*:region2\+.*failed/);
     return judge();
   } catch (err) {
     log.debug({ err }, 'pvrdma unplug run broke');
@@ -173,6 +210,8 @@ export async function runPvrdmaUnplug(opts: PvrdmaUnplugOptions): Promise<Pvrdma
     const warnings = lines.filter((l) => KERNEL_WARNING.test(l.text));
     const invalid = readLines(files.invalidMem).filter((l) => /Invalid (read|write)/.test(l));
     const holdCode = holdEnd ? Number(/"code":(\d+)/.exec(holdEnd.text)?.[1]) : NaN;
+    const peerCode = holdEnd && scenario === 'traffic' ? Number(/"peer_code":(\d+)/.exec(holdEnd.text)?.[1]) : 143;
+    const ended = (c: number) => c === 143 || c === 0;
     const checks: PvrdmaCheck[] = [
       { name: 'device-removed', ok: dev !== undefined, detail: dev ? `DEVICE_DELETED ${DEVICE_ID} ${since(dev.atMs)} ms after the vanish` : `no DEVICE_DELETED for ${DEVICE_ID}` },
       { name: 'paired-function-removed', ok: net !== undefined, detail: net ? `DEVICE_DELETED ${NET_ID} (vmxnet3, function 0) ${since(net.atMs)} ms after the vanish` : `no DEVICE_DELETED for ${NET_ID}` },
@@ -183,7 +222,11 @@ export async function runPvrdmaUnplug(opts: PvrdmaUnplugOptions): Promise<Pvrdma
           dev === undefined ? 'the function was never removed' : holdEnd && dev.atMs >= holdEnd.atMs ? `removal finished ${dev.atMs - holdEnd.atMs} ms after the holder exited (${since(holdEnd.atMs)} ms after the vanish): it waited for user space` : 'removal finished with the context still open',
       },
       // 143: the holder ended by pvrdma-guest's SIGTERM at the end of its hold, not by a fault
-      { name: 'process-survived', ok: holdCode === 143 || holdCode === 0, detail: holdEnd ? `holder exit status ${holdCode}` : 'the guest reported no holder exit' },
+      {
+        name: 'process-survived',
+        ok: ended(holdCode) && ended(peerCode),
+        detail: holdEnd ? `holder exit status ${holdCode}${scenario === 'traffic' ? `, traffic peer ${peerCode}` : ''}` : 'the guest reported no holder exit',
+      },
       { name: 'no-kernel-warnings', ok: warnings.length === 0, detail: warnings.length ? warnings.slice(0, 3).map((l) => l.text.trim()).join(' | ') : 'none on the console' },
       { name: 'no-bar-access-after-unplug', ok: invalid.length === 0, detail: `${invalid.length} invalid_mem accesses logged by QEMU` },
     ];
@@ -191,8 +234,10 @@ export async function runPvrdmaUnplug(opts: PvrdmaUnplugOptions): Promise<Pvrdma
       verdict: !error && checks.every((c) => c.ok) ? 'PASS' : 'FAIL',
       model: 'pvrdma',
       mode: opts.mode,
+      scenario,
       ...(irq ? { irq } : {}),
       checks,
+      doorbells: { atVanish: doorbellsAt, fiveSecondsLater: doorbellsLater, completionsAtVanish: completionsAt, completionsFiveSecondsLater: completionsLater, droppedByQemu },
       timings: { vanishToDriverRemoveMs: since(remove?.atMs), vanishToDeviceDeletedMs: since(dev?.atMs), vanishToHolderExitMs: since(holdEnd?.atMs), totalMs: Date.now() - started },
       artifacts,
       ...(error ? { error } : {}),
@@ -202,13 +247,26 @@ export async function runPvrdmaUnplug(opts: PvrdmaUnplugOptions): Promise<Pvrdma
 
 /** One line per check, as `unplug-test` prints a vrnic run. */
 export function pvrdmaReportHuman(r: PvrdmaUnplugReport): string {
-  const out = [`vrnic unplug-test --model pvrdma --mode ${r.mode}${r.irq ? ` (irq ${r.irq.mode})` : ''}: ${r.verdict}`];
+  const out = [`vrnic unplug-test --model pvrdma --scenario ${r.scenario} --mode ${r.mode}${r.irq ? ` (irq ${r.irq.mode})` : ''}: ${r.verdict}`];
   for (const c of r.checks) out.push(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name.padEnd(28)} ${c.detail}`);
   const t = r.timings;
   out.push(`  timings: driver remove ${t.vanishToDriverRemoveMs ?? '-'} ms, DEVICE_DELETED ${t.vanishToDeviceDeletedMs ?? '-'} ms, holder exit ${t.vanishToHolderExitMs ?? '-'} ms after the vanish; total ${t.totalMs} ms`);
+  const d = r.doorbells;
+  out.push(
+    `  doorbells: ${d.atVanish ?? '-'} at the vanish, ${d.fiveSecondsLater ?? '-'} 5 s later (completions ${d.completionsAtVanish ?? '-'} -> ${d.completionsFiveSecondsLater ?? '-'}); ${d.droppedByQemu} UAR writes QEMU could not forward to a gone device`,
+  );
   if (r.error) out.push(`  error: ${r.error}`);
   if (r.artifacts.workDir) out.push(`  files: ${r.artifacts.workDir}`);
   return out.join('\n');
+}
+
+/** Lines of a possibly huge log matching `re`, read as a stream (a dead device's doorbell failures run to millions). */
+async function countLines(file: string, re: RegExp): Promise<number> {
+  if (!fs.existsSync(file)) return 0;
+  let n = 0;
+  const lines = readline.createInterface({ input: fs.createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
+  for await (const l of lines) if (re.test(l)) n++;
+  return n;
 }
 
 function readLines(file: string): string[] {

@@ -56,7 +56,7 @@ export function timingsFrom(e: UnplugEvidence, startedAtMs: number, readyAtMs: n
   };
 }
 
-/** The --json object: verdict, checks and timings first, as issue 6 specifies them. */
+/** The --json object: verdict, checks and timings first, so a reader of the file sees the outcome at once. */
 export function reportJson(r: UnplugReport): string {
   return JSON.stringify({
     verdict: r.verdict,

@@ -8,13 +8,14 @@ import { controlPathFor } from '../control/server';
 import type { VanishMode } from '../control/protocol';
 import { errorLine, moduleLogger } from '../log';
 import { flattenPci, QmpClient, type QmpEvent } from '../qmp/client';
-import type { TransportChoice } from '../transports/index';
+import type { TransportChoice } from '../vfio-user/transports/index';
 import { computeChecks, driverRemoveMs, verdictOf, type CheckName } from './checks';
 import { formatWhen, parseWhen, whenToJson } from '../control/when';
 import type { ArmedVanishResult } from '../control/server';
 import { isMappingCheck, scenarioByName, type Scenario, type ScenarioName } from './scenarios';
 import type { Canary, DriverBug, GuestDeviceView, PhysRange, UnplugEvidence } from './evidence';
 import { prepareGuest, type GuestMachine } from './guest';
+import { DEFAULT_DEVICE_ID as DEVICE_ID } from '../../qemu-config/args';
 import { requireVfioUserQemu } from '../../qemu-config/qemu';
 import { chooseIrq, MSIX_TEARDOWN_ABORT, recordMsixUnplug, type IrqChoice, type IrqDecision } from '../../qemu-config/msix-unplug';
 import { GuestConsole, guestBar2, parseNumber, type ReportLine } from './guest-report';
@@ -53,7 +54,6 @@ export const HOTPLUG_KINDS = ['acpi', 'native'] as const;
 export type HotplugKind = (typeof HOTPLUG_KINDS)[number];
 
 /** The QEMU device id the runner gives the vfio-user-pci device. */
-export const DEVICE_ID = 'nic0';
 
 const CLI = path.resolve(__dirname, '..', 'cli.js');
 

@@ -12,8 +12,8 @@
 // comes back (STATUS 0, FATAL_CODE 0) and a proper bring-up gets READY and a QUERY_DEVICE
 // completion with status OK.
 import { parseArgs } from 'node:util';
-import { GuestMemory, VfioUserClient, type Mapping } from '../../src/client/index';
-import { availableTransports } from '../../src/transports/index';
+import { GuestMemory, VfioUserClient, type Mapping } from '../../src/vfio-user/client/index';
+import { availableTransports } from '../../src/vfio-user/transports/index';
 import { procStats, ServeProcess, sleep, type ProcStats } from './daemon-process';
 import { Rng } from './rng';
 

@@ -8,7 +8,7 @@
 //   MODE hammer: BAR0 register reads and UAR doorbell writes as fast as they go
 // Prints "ready" once the device is up and "n N" every 50 operations; exits 0 when the server
 // goes away (what the vanish and SIGTERM tests expect), 1 on any other failure.
-import { DisconnectedError, GuestMemory, VfioUserClient } from '../../src/client/index';
+import { DisconnectedError, GuestMemory, VfioUserClient } from '../../src/vfio-user/client/index';
 
 const BASE = 0x2_0000_0000n;
 const ASQ = BASE;

@@ -1,9 +1,9 @@
 // A vfio-user client that sends any bytes and fds, for fuzzing: it never validates what it sends, only frames what it receives.
 import { closeQuietly, connectUnix, FdSocket, POLLIN, pollAsync, setSocketTimeout, SO_SNDTIMEO, unixSocket } from '../../ffi/libc';
 import { SysError } from '../../ffi/errors';
-import { HEADER_SIZE, HeaderFlag, Errno } from '../../src/protocol/constants';
-import { encodeErrorReply, type Header } from '../../src/protocol/messages';
-import { FramingError, MessageStream } from '../../src/protocol/stream';
+import { HEADER_SIZE, HeaderFlag, Errno } from '../../src/vfio-user/protocol/constants';
+import { encodeErrorReply, type Header } from '../../src/vfio-user/protocol/messages';
+import { FramingError, MessageStream } from '../../src/vfio-user/protocol/stream';
 
 export interface ReceivedReply {
   readonly header: Header;

@@ -12,7 +12,7 @@
 // config space; fd count and RSS (from /proc) are compared before and after.
 import { parseArgs } from 'node:util';
 import { closeQuietly, eventfd, memfdCreate, ftruncate } from '../../ffi/libc';
-import { Command, HEADER_SIZE, HeaderFlag } from '../../src/protocol/constants';
+import { Command, HEADER_SIZE, HeaderFlag } from '../../src/vfio-user/protocol/constants';
 import {
   encodeDeviceInfo,
   encodeDmaAccess,
@@ -26,9 +26,9 @@ import {
   encodeRegionIoFds,
   encodeRegionWriteMulti,
   encodeVersion,
-} from '../../src/protocol/messages';
-import { VfioUserClient } from '../../src/client/index';
-import { availableTransports } from '../../src/transports/index';
+} from '../../src/vfio-user/protocol/messages';
+import { VfioUserClient } from '../../src/vfio-user/client/index';
+import { availableTransports } from '../../src/vfio-user/transports/index';
 import { ControlClient } from '../../src/control/client';
 import { fdTargets, procStats, ServeProcess, sleep, type ProcStats } from './daemon-process';
 import { RawClient } from './raw-client';

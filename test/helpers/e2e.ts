@@ -6,7 +6,7 @@
 import test, { type SerialFn, type SkipFn } from 'ava';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import { defaultKernelRelease } from '../../qemu-config/image';
+import { defaultKernelRelease } from '../../guest/kit/image';
 import { findQemu } from '../../qemu-config/qemu';
 import { skipping } from './skip';
 

@@ -3,8 +3,8 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
-import { createTransport, type Transport, type TransportName } from '../../src/transports/index';
-import { VfioUserClient, type ClientOptions } from '../../src/client/index';
+import { createTransport, type Transport, type TransportName } from '../../src/vfio-user/transports/index';
+import { VfioUserClient, type ClientOptions } from '../../src/vfio-user/client/index';
 import { TestDevice } from './test-device';
 
 export interface Served {
