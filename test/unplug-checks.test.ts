@@ -69,6 +69,16 @@ function staleOnBar(label: string): MappingEvidence {
   });
 }
 
+/** The clean run's mappings as a program leaves them when it never walked them after the removal. */
+function unwalked(): MappingEvidence[] {
+  return clean().mappings.map((m) => ({ ...m, after: null, viewAfter: null }));
+}
+
+/** The program watched to its end without seeing the device leave, closed its context at 16 s; the device left then, or never. */
+function closedBeforeRemoval(deviceDeleted: { atMs: number } | null): UnplugEvidence {
+  return { ...clean(), mappings: unwalked(), guestRemoved: null, contextClosed: { atMs: 16_000 }, deviceDeleted };
+}
+
 function failing(e: UnplugEvidence, names?: readonly CheckName[]): CheckName[] {
   return computeChecks(e, names).filter((c) => c.result === 'FAIL').map((c) => c.name);
 }
@@ -216,13 +226,7 @@ test('with several processes, a mapping left on the BAR fails naming that proces
 test('when the removal waited for the program, the mapping checks say n/a, not ok, and unplug-not-blocked fails', (t) => {
   // What a driver without disassociate_ucontext does: the watch times out with the device still
   // there, the program closes and exits, and only then does the device leave.
-  const e: UnplugEvidence = {
-    ...clean(),
-    mappings: clean().mappings.map((m) => ({ ...m, after: null, viewAfter: null })),
-    guestRemoved: null,
-    contextClosed: { atMs: 16_000 },
-    deviceDeleted: { atMs: 16_050 },
-  };
+  const e = closedBeforeRemoval({ atMs: 16_050 });
   const checks = computeChecks(e);
   t.deepEqual(checks.filter((c) => c.result === 'n/a').map((c) => c.name), ['mapping-moved-off-bar', 'reads-return-zero']);
   t.deepEqual(failing(e), ['unplug-not-blocked']);
@@ -238,9 +242,35 @@ test('a program that reported no mapping leaves the mapping checks n/a', (t) => 
 
 // --- the other checks -------------------------------------------------------------------------
 
-test('a device that never left fails unplug-not-blocked and device-removed', (t) => {
-  const e: UnplugEvidence = { ...clean(), guestRemoved: null, contextClosed: { atMs: 16_000 }, deviceDeleted: null, guestView: { pci: ['0000:01:00.0'], ib: ['vrnic0'], waitedMs: 10_000 } };
-  t.deepEqual(failing(e, ['unplug-not-blocked', 'device-removed']), ['unplug-not-blocked', 'device-removed']);
+test('a device that never left fails unplug-not-blocked (the removal never finished) and device-removed from the guest listing', (t) => {
+  // The program's mappings were zapped, but the ib device never left: the program watched to the
+  // end of its watch, closed, and the guest still listed the device afterwards.
+  const e: UnplugEvidence = { ...closedBeforeRemoval(null), guestView: { pci: ['0000:01:00.0'], ib: ['vrnic0'], waitedMs: 10_000 } };
+  t.deepEqual(failing(e), ['unplug-not-blocked', 'device-removed']);
+  t.regex(one(e, 'unplug-not-blocked').detail, /removal never finished: .* still listed its ib device vrnic0/);
+  t.regex(one(e, 'device-removed').detail, /still lists the PCI function 0000:01:00\.0; the guest still lists the ib device vrnic0/);
+  // It did not wait for the program (it never finished): the mappings were never walked after it.
+  t.regex(one(e, 'mapping-moved-off-bar').detail, /^not judged: uar0: never walked after the removal/);
+  t.is(verdictOf(computeChecks(e)), 'FAIL');
+});
+
+test('a program killed before it saw its device leave fails process-survived; the checks that needed it to watch say n/a', (t) => {
+  const e: UnplugEvidence = {
+    ...clean(),
+    mappings: unwalked(),
+    programEnd: { kind: 'signal', signal: 'SIGBUS', addr: '0x7f2d714a9000' },
+    guestRemoved: null,
+    contextClosed: null,
+  };
+  const checks = computeChecks(e);
+  t.deepEqual(failing(e), ['process-survived']);
+  t.deepEqual(checks.filter((c) => c.result === 'n/a').map((c) => c.name), ['mapping-moved-off-bar', 'reads-return-zero', 'unplug-not-blocked']);
+  t.regex(one(e, 'unplug-not-blocked').detail, /took SIGBUS before it saw its ib device leave/);
+  t.is(verdictOf(checks), 'FAIL');
+  // A mapping on the BAR still fails, whatever another mapping could not show.
+  const mixed = one({ ...e, mappings: [staleOnBar('uar0'), { ...onDummy('uar0-twin'), after: null }] }, 'mapping-moved-off-bar');
+  t.is(mixed.result, 'FAIL');
+  t.regex(mixed.detail, /uar0: .*inside BAR2.*; uar0-twin: never walked after the removal/);
 });
 
 test('a removal slower than the bound fails unplug-not-blocked and says how slow', (t) => {
@@ -259,12 +289,13 @@ test('process-survived fails when a forked process died by a signal, even though
   t.regex(c.detail, /exited by itself with status 0; child pid 152 of pid 151 ended by signal 7/);
 });
 
-test('a WARN in the guest log fails no-kernel-warnings with the line, even when the dump never came', (t) => {
-  const log = 'ok\n[   12.3] WARNING: CPU: 0 PID: 55 at drivers/infiniband/core/rdma_core.c:940 uverbs_destroy_ufile_hw+0x1/0x2\n';
+test('a WARN in the guest log fails no-kernel-warnings quoting the line that says what warned, even when the dump never came', (t) => {
+  // As 6.1 prints one: the "cut here" marker first, then the line naming the file and function.
+  const log = 'ok\n[   12.2] ------------[ cut here ]------------\n[   12.3] WARNING: CPU: 0 PID: 55 at drivers/infiniband/core/rdma_core.c:940 uverbs_destroy_ufile_hw+0x1/0x2\n';
   for (const dumped of [true, false]) {
     const c = one({ ...clean(), kernelLog: log, kernelLogDumped: dumped }, 'no-kernel-warnings');
     t.is(c.result, 'FAIL');
-    t.regex(c.detail, /^WARN: 1 line\(s\), first: .*rdma_core\.c:940/);
+    t.regex(c.detail, /^WARN: 2 line\(s\), first: \[ +12\.3\] WARNING: .*rdma_core\.c:940/);
   }
 });
 

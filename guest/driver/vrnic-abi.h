@@ -32,6 +32,9 @@ struct vrnic_alloc_ucontext_resp {
 #define VRNIC_DRIVER_FLAG_LEGACY_MMAP		0x1u
 #define VRNIC_DRIVER_FLAG_NO_DISASSOCIATE	0x2u
 #define VRNIC_DRIVER_FLAG_PRIVATE_TRACKING	0x4u
+#define VRNIC_DRIVER_FLAG_ZAP_SIGBUS		0x8u
+#define VRNIC_DRIVER_FLAG_DESTROY_ERROR		0x10u
+#define VRNIC_DRIVER_FLAG_HELD_REFERENCE	0x20u
 
 /* ALLOC_PD driver output. */
 struct vrnic_alloc_pd_resp {

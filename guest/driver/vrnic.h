@@ -21,9 +21,18 @@ enum vrnic_bug {
 	VRNIC_BUG_LEGACY_MMAP,
 	VRNIC_BUG_NO_DISASSOCIATE,
 	VRNIC_BUG_PRIVATE_TRACKING,
+	VRNIC_BUG_ZAP_SIGBUS,
+	VRNIC_BUG_DESTROY_ERROR,
+	VRNIC_BUG_HELD_REFERENCE,
 };
 
 extern enum vrnic_bug vrnic_bug;
+
+/* Both track user mappings in the driver's own list and zap them themselves. */
+static inline bool vrnic_bug_private_list(void)
+{
+	return vrnic_bug == VRNIC_BUG_PRIVATE_TRACKING || vrnic_bug == VRNIC_BUG_ZAP_SIGBUS;
+}
 
 #define VRNIC_ASQ_ENTRIES	64
 #define VRNIC_ACQ_ENTRIES	64
@@ -124,14 +133,14 @@ struct vrnic_ucontext {
 	u32 num_uars;
 	struct rdma_user_mmap_entry *uar_entry;
 
-	/* bug=private-tracking only: the mappings mmap made, tracked the pre-4.20 way. */
+	/* bug=private-tracking and zap-sigbus: the mappings mmap made, tracked the pre-4.20 way. */
 	struct mutex vmas_lock;
 	struct list_head vmas;
 	struct mm_struct *owner_mm;	/* the creating process's address space (mmgrab) */
 	struct page *dummy;		/* what the zapped mappings get instead of the BAR */
 };
 
-/* One mapping as bug=private-tracking remembers it: only what mmap saw, never told of copies. */
+/* One mapping as the private list remembers it: only what mmap saw, never told of copies. */
 struct vrnic_private_vma {
 	struct list_head list;
 	struct vm_area_struct *vma;

@@ -4,13 +4,14 @@
  *
  * What it exists to show: user mappings of UAR (doorbell) pages go through the RDMA core's
  * rdma_user_mmap_io tracking so that a hot unplug zaps them; the remove path never waits on a
- * device that has vanished. Three planted bugs (module parameter bug=) are the negative controls.
+ * device that has vanished. Six planted bugs (module parameter bug=) are the negative controls.
  */
 #include <linux/module.h>
 #include <linux/pci.h>
 #include <linux/interrupt.h>
 #include <linux/dma-mapping.h>
 #include <linux/ktime.h>
+#include <linux/string.h>
 
 #include "vrnic.h"
 #include "vrnic_com.h"
@@ -18,7 +19,8 @@
 
 static char *bug = "none";
 module_param(bug, charp, 0444);
-MODULE_PARM_DESC(bug, "plant a classic driver bug: none (default), legacy-mmap, no-disassociate, private-tracking");
+MODULE_PARM_DESC(bug,
+		 "plant a classic driver bug: none (default), legacy-mmap, no-disassociate, private-tracking, zap-sigbus, destroy-error, held-reference");
 
 /* Writable at run time, so bounded at run time: 0 would fail every command, huge ones hang. */
 #define VRNIC_ADMIN_TIMEOUT_MIN_MS	10
@@ -41,6 +43,17 @@ module_param_cb(admin_timeout_ms, &vrnic_admin_timeout_ops, &admin_timeout_ms, 0
 MODULE_PARM_DESC(admin_timeout_ms, "bound on one admin command, in ms (10..60000, default 5000)");
 
 enum vrnic_bug vrnic_bug;
+
+/* The bug= names, indexed by enum vrnic_bug (docs/unplug.md describes each). */
+static const char * const vrnic_bug_names[] = {
+	[VRNIC_BUG_NONE] = "none",
+	[VRNIC_BUG_LEGACY_MMAP] = "legacy-mmap",
+	[VRNIC_BUG_NO_DISASSOCIATE] = "no-disassociate",
+	[VRNIC_BUG_PRIVATE_TRACKING] = "private-tracking",
+	[VRNIC_BUG_ZAP_SIGBUS] = "zap-sigbus",
+	[VRNIC_BUG_DESTROY_ERROR] = "destroy-error",
+	[VRNIC_BUG_HELD_REFERENCE] = "held-reference",
+};
 
 static int vrnic_setup_irqs(struct vrnic_dev *dev)
 {
@@ -315,6 +328,14 @@ static int vrnic_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		goto err_reset;
 	}
 	WRITE_ONCE(dev->registered, true);
+	/*
+	 * The planted held-reference bug: the driver keeps a registration lock on its ib_device for
+	 * as long as it is bound (meant to keep the device registered while the event thread
+	 * dispatches) and drops it in remove only after ib_unregister_device, which first waits for
+	 * every such lock to go: remove never returns, and the PCI function and the ib device stay.
+	 */
+	if (vrnic_bug == VRNIC_BUG_HELD_REFERENCE)
+		WARN_ON(!ib_device_try_get(&dev->ibdev));
 	dev_info(&pdev->dev, "%s: version 0x%08x, %u UAR pages at %pa, %u vectors, %s, bug=%s\n",
 		 dev_name(&dev->ibdev.dev), version, dev->num_uars, &dev->uar_phys,
 		 dev->num_vectors, vrnic_irq_type(dev), bug);
@@ -357,6 +378,8 @@ static void vrnic_remove(struct pci_dev *pdev)
 	dev_info(&pdev->dev, "remove: start\n");
 	WRITE_ONCE(dev->registered, false);
 	ib_unregister_device(&dev->ibdev);
+	if (vrnic_bug == VRNIC_BUG_HELD_REFERENCE)
+		ib_device_put(&dev->ibdev);
 	/*
 	 * Nothing the device may still write is freed before it cannot write: reset it, then take
 	 * bus mastering away (which holds even when the reset timed out), then free the queues and
@@ -398,19 +421,14 @@ static struct pci_driver vrnic_pci_driver = {
 
 static int __init vrnic_init(void)
 {
-	if (!bug || !*bug || !strcmp(bug, "none")) {
-		vrnic_bug = VRNIC_BUG_NONE;
-	} else if (!strcmp(bug, "legacy-mmap")) {
-		vrnic_bug = VRNIC_BUG_LEGACY_MMAP;
-	} else if (!strcmp(bug, "no-disassociate")) {
-		vrnic_bug = VRNIC_BUG_NO_DISASSOCIATE;
-	} else if (!strcmp(bug, "private-tracking")) {
-		vrnic_bug = VRNIC_BUG_PRIVATE_TRACKING;
-	} else {
-		pr_err(DRV_NAME ": unknown bug=%s (none, legacy-mmap, no-disassociate, private-tracking)\n",
-		       bug);
+	int i = !bug || !*bug ? VRNIC_BUG_NONE :
+		match_string(vrnic_bug_names, ARRAY_SIZE(vrnic_bug_names), bug);
+
+	if (i < 0) {
+		pr_err(DRV_NAME ": unknown bug=%s (see the module parameter's description)\n", bug);
 		return -EINVAL;
 	}
+	vrnic_bug = i;
 	if (vrnic_bug != VRNIC_BUG_NONE)
 		pr_warn(DRV_NAME ": planted bug %s is active (negative control)\n", bug);
 	return pci_register_driver(&vrnic_pci_driver);

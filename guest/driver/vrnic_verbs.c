@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * vrnic_verbs.c: the RDMA verbs (ib_device_ops) of the vrnic driver, and how user mappings of
- * UAR pages are made so that a hot unplug zaps them. Three planted bugs live here too.
+ * UAR pages are made so that a hot unplug zaps them. Four planted bugs live here too.
  */
 #include <linux/highmem.h>
 #include <linux/mm.h>
@@ -153,6 +153,17 @@ static int vrnic_query_gid(struct ib_device *ibdev, u32 port, int index, union i
 	return 0;
 }
 
+/* What GET_CONTEXT tells user space of the planted bug, indexed by enum vrnic_bug. */
+static const u32 vrnic_bug_flags[] = {
+	[VRNIC_BUG_NONE] = 0,
+	[VRNIC_BUG_LEGACY_MMAP] = VRNIC_DRIVER_FLAG_LEGACY_MMAP,
+	[VRNIC_BUG_NO_DISASSOCIATE] = VRNIC_DRIVER_FLAG_NO_DISASSOCIATE,
+	[VRNIC_BUG_PRIVATE_TRACKING] = VRNIC_DRIVER_FLAG_PRIVATE_TRACKING,
+	[VRNIC_BUG_ZAP_SIGBUS] = VRNIC_DRIVER_FLAG_ZAP_SIGBUS,
+	[VRNIC_BUG_DESTROY_ERROR] = VRNIC_DRIVER_FLAG_DESTROY_ERROR,
+	[VRNIC_BUG_HELD_REFERENCE] = VRNIC_DRIVER_FLAG_HELD_REFERENCE,
+};
+
 static int vrnic_alloc_ucontext(struct ib_ucontext *ibuc, struct ib_udata *udata)
 {
 	struct vrnic_ucontext *uc = to_vuc(ibuc);
@@ -209,16 +220,11 @@ static int vrnic_alloc_ucontext(struct ib_ucontext *ibuc, struct ib_udata *udata
 	resp.uar_index = uc->uar_index;
 	resp.uar_page_size = VRNIC_UAR_PAGE_SIZE;
 	resp.uar_mmap_offset = rdma_user_mmap_get_offset(uc->uar_entry);
-	if (vrnic_bug == VRNIC_BUG_LEGACY_MMAP)
-		resp.driver_flags |= VRNIC_DRIVER_FLAG_LEGACY_MMAP;
-	if (vrnic_bug == VRNIC_BUG_NO_DISASSOCIATE)
-		resp.driver_flags |= VRNIC_DRIVER_FLAG_NO_DISASSOCIATE;
-	if (vrnic_bug == VRNIC_BUG_PRIVATE_TRACKING)
-		resp.driver_flags |= VRNIC_DRIVER_FLAG_PRIVATE_TRACKING;
+	resp.driver_flags = vrnic_bug_flags[vrnic_bug];
 	ret = ib_copy_to_udata(udata, &resp, min(udata->outlen, sizeof(resp)));
 	if (ret)
 		goto err_remove;
-	if (vrnic_bug == VRNIC_BUG_PRIVATE_TRACKING) {
+	if (vrnic_bug_private_list()) {
 		mutex_init(&uc->vmas_lock);
 		INIT_LIST_HEAD(&uc->vmas);
 		uc->owner_mm = current->mm;
@@ -283,6 +289,21 @@ static int vrnic_legacy_mmap(struct vm_area_struct *vma, struct vrnic_mmap_entry
 }
 
 /*
+ * The planted zap-sigbus bug: private-tracking's own zap, with the driver's own fault handler.
+ * mmap fills the whole mapping, so the handler was written for a fault that "cannot happen" and
+ * answers VM_FAULT_SIGBUS. After the zap it does happen: the next access kills the process. The
+ * core's handler (rdma_umap_fault) gives a zapped mapping a dummy page instead.
+ */
+static vm_fault_t vrnic_sigbus_fault(struct vm_fault *vmf)
+{
+	return VM_FAULT_SIGBUS;
+}
+
+static const struct vm_operations_struct vrnic_sigbus_vm_ops = {
+	.fault = vrnic_sigbus_fault,
+};
+
+/*
  * The planted private-tracking bug, the way drivers zapped user mappings before the RDMA core
  * did it for them (Linux 4.20): mmap maps the BAR itself and remembers the VMA in a private
  * list; disassociate zaps what the list holds, in the creating process's address space, and
@@ -304,6 +325,8 @@ static int vrnic_private_mmap(struct vrnic_ucontext *uc, struct vm_area_struct *
 		kfree(pv);
 		return ret;
 	}
+	if (vrnic_bug == VRNIC_BUG_ZAP_SIGBUS)
+		vma->vm_ops = &vrnic_sigbus_vm_ops;
 	pv->vma = vma;
 	pv->mm = vma->vm_mm;
 	mmgrab(pv->mm);
@@ -360,9 +383,10 @@ static void vrnic_private_zap(struct vrnic_ucontext *uc)
 	/*
 	 * One zeroed page per context, like the core's per-file page. It is never freed: with no
 	 * close op the driver cannot know when the last mapping of it goes (the core's tracking
-	 * exists to know that); a page per removed context is what this bug costs.
+	 * exists to know that); a page per removed context is what this bug costs. zap-sigbus puts
+	 * nothing in the zapped range: its fault handler answers the next access.
 	 */
-	if (!uc->dummy)
+	if (!uc->dummy && vrnic_bug == VRNIC_BUG_PRIVATE_TRACKING)
 		uc->dummy = alloc_page(GFP_KERNEL | __GFP_ZERO);
 	mmap_write_lock(mm);
 	mutex_lock(&uc->vmas_lock);
@@ -392,7 +416,7 @@ static int vrnic_mmap(struct ib_ucontext *ibuc, struct vm_area_struct *vma)
 	entry = container_of(rdma_entry, struct vrnic_mmap_entry, rdma);
 	if (vrnic_bug == VRNIC_BUG_LEGACY_MMAP)
 		ret = vrnic_legacy_mmap(vma, entry);
-	else if (vrnic_bug == VRNIC_BUG_PRIVATE_TRACKING)
+	else if (vrnic_bug_private_list())
 		ret = vrnic_private_mmap(to_vuc(ibuc), vma, entry);
 	else
 		ret = rdma_user_mmap_io(ibuc, vma, PHYS_PFN(entry->phys),
@@ -405,7 +429,7 @@ static int vrnic_mmap(struct ib_ucontext *ibuc, struct vm_area_struct *vma)
 /* The core zaps user mappings itself; the hardware needs nothing more (as mlx5). */
 static void vrnic_disassociate_ucontext(struct ib_ucontext *ibuc)
 {
-	if (vrnic_bug == VRNIC_BUG_PRIVATE_TRACKING)
+	if (vrnic_bug_private_list())
 		vrnic_private_zap(to_vuc(ibuc));
 }
 
@@ -863,9 +887,22 @@ static int vrnic_destroy_qp(struct ib_qp *ibqp, struct ib_udata *udata)
 	struct vrnic_dev *dev = to_vdev(ibqp->device);
 	int ret;
 
+	/*
+	 * The planted destroy-error bug: the command goes first and its error goes to the core as
+	 * is, the -ENODEV of a device that is gone included. The core cannot keep a QP of a removed
+	 * device: on removal it retries while other objects still go, then WARNs that uobjects are
+	 * left (uverbs_destroy_ufile_hw) and forgets them without the driver; the QP, its CQ and PD
+	 * (busy while it exists) and its pinned rings leak.
+	 */
+	if (vrnic_bug == VRNIC_BUG_DESTROY_ERROR) {
+		ret = vrnic_admin_simple(dev, VRNIC_ADMIN_DESTROY_QP, qp->qpn, 0, NULL);
+		if (ret)
+			return ret;
+	}
 	xa_erase_irq(&dev->qps, qp->qpn);
 	vrnic_sync_irqs(dev);
-	ret = vrnic_admin_simple(dev, VRNIC_ADMIN_DESTROY_QP, qp->qpn, 0, NULL);
+	if (vrnic_bug != VRNIC_BUG_DESTROY_ERROR)
+		ret = vrnic_admin_simple(dev, VRNIC_ADMIN_DESTROY_QP, qp->qpn, 0, NULL);
 	if (ret && ret != -ENODEV)
 		dev_warn(&dev->pdev->dev, "DESTROY_QP %u failed: %d\n", qp->qpn, ret);
 	vrnic_umem_release_after(dev, qp->rq_umem, ret);

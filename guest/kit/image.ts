@@ -86,7 +86,7 @@ interface Manifest {
  * The driver's planted bugs (vrnic.ko's `bug=` parameter, guest/README.md): the negative controls
  * every command that boots the guest names with `--driver-bug`.
  */
-export const DRIVER_BUGS = ['none', 'legacy-mmap', 'no-disassociate', 'private-tracking'] as const;
+export const DRIVER_BUGS = ['none', 'legacy-mmap', 'no-disassociate', 'private-tracking', 'zap-sigbus', 'destroy-error', 'held-reference'] as const;
 export type DriverBug = (typeof DRIVER_BUGS)[number];
 
 /**

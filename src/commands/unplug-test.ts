@@ -59,6 +59,7 @@ Flags:
                     (pciehp; QEMU presses the slot's attention button, the guest waits 5 s)
   --driver-bug B    ${DRIVER_BUGS.join(' | ')} (default none): a planted driver
                     bug, the driver's bug= module parameter; the verdict must then FAIL
+                    (destroy-error only with a gone device: --mode surprise or crash)
   --scenario NAME   one of the scenarios above, or all (default single)
   --repeat N        run the scenario N times and report the pass rate and each distinct
                     failure (grouped by check and detail)

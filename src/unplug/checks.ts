@@ -123,13 +123,15 @@ export function kernelTrouble(log: string): string[] {
  * True when no mapping can have outlived the removal: the program closed its context (and then
  * exited) while the device was still there, and the device left only afterwards. That is what a
  * driver without disassociate_ucontext makes happen; unplug-not-blocked judges it, and the
- * mapping checks, having nothing to look at, say n/a.
+ * mapping checks, having nothing to look at, say n/a. A removal that never finished (no
+ * DEVICE_DELETED) did not wait for the program: what it did to the mappings is simply unseen.
  */
 function removalWaitedForProgram(e: UnplugEvidence): boolean {
   return (
     e.contextClosed !== null &&
     e.guestRemoved === null &&
-    (e.deviceDeleted === null || e.deviceDeleted.atMs >= e.contextClosed.atMs) &&
+    e.deviceDeleted !== null &&
+    e.deviceDeleted.atMs >= e.contextClosed.atMs &&
     e.mappings.every((m) => m.after === null)
   );
 }
@@ -182,11 +184,17 @@ function mappingMovedOffBar(e: UnplugEvidence): Check {
   if (removalWaitedForProgram(e)) return check(name, 'n/a', WAITED);
   const bad: string[] = [];
   const good: string[] = [];
+  // Never walked after the removal (the process died first, or never saw its device leave): unseen, not wrong.
+  const unjudged: string[] = [];
   const byFile = new Map<string, MappingEvidence[]>();
   for (const m of e.mappings) {
     const after = m.after;
-    const text = `${who(m)}: ${m.before ? `${describePfn(m.before, e.bars)} -> ` : ''}${after ? describePfn(after, e.bars) : 'never walked after the removal'}`;
-    const onRam = after !== null && after.kind === 'present' && inRanges(after.phys, e.bars) === null;
+    if (after === null) {
+      unjudged.push(`${who(m)}: never walked after the removal`);
+      continue;
+    }
+    const text = `${who(m)}: ${m.before ? `${describePfn(m.before, e.bars)} -> ` : ''}${describePfn(after, e.bars)}`;
+    const onRam = after.kind === 'present' && inRanges(after.phys, e.bars) === null;
     (onRam ? good : bad).push(text);
     if (onRam && m.file) byFile.set(m.file, [...(byFile.get(m.file) ?? []), m]);
   }
@@ -200,7 +208,8 @@ function mappingMovedOffBar(e: UnplugEvidence): Check {
       );
     }
   }
-  if (bad.length > 0) return check(name, 'FAIL', bad.join('; '));
+  if (bad.length > 0) return check(name, 'FAIL', [...bad, ...unjudged].join('; '));
+  if (unjudged.length > 0) return check(name, 'n/a', `not judged: ${unjudged.join('; ')}`);
   const shared = [...byFile.entries()].filter(([, ms]) => ms.length > 1).map(([f, ms]) => `${f}: ${ms.map(who).join(', ')} share one frame`);
   return check(name, 'ok', `${good.join('; ')}${shared.length ? ` (${shared.join('; ')})` : ''}`);
 }
@@ -258,12 +267,22 @@ function unplugNotBlocked(e: UnplugEvidence): Check {
         : `the ib device left ${ms} ms after the vanish, over the ${BOUNDS.unplugMs} ms bound`,
     );
   }
+  if (e.contextClosed !== null && e.guestView && e.guestView.ib.length > 0) {
+    return check(
+      'unplug-not-blocked',
+      'FAIL',
+      `the removal never finished: the program closed its context ${rel(e.contextClosed)} after the vanish and the guest still listed its ib device ${e.guestView.ib.join(', ')} afterwards`,
+    );
+  }
   if (e.contextClosed !== null) {
     return check(
       'unplug-not-blocked',
       'FAIL',
       `removal waited for user space: the program gave up and closed its context ${rel(e.contextClosed)} after the vanish with the device still there; DEVICE_DELETED came ${rel(e.deviceDeleted)} after the vanish`,
     );
+  }
+  if (e.programEnd.kind === 'signal') {
+    return check('unplug-not-blocked', 'n/a', `not judged: the program took ${e.programEnd.signal} before it saw its ib device leave (process-survived judges that)`);
   }
   return check('unplug-not-blocked', 'FAIL', 'the guest program never saw its ib device leave');
 }
@@ -272,7 +291,9 @@ function unplugNotBlocked(e: UnplugEvidence): Check {
 function noKernelWarnings(e: UnplugEvidence): Check {
   const trouble = kernelTrouble(e.kernelLog);
   if (trouble.length > 0) {
-    return check('no-kernel-warnings', 'FAIL', `${kernelProblemKinds(e.kernelLog).join(', ')}: ${trouble.length} line(s), first: ${trouble[0].trim().slice(0, 200)}`);
+    // A WARN starts with its "cut here" marker; the line after it says what warned, and where.
+    const first = trouble.find((l) => !/\[ cut here \]/.test(l)) ?? trouble[0];
+    return check('no-kernel-warnings', 'FAIL', `${kernelProblemKinds(e.kernelLog).join(', ')}: ${trouble.length} line(s), first: ${first.trim().slice(0, 200)}`);
   }
   if (!e.kernelLogDumped) {
     return check('no-kernel-warnings', 'n/a', "not judged: the guest never dumped its kernel log (no dmesg-end), and the console alone showed no report");
