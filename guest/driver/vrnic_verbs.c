@@ -23,12 +23,6 @@
  */
 static_assert(PAGE_SIZE == VRNIC_UAR_PAGE_SIZE);
 
-/* The arm word of a CQ's doorbell slot (docs/device.md 7): bit31 ARM, bits 15..0 the index. */
-#define VRNIC_CQ_ARM		BIT(31)
-#define VRNIC_CQ_ARM_CI		GENMASK(15, 0)
-/* A CQE's flags word, written last by the device (bit0 phase). */
-#define VRNIC_CQE_FLAGS		0x1c
-
 /* ---- verbs --------------------------------------------------------------------------------- */
 
 static int vrnic_query_device(struct ib_device *ibdev, struct ib_device_attr *attr,
@@ -606,14 +600,14 @@ void vrnic_cq_completion(struct vrnic_dev *dev, struct vrnic_cq *cq)
 	void *ring;
 
 	arm = readl(dev->uar + cq->arm_offset);
-	if (!(arm & VRNIC_CQ_ARM) || arm == VRNIC_REG_GONE || arm == cq->notified_arm)
+	if (!(arm & VRNIC_DB_ARM) || arm == VRNIC_REG_GONE || arm == cq->notified_arm)
 		return;
-	ci = arm & VRNIC_CQ_ARM_CI;
+	ci = arm & VRNIC_DB_INDEX_MASK;
 	phase = 1 - ((ci / cq->entries) & 1);
 	/* The ring is one pinned page (vrnic_pin_ring), so the first page is all of it. */
 	ring = kmap_local_page(sg_page(cq->umem->sgt_append.sgt.sgl));
 	flags = le32_to_cpu(READ_ONCE(*(__le32 *)(ring + (ci % cq->entries) * VRNIC_CQE_BYTES +
-						  VRNIC_CQE_FLAGS)));
+						  VRNIC_CQE_FLAGS_WORD)));
 	kunmap_local(ring);
 	if ((flags & VRNIC_CQE_PHASE) != phase)
 		return;
