@@ -153,3 +153,23 @@ export function startBusyCore(): { pid: number; stop(): Promise<void> } {
     },
   };
 }
+
+/**
+ * Runs a bench entry point when its file is the one Node started: its exit code becomes the
+ * process's, and an error is one line on stderr (the stack for bench/run's own failures).
+ */
+export function runMain(mod: NodeJS.Module, name: string, main: () => Promise<number>, opts: { stack?: boolean; exitNow?: boolean } = {}): void {
+  if (require.main !== mod) return;
+  main().then(
+    (code) => {
+      if (opts.exitNow) process.exit(code);
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      const text = err instanceof Error ? (opts.stack ? err.stack ?? err.message : err.message) : String(err);
+      process.stderr.write(`${name}: ${text}\n`);
+      if (opts.exitNow) process.exit(1);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -16,6 +16,7 @@ import { ACC, connect, CS, type DpQp, pattern, QPT, Side, WF, WOP } from '../src
 import { GuestHeap, TestDriver } from '../src/testing/nic-driver';
 import { clientAccess, enableMsix } from '../src/testing/client-access';
 import { Child } from './doorbell';
+import { runMain } from './common';
 
 export interface DatapathBenchOptions {
   readonly transport?: TransportName;
@@ -231,12 +232,4 @@ async function main(argv: readonly string[]): Promise<number> {
   return 0;
 }
 
-if (require.main === module) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      process.stderr.write(`datapath bench: ${err instanceof Error ? err.message : String(err)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runMain(module, 'datapath bench', () => main(process.argv.slice(2)), { exitNow: true });

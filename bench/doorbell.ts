@@ -22,6 +22,7 @@ import { Daemon } from '../src/daemon';
 import { resolveTransport, type TransportName } from '../src/vfio-user/transports/index';
 import { GuestHeap, TestDriver, type CqHandle, type QpHandle } from '../src/testing/nic-driver';
 import { clientAccess, enableMsix } from '../src/testing/client-access';
+import { runMain } from './common';
 
 export interface DoorbellBenchOptions {
   readonly transport?: TransportName;
@@ -331,12 +332,4 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-if (require.main === module) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      process.stderr.write(`doorbell bench: ${err instanceof Error ? err.message : String(err)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runMain(module, 'doorbell bench', () => main(process.argv.slice(2)), { exitNow: true });

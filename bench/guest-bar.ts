@@ -9,7 +9,7 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startGuest } from '../test/helpers/boot';
+import { startGuest } from '../src/testing/boot';
 import { CpioWriter } from '../guest/kit/cpio';
 import { latestGuestImage } from '../guest/kit/image';
 import { findQemu } from '../qemu-config/qemu';

@@ -11,6 +11,7 @@ import pino from 'pino';
 import { createNic } from '../emulator/nic';
 import { Daemon } from '../src/daemon';
 import type { TransportChoice } from '../src/vfio-user/transports/index';
+import { runMain } from './common';
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
@@ -43,14 +44,4 @@ async function main(): Promise<number> {
   });
 }
 
-if (require.main === module) {
-  main().then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (err) => {
-      process.stderr.write(`launch-server: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
-      process.exitCode = 1;
-    },
-  );
-}
+runMain(module, 'launch-server', main, { stack: true });

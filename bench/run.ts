@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { machineInfo, repoRoot, round, tempDir, type MachineInfo } from './common';
+import { machineInfo, repoRoot, round, tempDir, type MachineInfo, runMain } from './common';
 import { runDatapathBench, type DatapathBenchResult } from './datapath';
 import { runFfiCost, type FfiCostResult } from './ffi-cost';
 import { runGuestBar, type GuestBarResult } from './guest-bar';
@@ -438,14 +438,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (require.main === module) {
-  main().then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (err) => {
-      process.stderr.write(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
-      process.exitCode = 1;
-    },
-  );
-}
+runMain(module, 'bench', main, { stack: true });

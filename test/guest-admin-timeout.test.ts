@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { bootGuest, type BootResult } from './helpers/boot';
+import { bootGuest, type BootResult } from '../src/testing/boot';
 import { kernelProblems } from '../guest/kit/guest-log';
 import { buildGuestImage, guestAppend } from '../guest/kit/image';
 import { requireVfioUserQemu } from '../qemu-config/qemu';

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { bootGuest, startGuest, type BootResult } from './helpers/boot';
+import { bootGuest, startGuest, type BootResult } from '../src/testing/boot';
 import { guestEvents, kernelProblems, type GuestEvent } from '../guest/kit/guest-log';
 import { buildGuestImage, guestAppend } from '../guest/kit/image';
 import { requireVfioUserQemu } from '../qemu-config/qemu';

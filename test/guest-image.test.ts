@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { bootGuest, type BootResult } from './helpers/boot';
+import { bootGuest, type BootResult } from '../src/testing/boot';
 import { guestEvents, kernelProblems } from '../guest/kit/guest-log';
 import { buildGuestImage, defaultKernelRelease, guestAppend, type GuestImage } from '../guest/kit/image';
 import { cacheDir } from '../qemu-config/cache';

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { bootGuest, type BootResult } from './helpers/boot';
+import { bootGuest, type BootResult } from '../src/testing/boot';
 import { buildGuestImage, guestAppend } from '../guest/kit/image';
 import { requireVfioUserQemu } from '../qemu-config/qemu';
 import { e2eTest } from './helpers/e2e';

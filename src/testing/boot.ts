@@ -1,7 +1,7 @@
 // Boots a guest under QEMU with the console on stdio, collects the console log and waits for power-off.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import { LineSplitter } from '../../src/lines';
+import { LineSplitter } from '../lines';
 import { qemuArgs, type QemuOptions } from '../../qemu-config/args';
 
 export interface BootOptions extends Omit<QemuOptions, 'serial'> {
