@@ -371,18 +371,31 @@ export function renderReport(r: BenchReport): string {
   return out.join('\n');
 }
 
+/** The one-line usage, for --help and after a bad flag. */
+function usage(): string {
+  return `Usage: npm run bench -- [--out FILE] [--quick] [--only ${SECTIONS.join(',')}]\n`;
+}
+
 async function main(): Promise<number> {
-  const { values } = parseArgs({
-    options: {
-      out: { type: 'string' },
-      quick: { type: 'boolean', default: false },
-      only: { type: 'string' },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-    strict: true,
-  });
+  let parsed;
+  try {
+    parsed = parseArgs({
+      options: {
+        out: { type: 'string' },
+        quick: { type: 'boolean', default: false },
+        only: { type: 'string' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+      strict: true,
+    });
+  } catch (err) {
+    // A bad flag is the user's mistake, not the bench's: one line and the usage, no stack.
+    process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n${usage()}`);
+    return 2;
+  }
+  const { values } = parsed;
   if (values.help) {
-    process.stdout.write(`Usage: npm run bench -- [--out FILE] [--quick] [--only ${SECTIONS.join(',')}]\n`);
+    process.stdout.write(usage());
     return 0;
   }
   const only = values.only ? (values.only.split(',') as Section[]) : SECTIONS;
